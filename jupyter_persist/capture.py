@@ -1,0 +1,402 @@
+"""Glue between the kernels, the websocket, the in-memory store and the notebook writer.
+
+Decides *when* outputs are written: never while a client is attached to the notebook's
+kernel (the open editor owns the file), and, once none is, within ``save_interval``,
+then every ``save_interval`` while output arrives, when an execution ends, when its
+kernel restarts or stops, and when the server stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Coroutine
+from typing import Any
+
+from jupyter_core.utils import ensure_async
+from tornado.ioloop import PeriodicCallback
+from traitlets import Any as AnyTrait
+from traitlets import Float
+from traitlets.config import LoggingConfigurable
+
+from .listener import KernelListener
+from .store import CaptureStore, Execution
+from .websocket import ExecuteRequest
+from .writer import CellUpdate, NotebookUnavailable, NotebookWriter
+
+KERNEL_ACTIONS_SCHEMA = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
+CONTENTS_SCHEMA = "https://events.jupyter.org/jupyter_server/contents_service/v1"
+
+
+class CaptureManager(LoggingConfigurable):
+    """Captures every kernel's outputs and writes them into the notebooks they belong to."""
+
+    kernel_manager = AnyTrait(help="The server's MultiKernelManager.")
+    session_manager = AnyTrait(help="The server's SessionManager.")
+    contents_manager = AnyTrait(help="The server's ContentsManager.")
+    save_interval = Float(5.0, help="Seconds between writes of a notebook (see PersistExtension).")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.store = CaptureStore()
+        self.listener = KernelListener(
+            on_message=self.on_iopub, kernel_manager=self.kernel_manager, parent=self
+        )
+        self.writer = NotebookWriter(contents_manager=self.contents_manager, parent=self)
+        self._clients: Counter[str] = Counter()
+        self._session_paths: dict[str, str | None] = {}
+        self._restart_callbacks: dict[str, tuple[Any, Any]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._warned: dict[str, str] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop: PeriodicCallback | None = None
+        self._stopping = False
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the periodic flush loop (idempotent; needs a running event loop)."""
+        if self._loop is None:
+            self._loop = PeriodicCallback(self._tick, self.save_interval * 1000)
+            self._loop.start()
+            for kernel_id in self.kernel_manager.list_kernel_ids():
+                self._track_kernel(kernel_id)
+
+    async def stop(self) -> None:
+        """Write everything still unwritten, then release every kernel subscription."""
+        self._stopping = True
+        if self._loop is not None:
+            self._loop.stop()
+            self._loop = None
+        for execution in self.store.executions():
+            if execution.running:
+                execution.server_owned = True
+        await self.flush_all()
+        for kernel_id in list(self.listener.kernel_ids):
+            self._untrack_kernel(kernel_id)
+        self.listener.close()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error("jupyter_persist: background task failed", exc_info=task.exception())
+
+    # -- kernels ---------------------------------------------------------------------
+
+    async def on_kernel_action(self, logger: Any, schema_id: str, data: dict[str, Any]) -> None:
+        """Follow kernel starts, restarts and shutdowns (jupyter_server's kernel events)."""
+        kernel_id = data.get("kernel_id")
+        if not kernel_id or data.get("status") != "success":
+            return
+        action = data.get("action")
+        try:
+            if action == "start":
+                self.start()
+                self._track_kernel(kernel_id)
+            elif action == "restart":
+                self._kernel_restarted(kernel_id)
+            elif action == "shutdown":
+                self._kernel_gone(kernel_id)
+        except Exception:
+            self.log.exception("jupyter_persist: error following kernel %s %s", action, kernel_id)
+
+    def _track_kernel(self, kernel_id: str) -> None:
+        if not self.listener.attach(kernel_id):
+            return  # retried by the next tick
+        if kernel_id in self._restart_callbacks:
+            return
+        self.log.info("jupyter_persist: capturing outputs of kernel %s", kernel_id)
+
+        def on_restart() -> None:
+            self._kernel_restarted(kernel_id)
+
+        def on_dead() -> None:
+            self._kernel_gone(kernel_id)
+
+        self.kernel_manager.add_restart_callback(kernel_id, on_restart, "restart")
+        self.kernel_manager.add_restart_callback(kernel_id, on_dead, "dead")
+        self._restart_callbacks[kernel_id] = (on_restart, on_dead)
+
+    def _untrack_kernel(self, kernel_id: str) -> None:
+        self.listener.detach(kernel_id)
+        callbacks = self._restart_callbacks.pop(kernel_id, None)
+        if callbacks is not None and kernel_id in self.kernel_manager:
+            try:
+                self.kernel_manager.remove_restart_callback(kernel_id, callbacks[0], "restart")
+                self.kernel_manager.remove_restart_callback(kernel_id, callbacks[1], "dead")
+            except Exception as err:
+                self.log.debug("jupyter_persist: removing restart callbacks: %s", err)
+
+    def _kernel_restarted(self, kernel_id: str) -> None:
+        self._finish_kernel(kernel_id, "restarted")
+        self.listener.attach(kernel_id)
+
+    def _kernel_gone(self, kernel_id: str) -> None:
+        self._untrack_kernel(kernel_id)
+        self._finish_kernel(kernel_id, "stopped")
+        self._clients.pop(kernel_id, None)
+        self._session_paths.pop(kernel_id, None)
+        self.log.info("jupyter_persist: stopped capturing kernel %s", kernel_id)
+        self._spawn(self._flush_and_forget(kernel_id))
+
+    def _finish_kernel(self, kernel_id: str, why: str) -> None:
+        finished = self.store.finish_kernel(kernel_id)
+        detached = not self._clients[kernel_id]
+        for execution in finished:
+            execution.server_owned = execution.server_owned or detached
+            self.log.info(
+                "jupyter_persist: kernel %s %s while cell %s of %s was running",
+                kernel_id,
+                why,
+                execution.cell_id,
+                execution.path,
+            )
+        if finished:
+            self._spawn(self.flush_all())
+
+    async def _flush_and_forget(self, kernel_id: str) -> None:
+        await self.flush_all()
+        for execution in self.store.executions(kernel_id):
+            if not (execution.server_owned and execution.dirty):
+                self.store.forget(execution)
+
+    # -- clients (websocket side) ----------------------------------------------------
+
+    def client_attached(self, kernel_id: str) -> None:
+        """A client websocket connected to a kernel."""
+        self._clients[kernel_id] += 1
+
+    def client_detached(self, kernel_id: str) -> None:
+        """A client websocket left; from the last one on, running executions are ours."""
+        self._clients[kernel_id] -= 1
+        if self._clients[kernel_id] > 0:
+            return
+        del self._clients[kernel_id]
+        running = [e for e in self.store.executions(kernel_id) if e.running]
+        for execution in running:
+            execution.server_owned = True
+        if running:
+            self.log.info(
+                "jupyter_persist: last client left kernel %s; %d running execution(s) will be "
+                "written within %ss",
+                kernel_id,
+                len(running),
+                self.save_interval,
+            )
+
+    def attached(self, kernel_id: str) -> bool:
+        """Whether any client websocket is attached to the kernel."""
+        return self._clients[kernel_id] > 0
+
+    def on_execute_request(self, kernel_id: str, request: ExecuteRequest) -> None:
+        """A client asked a kernel to execute code (seen on the kernel websocket)."""
+        execution = self.store.begin(kernel_id, request.msg_id, request.cell_id, request.code)
+        self.log.debug(
+            "jupyter_persist: execute_request %s for cell %s on kernel %s",
+            request.msg_id,
+            request.cell_id,
+            kernel_id,
+        )
+        self._spawn(self._locate(execution))
+
+    # -- IOPub side ------------------------------------------------------------------
+
+    def on_iopub(self, kernel_id: str, msg: dict[str, Any]) -> None:
+        """Apply one IOPub message; never raises."""
+        try:
+            parent = msg.get("parent_header") or {}
+            msg_id = parent.get("msg_id")
+            msg_type = msg["header"]["msg_type"]
+            if not msg_id:
+                return
+            execution = self.store.get(msg_id)
+            if execution is None:
+                if parent.get("msg_type") != "execute_request" or msg_type == "status":
+                    return
+                # Executed by a client we did not see (another websocket class, a ZMQ client).
+                execution = self.store.begin(kernel_id, msg_id)
+            if msg_type == "execute_input" and execution.code is None:
+                execution.code = msg["content"].get("code")
+                if execution.cell_id is None or execution.path is None:
+                    self._spawn(self._locate(execution))
+            detached = not self._clients[kernel_id]
+            self.store.apply(msg, detached=detached)
+            self.log.debug("jupyter_persist: %s for %s (kernel %s)", msg_type, msg_id, kernel_id)
+            if msg_type == "status" and not execution.running:
+                self._execution_finished(execution, detached)
+        except Exception as err:
+            self.log.debug("jupyter_persist: ignored a malformed %s message: %r", kernel_id, err)
+
+    def _execution_finished(self, execution: Execution, detached: bool) -> None:
+        if execution.path is None and execution.cell_id is None and not execution.unplaced:
+            return  # still being located; _locate writes it when done
+        if detached and execution.server_owned and execution.path is not None:
+            self._spawn(self.flush(execution.path))
+
+    # -- locating executions in notebooks ------------------------------------------------
+
+    async def _notebook_path(self, kernel_id: str) -> str | None:
+        sessions = await ensure_async(self.session_manager.list_sessions())
+        path = None
+        for session in sessions:
+            if (session.get("kernel") or {}).get("id") != kernel_id:
+                continue
+            candidate = session.get("path") or ""
+            if session.get("type") == "notebook" or candidate.endswith(".ipynb"):
+                path = candidate
+                break
+        self._session_paths[kernel_id] = path
+        return path
+
+    async def _locate(self, execution: Execution) -> None:
+        """Find the notebook and cell of an execution and place it there."""
+        path = await self._notebook_path(execution.kernel_id)
+        if self.store.get(execution.msg_id) is not execution:
+            return
+        if path is None:
+            self.store.place(execution, None, execution.cell_id)
+            if not execution.running:
+                self.store.forget(execution)
+            return
+        cell_id = execution.cell_id
+        if cell_id is None:
+            if execution.code is None:
+                execution.path = path
+                return  # located again when execute_input brings the code
+            cell_id = await self._match_source(path, execution)
+            if cell_id is None:
+                return
+        if not self.store.place(execution, path, cell_id):
+            return
+        if not execution.running and execution.server_owned:
+            await self.flush(path)
+
+    async def _match_source(self, path: str, execution: Execution) -> str | None:
+        assert execution.code is not None
+        try:
+            cell_id, matches = await self.writer.find_cell_by_source(path, execution.code)
+        except NotebookUnavailable as err:
+            self.log.warning(
+                "jupyter_persist: cannot place outputs of %s: %s", execution.msg_id, err
+            )
+            cell_id, matches = None, -1
+        if cell_id is None:
+            execution.path = path
+            execution.unplaced = True
+            if matches >= 0:
+                self.log.warning(
+                    "jupyter_persist: execution %s on kernel %s sent no cell id and %d cells of "
+                    "%s have its source; its outputs are kept in memory, not written",
+                    execution.msg_id,
+                    execution.kernel_id,
+                    matches,
+                    path,
+                )
+        return cell_id
+
+    # -- renames ---------------------------------------------------------------------
+
+    async def on_contents_event(self, logger: Any, schema_id: str, data: dict[str, Any]) -> None:
+        """Follow notebooks renamed or moved through the contents API."""
+        if data.get("action") != "rename":
+            return
+        old_path, new_path = data.get("source_path"), data.get("path")
+        if not old_path or not new_path:
+            return
+        moved = self.store.rename(old_path.strip("/"), new_path.strip("/"))
+        if moved:
+            self.log.info(
+                "jupyter_persist: %s renamed to %s; %d execution(s) follow it",
+                old_path,
+                new_path,
+                len(moved),
+            )
+
+    async def _follow_sessions(self) -> None:
+        """Follow session path changes (``PATCH /api/sessions``) of kernels with executions."""
+        for kernel_id in {e.kernel_id for e in self.store.executions() if e.path is not None}:
+            before = self._session_paths.get(kernel_id)
+            after = await self._notebook_path(kernel_id)
+            if before is None or after is None or before == after:
+                continue
+            for execution in self.store.executions(kernel_id):
+                if execution.path == before:
+                    self.store.place(execution, after, execution.cell_id)
+            self.log.info(
+                "jupyter_persist: session of kernel %s moved %s → %s", kernel_id, before, after
+            )
+
+    # -- writing ---------------------------------------------------------------------
+
+    async def _tick(self) -> None:
+        try:
+            known = set(self.kernel_manager.list_kernel_ids())
+            for kernel_id in known - self.listener.kernel_ids:
+                self._track_kernel(kernel_id)
+            for kernel_id in self.listener.kernel_ids - known:
+                self._kernel_gone(kernel_id)
+            await self._follow_sessions()
+            await self.flush_all()
+        except Exception:
+            self.log.exception("jupyter_persist: error in the flush loop")
+
+    async def flush_all(self) -> None:
+        """Write every notebook with unwritten outputs whose kernel has no client attached."""
+        for path in sorted(self.store.paths_to_write()):
+            await self.flush(path)
+
+    async def flush(self, path: str) -> None:
+        """Write the unwritten outputs of one notebook, unless a client owns it now."""
+        lock = self._locks.setdefault(path, asyncio.Lock())
+        async with lock:
+            try:
+                await self._write(path)
+            except Exception:
+                self.log.exception("jupyter_persist: error writing %s", path)
+
+    async def _write(self, path: str) -> None:
+        executions = self.store.to_write(path)
+        if not executions:
+            return
+        if not self._stopping and any(self.attached(e.kernel_id) for e in executions):
+            return
+        versions = {e.cell_id: (e, e.version) for e in executions if e.cell_id is not None}
+        updates = {
+            cell_id: CellUpdate(e.area.to_json(), e.area.execution_count)
+            for cell_id, (e, _) in versions.items()
+        }
+        try:
+            result = await self.writer.merge(path, updates)
+        except NotebookUnavailable as err:
+            self._warn_once(
+                path, f"jupyter_persist: not writing {path}: {err}; outputs kept in memory"
+            )
+            return
+        self._warned.pop(path, None)
+        for cell_id in result.merged:
+            execution, version = versions[cell_id]
+            execution.written_version = version
+        if result.missing:
+            self._warn_once(
+                path,
+                f"jupyter_persist: {len(result.missing)} cell(s) of {path} no longer exist "
+                f"({', '.join(sorted(result.missing))}); their outputs are kept in memory",
+            )
+        if result.saved:
+            self.log.info(
+                "jupyter_persist: wrote %s (%d cell(s), %d bytes, %.0f ms)",
+                path,
+                len(result.merged),
+                result.bytes,
+                result.seconds * 1000,
+            )
+
+    def _warn_once(self, path: str, message: str) -> None:
+        if self._warned.get(path) != message:
+            self._warned[path] = message
+            self.log.warning("%s", message)

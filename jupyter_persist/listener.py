@@ -1,0 +1,112 @@
+"""One server-side IOPub subscription per kernel, independent of any browser."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from jupyter_client.session import Session
+from traitlets import Any as AnyTrait
+from traitlets.config import LoggingConfigurable
+from zmq.eventloop.zmqstream import ZMQStream
+
+#: IOPub message types whose content the capture needs; the rest are skipped unparsed.
+WANTED_MSG_TYPES = frozenset(
+    {
+        "stream",
+        "display_data",
+        "update_display_data",
+        "execute_result",
+        "error",
+        "clear_output",
+        "execute_input",
+        "status",
+    }
+)
+
+MessageCallback = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class _Subscription:
+    stream: ZMQStream
+    session: Session
+    ports: tuple[Any, ...]
+
+
+class KernelListener(LoggingConfigurable):
+    """Subscribes to the IOPub channel of each kernel of the server's kernel manager.
+
+    The subscription is opened with the kernel manager's own connection info, exactly as
+    jupyter_server's activity watcher does, so it works for every kernel the manager
+    starts, whatever client started it. Messages are passed to ``on_message`` as
+    deserialized dictionaries (buffers dropped), one call each.
+    """
+
+    kernel_manager = AnyTrait(help="The server's MultiKernelManager.")
+
+    def __init__(self, on_message: MessageCallback, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._on_message = on_message
+        self._subscriptions: dict[str, _Subscription] = {}
+
+    @property
+    def kernel_ids(self) -> set[str]:
+        """Ids of the kernels currently subscribed to."""
+        return set(self._subscriptions)
+
+    def attach(self, kernel_id: str) -> bool:
+        """Subscribe to a kernel's IOPub (again if its ports changed). Returns success."""
+        try:
+            kernel = self.kernel_manager.get_kernel(kernel_id)
+            ports = tuple(getattr(kernel, "ports", ()) or ())
+        except KeyError:
+            return False
+        current = self._subscriptions.get(kernel_id)
+        if current is not None:
+            if current.ports == ports and not current.stream.closed():
+                return True
+            self.detach(kernel_id)
+        try:
+            stream = kernel.connect_iopub()
+        except Exception as err:  # a kernel still starting has no connection info yet
+            self.log.debug("jupyter_persist: cannot subscribe to kernel %s yet: %s", kernel_id, err)
+            return False
+        session = Session(config=kernel.session.config, key=kernel.session.key)
+        self._subscriptions[kernel_id] = _Subscription(stream, session, ports)
+        stream.on_recv(lambda parts: self._receive(kernel_id, session, parts))
+        self.log.debug("jupyter_persist: subscribed to IOPub of kernel %s", kernel_id)
+        return True
+
+    def detach(self, kernel_id: str) -> None:
+        """Close the subscription of a kernel, if any."""
+        subscription = self._subscriptions.pop(kernel_id, None)
+        if subscription is None:
+            return
+        if not subscription.stream.closed():
+            subscription.stream.on_recv(None)
+            subscription.stream.close(linger=0)
+        self.log.debug("jupyter_persist: unsubscribed from kernel %s", kernel_id)
+
+    def close(self) -> None:
+        """Close every subscription."""
+        for kernel_id in list(self._subscriptions):
+            self.detach(kernel_id)
+
+    def _receive(self, kernel_id: str, session: Session, parts: list[bytes]) -> None:
+        try:
+            _, fed = session.feed_identities(parts)
+            msg = session.deserialize(fed, content=False)
+            if msg["header"].get("msg_type") not in WANTED_MSG_TYPES:
+                return
+            msg["content"] = session.unpack(msg["content"])
+            msg["buffers"] = []
+        except Exception as err:
+            self.log.debug("jupyter_persist: undecodable IOPub message from %s: %s", kernel_id, err)
+            return
+        try:
+            self._on_message(kernel_id, msg)
+        except Exception:
+            # A callback must never break the subscription: log and keep listening.
+            self.log.exception("jupyter_persist: error handling a message of kernel %s", kernel_id)

@@ -1,0 +1,119 @@
+"""Merge captured outputs into notebooks through the server's ContentsManager."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import nbformat
+from jupyter_core.utils import ensure_async
+from nbformat import NotebookNode
+from tornado.web import HTTPError
+from traitlets import Any as AnyTrait
+from traitlets.config import LoggingConfigurable
+
+
+class NotebookUnavailable(Exception):
+    """The notebook cannot be written: deleted, unreadable or invalid. Nothing is written."""
+
+
+@dataclass(frozen=True)
+class CellUpdate:
+    """The outputs and execution count to give one code cell."""
+
+    outputs: list[dict[str, Any]]
+    execution_count: int | None
+
+
+@dataclass
+class WriteResult:
+    """What a merge did."""
+
+    #: Cell ids whose outputs on disk now equal the update (written or already equal).
+    merged: set[str] = field(default_factory=set)
+    #: Cell ids not found on disk.
+    missing: set[str] = field(default_factory=set)
+    #: Whether the file was saved.
+    saved: bool = False
+    bytes: int = 0
+    seconds: float = 0.0
+
+
+class NotebookWriter(LoggingConfigurable):
+    """Reads notebooks and merges outputs into them by cell id, changing nothing else."""
+
+    contents_manager = AnyTrait(help="The server's ContentsManager.")
+
+    async def read(self, path: str) -> NotebookNode:
+        """Return the notebook at ``path``; raise :class:`NotebookUnavailable` if unusable."""
+        try:
+            model = await ensure_async(
+                self.contents_manager.get(path, content=True, type="notebook")
+            )
+        except HTTPError as err:
+            if err.status_code == 404:
+                raise NotebookUnavailable(f"{path} does not exist") from None
+            raise NotebookUnavailable(f"{path} cannot be read: {err.log_message}") from None
+        if model.get("message"):
+            raise NotebookUnavailable(f"{path} is not a valid notebook: {model['message'][:200]}")
+        notebook: NotebookNode = model["content"]
+        if notebook.get("nbformat") != 4 or "orig_nbformat" in notebook.get("metadata", {}):
+            raise NotebookUnavailable(f"{path} is not an nbformat 4 notebook")
+        return notebook
+
+    async def find_cell_by_source(self, path: str, code: str) -> tuple[str | None, int]:
+        """Return the id of the one code cell whose source equals ``code``.
+
+        Returns ``(cell_id, matches)``: the id is None unless exactly one cell with an id
+        matches; ``matches`` says how many did, for the log.
+        """
+        notebook = await self.read(path)
+        matches = [
+            cell
+            for cell in notebook.cells
+            if cell.get("cell_type") == "code" and _source(cell) == code
+        ]
+        if len(matches) == 1 and matches[0].get("id"):
+            return matches[0]["id"], 1
+        return None, len(matches)
+
+    async def merge(self, path: str, updates: dict[str, CellUpdate]) -> WriteResult:
+        """Give each cell named in ``updates`` its outputs and count; save if anything changed.
+
+        Raises :class:`NotebookUnavailable` when the notebook cannot be read; a notebook
+        that cannot be read is never written.
+        """
+        started = time.perf_counter()
+        notebook = await self.read(path)
+        result = WriteResult()
+        cells = {cell.get("id"): cell for cell in notebook.cells if cell.get("cell_type") == "code"}
+        for cell_id, update in updates.items():
+            cell = cells.get(cell_id)
+            if cell is None:
+                result.missing.add(cell_id)
+                continue
+            result.merged.add(cell_id)
+            if _plain(cell.get("outputs", [])) == update.outputs and (
+                cell.get("execution_count") == update.execution_count
+            ):
+                continue
+            cell["outputs"] = [nbformat.from_dict(output) for output in update.outputs]
+            cell["execution_count"] = update.execution_count
+            result.saved = True
+        if result.saved:
+            model = {"type": "notebook", "format": "json", "content": notebook}
+            saved = await ensure_async(self.contents_manager.save(model, path))
+            result.bytes = int(saved.get("size") or 0) if isinstance(saved, dict) else 0
+        result.seconds = time.perf_counter() - started
+        return result
+
+
+def _source(cell: NotebookNode) -> str:
+    source = cell.get("source", "")
+    return "".join(source) if isinstance(source, list) else str(source)
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value))

@@ -1,0 +1,217 @@
+"""A JupyterLab-like kernel websocket client and small helpers for the server tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from jupyter_server.services.kernels.connection.base import (
+    deserialize_msg_from_ws_v1,
+    serialize_msg_to_ws_v1,
+)
+from tornado.websocket import WebSocketClientConnection
+
+V1 = "v1.kernel.websocket.jupyter.org"
+LEGACY = "legacy"
+
+
+def make_notebook(
+    path: Path, cells: list[tuple[str, str]], **metadata: Any
+) -> nbformat.NotebookNode:
+    """Write a notebook whose code cells have the given (id, source) pairs."""
+    nb = nbformat.v4.new_notebook(metadata=metadata)
+    for cell_id, source in cells:
+        cell = nbformat.v4.new_code_cell(source)
+        cell["id"] = cell_id
+        nb.cells.append(cell)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))
+    return nb
+
+
+def read_notebook(path: Path) -> dict[str, Any]:
+    """Read a notebook as plain JSON (raises ``json.JSONDecodeError`` mid-write)."""
+    return dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def read_cells(path: Path) -> dict[str, Any]:
+    """Return the code cells of a notebook on disk by id, as plain JSON."""
+    nb = read_notebook(path)
+    return {cell.get("id"): cell for cell in nb["cells"] if cell["cell_type"] == "code"}
+
+
+async def load_cells(path: Path) -> dict[str, Any]:
+    """Like :func:`read_cells`, retrying while the server rewrites the file.
+
+    jupyter_server's atomic writing keeps a backup copy but writes the file itself in
+    place, so a reader can see a half-written file for a moment.
+    """
+    for _ in range(100):
+        try:
+            return read_cells(path)
+        except json.JSONDecodeError:
+            await asyncio.sleep(0.02)
+    return read_cells(path)
+
+
+def stream_text(cell: dict[str, Any], name: str = "stdout") -> str:
+    """Concatenated text of a cell's stream outputs of one name."""
+    texts = []
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "stream" and output.get("name") == name:
+            text = output["text"]
+            texts.append("".join(text) if isinstance(text, list) else text)
+    return "".join(texts)
+
+
+async def wait_for(
+    predicate: Callable[[], bool] | Callable[[], Awaitable[bool]],
+    timeout: float = 30,
+    interval: float = 0.1,
+    what: str = "condition",
+) -> None:
+    """Poll until ``predicate`` is true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = predicate()
+            if asyncio.iscoroutine(result):
+                result = await result
+        except json.JSONDecodeError:  # the file is being rewritten in place
+            result = False
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+class LabLikeClient:
+    """Talks to ``/api/kernels/<id>/channels`` the way JupyterLab does."""
+
+    def __init__(self, ws: WebSocketClientConnection, protocol: str, session_id: str) -> None:
+        self.ws = ws
+        self.protocol = protocol
+        self.session_id = session_id
+        self.received: list[dict[str, Any]] = []
+
+    @classmethod
+    async def connect(cls, jp_ws_fetch: Any, kernel_id: str, protocol: str = V1) -> LabLikeClient:
+        session_id = uuid.uuid4().hex
+        kwargs: dict[str, Any] = {}
+        if protocol == V1:
+            kwargs["subprotocols"] = [V1]
+        ws = await jp_ws_fetch(
+            "api", "kernels", kernel_id, "channels", params={"session_id": session_id}, **kwargs
+        )
+        assert (ws.selected_subprotocol == V1) == (protocol == V1)
+        return cls(ws, protocol, session_id)
+
+    def _header(self, msg_type: str) -> dict[str, Any]:
+        return {
+            "msg_id": uuid.uuid4().hex,
+            "msg_type": msg_type,
+            "session": self.session_id,
+            "username": "tester",
+            "date": "2026-01-01T00:00:00.000Z",
+            "version": "5.3",
+        }
+
+    async def send(
+        self, channel: str, msg_type: str, content: dict[str, Any], metadata: dict[str, Any]
+    ) -> str:
+        header = self._header(msg_type)
+        msg = {"header": header, "parent_header": {}, "metadata": metadata, "content": content}
+        if self.protocol == V1:
+            parts = [
+                json.dumps(msg[key]).encode()
+                for key in ("header", "parent_header", "metadata", "content")
+            ]
+            await self.ws.write_message(serialize_msg_to_ws_v1(parts, channel), binary=True)
+        else:
+            await self.ws.write_message(json.dumps({**msg, "channel": channel, "buffers": []}))
+        return str(header["msg_id"])
+
+    async def execute(
+        self, code: str, cell_id: str | None = None, metadata: dict[str, Any] | None = None
+    ) -> str:
+        """Send an execute_request as JupyterLab 4 does (``cellId`` in the metadata)."""
+        if metadata is None:
+            metadata = {"deletedCells": [], "recordTiming": False}
+            if cell_id is not None:
+                metadata["cellId"] = cell_id
+        content = {
+            "code": code,
+            "silent": False,
+            "store_history": True,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": True,
+        }
+        return await self.send("shell", "execute_request", content, metadata)
+
+    async def recv(self, timeout: float = 30) -> dict[str, Any]:
+        raw = await asyncio.wait_for(self.ws.read_message(), timeout)
+        if raw is None:
+            raise ConnectionError("websocket closed")
+        if isinstance(raw, bytes) and self.protocol == V1:
+            channel, parts = deserialize_msg_from_ws_v1(raw)
+            msg = {
+                "channel": channel,
+                "header": json.loads(parts[0]),
+                "parent_header": json.loads(parts[1]),
+                "metadata": json.loads(parts[2]),
+                "content": json.loads(parts[3]),
+            }
+        else:
+            msg = json.loads(raw)
+        self.received.append(msg)
+        return msg
+
+    async def wait_for_output(self, msg_id: str, text: str, timeout: float = 30) -> None:
+        """Read messages until a stream output of ``msg_id`` contains ``text``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = await self.recv(timeout=deadline - time.monotonic())
+            if (
+                msg["parent_header"].get("msg_id") == msg_id
+                and msg["header"]["msg_type"] == "stream"
+                and text in msg["content"]["text"]
+            ):
+                return
+        raise AssertionError(f"no output {text!r} for {msg_id}")
+
+    async def wait_idle(self, msg_id: str, timeout: float = 60) -> None:
+        """Read messages until the kernel reports idle for ``msg_id``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = await self.recv(timeout=deadline - time.monotonic())
+            if (
+                msg["parent_header"].get("msg_id") == msg_id
+                and msg["header"]["msg_type"] == "status"
+                and msg["content"]["execution_state"] == "idle"
+            ):
+                return
+        raise AssertionError(f"{msg_id} never went idle")
+
+    async def wait_ready(self, timeout: float = 60) -> None:
+        """Wait until the kernel answers a kernel_info_request on this socket."""
+        msg_id = await self.send("shell", "kernel_info_request", {}, {})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = await self.recv(timeout=deadline - time.monotonic())
+            if (
+                msg["header"]["msg_type"] == "kernel_info_reply"
+                and msg["parent_header"].get("msg_id") == msg_id
+            ):
+                return
+        raise AssertionError("kernel never answered kernel_info")
+
+    def close(self) -> None:
+        self.ws.close()

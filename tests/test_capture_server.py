@@ -1,0 +1,87 @@
+"""End to end through a real jupyter_server and a real ipykernel."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import (
+    LEGACY,
+    V1,
+    LabLikeClient,
+    load_cells,
+    make_notebook,
+    read_cells,
+    stream_text,
+    wait_for,
+)
+
+from jupyter_persist.app import PersistExtension
+from jupyter_persist.websocket import CaptureConnectionMixin
+
+PRINT_FOR_3S = (
+    "import time\nfor i in range(30):\n    print(f'line {i}', flush=True)\n    time.sleep(0.1)"
+)
+EXPECTED_3S = "".join(f"line {i}\n" for i in range(30))
+PRINT_FOR_6S = PRINT_FOR_3S.replace("range(30)", "range(60)")
+EXPECTED_6S = "".join(f"line {i}\n" for i in range(60))
+
+
+def test_extension_loaded(jp_serverapp: Any, capture: Any) -> None:
+    app = jp_serverapp.extension_manager.extension_apps["jupyter_persist"]
+    assert any(isinstance(a, PersistExtension) for a in app)
+    connection_class = jp_serverapp.web_app.settings["kernel_websocket_connection_class"]
+    assert issubclass(connection_class, CaptureConnectionMixin)
+
+
+@pytest.mark.parametrize("protocol", [V1, LEGACY])
+async def test_disconnect_mid_run_writes_complete_output(
+    jp_root_dir: Path, jp_ws_fetch: Any, notebook_session: Any, capture: Any, protocol: str
+) -> None:
+    nb_path = jp_root_dir / "run.ipynb"
+    make_notebook(nb_path, [("cell-a", PRINT_FOR_3S)])
+    _, kernel_id = await notebook_session("run.ipynb")
+    client = await LabLikeClient.connect(jp_ws_fetch, kernel_id, protocol)
+    await client.wait_ready()
+    msg_id = await client.execute(PRINT_FOR_3S, cell_id="cell-a")
+    await client.wait_for_output(msg_id, "line 3")
+    client.close()
+
+    def complete() -> bool:
+        cell = read_cells(nb_path)["cell-a"]
+        return stream_text(cell) == EXPECTED_3S
+
+    await wait_for(complete, timeout=30, what="complete output in the file")
+    cell = (await load_cells(nb_path))["cell-a"]
+    assert cell["execution_count"] == 1
+    assert [o["output_type"] for o in cell["outputs"]] == ["stream"]
+    assert "".join(cell["source"]) == PRINT_FOR_3S
+
+
+async def test_no_write_while_attached(
+    jp_root_dir: Path, jp_ws_fetch: Any, notebook_session: Any, capture: Any
+) -> None:
+    nb_path = jp_root_dir / "attached.ipynb"
+    make_notebook(nb_path, [("quick", "print('hi')"), ("slow", PRINT_FOR_6S)])
+    before = nb_path.read_bytes()
+    mtime = nb_path.stat().st_mtime_ns
+    _, kernel_id = await notebook_session("attached.ipynb")
+    client = await LabLikeClient.connect(jp_ws_fetch, kernel_id)
+    await client.wait_ready()
+    quick = await client.execute("print('hi')", cell_id="quick")
+    await client.wait_idle(quick)
+    slow = await client.execute(PRINT_FOR_6S, cell_id="slow")
+    await client.wait_for_output(slow, "line 5")
+    # Several save intervals pass with a client attached: the file is the editor's.
+    await asyncio.sleep(4 * capture.save_interval)
+    assert nb_path.stat().st_mtime_ns == mtime
+    assert nb_path.read_bytes() == before
+    client.close()
+    await wait_for(
+        lambda: stream_text(read_cells(nb_path)["slow"]) == EXPECTED_6S,
+        what="the running cell written after the client left",
+    )
+    # The execution that finished while the client was attached belongs to the client.
+    assert (await load_cells(nb_path))["quick"]["outputs"] == []
