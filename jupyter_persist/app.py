@@ -39,7 +39,7 @@ class PersistExtension(ExtensionApp):
         assert serverapp is not None
         self.capture = CaptureManager(
             parent=self,
-            log=self.log,
+            log=serverapp.log,
             kernel_manager=serverapp.kernel_manager,
             session_manager=serverapp.session_manager,
             contents_manager=serverapp.contents_manager,
@@ -51,6 +51,8 @@ class PersistExtension(ExtensionApp):
         composed = compose_connection_class(configured)
         self.settings["kernel_websocket_connection_class"] = composed
         self.settings[SETTINGS_KEY] = self.capture
+        # Composes with an admin's own ContentsManager.pre_save_hook, which runs first.
+        serverapp.contents_manager.register_pre_save_hook(self.capture.on_pre_save)
         event_logger = serverapp.event_logger
         assert event_logger is not None
         event_logger.add_listener(
@@ -59,7 +61,7 @@ class PersistExtension(ExtensionApp):
         event_logger.add_listener(
             schema_id=CONTENTS_SCHEMA, listener=self.capture.on_contents_event
         )
-        self.log.info(
+        serverapp.log.info(
             "jupyter_persist: capturing kernel outputs; save_interval=%ss; websocket class %s",
             self.save_interval,
             f"{configured.__module__}.{configured.__qualname__}",

@@ -63,18 +63,15 @@ class CaptureManager(LoggingConfigurable):
                 self._track_kernel(kernel_id)
 
     async def stop(self) -> None:
-        """Write everything still unwritten, then release every kernel subscription."""
+        """Release every kernel subscription, then write everything still unwritten."""
         self._stopping = True
         if self._loop is not None:
             self._loop.stop()
             self._loop = None
-        for execution in self.store.executions():
-            if execution.running:
-                execution.server_owned = True
-        await self.flush_all()
         for kernel_id in list(self.listener.kernel_ids):
             self._untrack_kernel(kernel_id)
         self.listener.close()
+        await self.flush_all()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -146,9 +143,7 @@ class CaptureManager(LoggingConfigurable):
 
     def _finish_kernel(self, kernel_id: str, why: str) -> None:
         finished = self.store.finish_kernel(kernel_id)
-        detached = not self._clients[kernel_id]
         for execution in finished:
-            execution.server_owned = execution.server_owned or detached
             self.log.info(
                 "jupyter_persist: kernel %s %s while cell %s of %s was running",
                 kernel_id,
@@ -162,7 +157,7 @@ class CaptureManager(LoggingConfigurable):
     async def _flush_and_forget(self, kernel_id: str) -> None:
         await self.flush_all()
         for execution in self.store.executions(kernel_id):
-            if not (execution.server_owned and execution.dirty):
+            if not execution.dirty:
                 self.store.forget(execution)
 
     # -- clients (websocket side) ----------------------------------------------------
@@ -172,20 +167,21 @@ class CaptureManager(LoggingConfigurable):
         self._clients[kernel_id] += 1
 
     def client_detached(self, kernel_id: str) -> None:
-        """A client websocket left; from the last one on, running executions are ours."""
+        """A client websocket left; from the last one on, the server writes the outputs."""
         self._clients[kernel_id] -= 1
         if self._clients[kernel_id] > 0:
             return
         del self._clients[kernel_id]
-        running = [e for e in self.store.executions(kernel_id) if e.running]
-        for execution in running:
-            execution.server_owned = True
-        if running:
+        for execution in self.store.executions(kernel_id):
+            if execution.running:
+                execution.server_owned = True
+        unsaved = sum(1 for e in self.store.executions(kernel_id) if e.dirty)
+        if unsaved:
             self.log.info(
-                "jupyter_persist: last client left kernel %s; %d running execution(s) will be "
-                "written within %ss",
+                "jupyter_persist: last client left kernel %s; %d execution(s) it did not save "
+                "will be written within %ss",
                 kernel_id,
-                len(running),
+                unsaved,
                 self.save_interval,
             )
 
@@ -233,9 +229,9 @@ class CaptureManager(LoggingConfigurable):
             self.log.debug("jupyter_persist: ignored a malformed %s message: %r", kernel_id, err)
 
     def _execution_finished(self, execution: Execution, detached: bool) -> None:
-        if execution.path is None and execution.cell_id is None and not execution.unplaced:
-            return  # still being located; _locate writes it when done
-        if detached and execution.server_owned and execution.path is not None:
+        if execution.notebookless:
+            self.store.forget(execution)
+        elif detached and execution.placed and execution.path is not None:
             self._spawn(self.flush(execution.path))
 
     # -- locating executions in notebooks ------------------------------------------------
@@ -259,7 +255,7 @@ class CaptureManager(LoggingConfigurable):
         if self.store.get(execution.msg_id) is not execution:
             return
         if path is None:
-            self.store.place(execution, None, execution.cell_id)
+            execution.notebookless = True
             if not execution.running:
                 self.store.forget(execution)
             return
@@ -273,7 +269,7 @@ class CaptureManager(LoggingConfigurable):
                 return
         if not self.store.place(execution, path, cell_id):
             return
-        if not execution.running and execution.server_owned:
+        if not execution.running and not self.attached(execution.kernel_id):
             await self.flush(path)
 
     async def _match_source(self, path: str, execution: Execution) -> str | None:
@@ -331,12 +327,34 @@ class CaptureManager(LoggingConfigurable):
                 "jupyter_persist: session of kernel %s moved %s → %s", kernel_id, before, after
             )
 
+    # -- saves -----------------------------------------------------------------------
+
+    def on_pre_save(self, model: dict[str, Any], path: str, **kwargs: Any) -> None:
+        """ContentsManager pre-save hook: learn which outputs a save puts on disk.
+
+        Runs for every save (a browser's, ours, any API client's) and never changes the
+        model; it only marks the executions whose outputs the saved file will hold.
+        """
+        try:
+            if model.get("type") != "notebook" or not isinstance(model.get("content"), dict):
+                return
+            cells = model["content"].get("cells")
+            if isinstance(cells, list):
+                clean = self.store.note_saved(path.strip("/"), cells)
+                if clean:
+                    self.log.debug(
+                        "jupyter_persist: save of %s holds %d execution(s)", path, len(clean)
+                    )
+        except Exception as err:
+            self.log.warning("jupyter_persist: could not inspect a save of %s: %s", path, err)
+
     # -- writing ---------------------------------------------------------------------
 
     async def _tick(self) -> None:
         try:
             known = set(self.kernel_manager.list_kernel_ids())
-            for kernel_id in known - self.listener.kernel_ids:
+            for kernel_id in known:
+                # Also re-subscribes a kernel whose ports changed in a restart.
                 self._track_kernel(kernel_id)
             for kernel_id in self.listener.kernel_ids - known:
                 self._kernel_gone(kernel_id)

@@ -28,14 +28,17 @@ class Execution:
     path: str | None = None
     area: OutputArea = field(default_factory=OutputArea)
     running: bool = True
-    #: Set once the server must write this execution itself: some of its messages
-    #: arrived while no client was attached, or it was running when the last one left.
+    #: Some of its messages arrived while no client was attached, so no client holds
+    #: all of it: only the server can save it whole.
     server_owned: bool = False
-    #: Counts changes; ``written_version`` is the one on disk.
+    #: Counts changes; ``written_version`` is the one known to be on disk (written by
+    #: us, or saved by a client with exactly these outputs).
     version: int = 0
     written_version: int = 0
     #: The execution could not be placed in a cell (no id, no single matching source).
     unplaced: bool = False
+    #: The kernel turned out to have no notebook (a console, a bare kernel).
+    notebookless: bool = False
     #: Order in which executions began; an older one never replaces a newer one.
     seq: int = 0
 
@@ -215,20 +218,58 @@ class CaptureStore:
                 del self._latest_by_cell[key]
 
     def to_write(self, path: str) -> list[Execution]:
-        """The placed, server-owned, changed executions of one notebook."""
+        """The placed executions of one notebook whose outputs are not on disk yet."""
         return [
             execution
             for (cell_path, _), execution in self._latest_by_cell.items()
-            if cell_path == path and execution.server_owned and execution.dirty
+            if cell_path == path and execution.dirty
         ]
 
     def paths_to_write(self) -> set[str]:
         """Notebooks with at least one execution waiting to be written."""
-        return {
-            path
-            for (path, _), execution in self._latest_by_cell.items()
-            if execution.server_owned and execution.dirty
-        }
+        return {path for (path, _), execution in self._latest_by_cell.items() if execution.dirty}
+
+    def note_saved(self, path: str, cells: list[dict[str, Any]]) -> list[Execution]:
+        """Take note of a notebook being saved with these cells; return executions now clean.
+
+        An execution is clean when the saved cell holds exactly its outputs, or when a
+        client that saw all of it (it finished with a client attached throughout) saved
+        something else: that is the user's edit, such as clearing the outputs, and it wins.
+        """
+        clean = []
+        for cell in cells:
+            if not isinstance(cell, dict) or cell.get("cell_type") != "code":
+                continue
+            execution = self._latest_by_cell.get((path, str(cell.get("id"))))
+            if execution is None or not execution.dirty:
+                continue
+            saved_as_is = cell.get("execution_count") == execution.area.execution_count and (
+                normalized_outputs(cell.get("outputs")) == execution.area.to_json()
+            )
+            if saved_as_is or not (execution.running or execution.server_owned):
+                execution.written_version = execution.version
+                clean.append(execution)
+        return clean
+
+
+def normalized_outputs(outputs: Any) -> list[dict[str, Any]]:
+    """Outputs as the reducer builds them: multi-line strings joined, no transient data."""
+    if not isinstance(outputs, list):
+        return []
+    result = []
+    for output in outputs:
+        if not isinstance(output, dict):
+            return []
+        plain = {key: value for key, value in output.items() if key != "transient"}
+        if isinstance(plain.get("text"), list):
+            plain["text"] = "".join(plain["text"])
+        if isinstance(plain.get("data"), dict):
+            plain["data"] = {
+                mime: "".join(value) if isinstance(value, list) else value
+                for mime, value in plain["data"].items()
+            }
+        result.append(plain)
+    return result
 
 
 def _display_id(msg: dict[str, Any]) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -83,5 +84,58 @@ async def test_no_write_while_attached(
         lambda: stream_text(read_cells(nb_path)["slow"]) == EXPECTED_6S,
         what="the running cell written after the client left",
     )
-    # The execution that finished while the client was attached belongs to the client.
-    assert (await load_cells(nb_path))["quick"]["outputs"] == []
+    # The client never saved the cell that finished while it was attached: written too.
+    quick_cell = (await load_cells(nb_path))["quick"]
+    assert stream_text(quick_cell) == "hi\n"
+    assert quick_cell["execution_count"] == 1
+
+
+async def save_from_client(jp_fetch: Any, path: str, outputs: list[Any], count: Any) -> None:
+    """Save the notebook through the contents API as a browser tab does."""
+    response = await jp_fetch("api", "contents", path, params={"content": "1"})
+    model = json.loads(response.body)
+    for cell in model["content"]["cells"]:
+        if cell["cell_type"] == "code":
+            cell["outputs"] = outputs
+            cell["execution_count"] = count
+    body = {"type": "notebook", "format": "json", "content": model["content"]}
+    await jp_fetch("api", "contents", path, method="PUT", body=json.dumps(body))
+
+
+async def run_quick_cell_attached(
+    jp_ws_fetch: Any, notebook_session: Any, path: str
+) -> LabLikeClient:
+    _, kernel_id = await notebook_session(path)
+    client = await LabLikeClient.connect(jp_ws_fetch, kernel_id)
+    await client.wait_ready()
+    msg_id = await client.execute("print('hi')", cell_id="quick")
+    await client.wait_idle(msg_id)
+    return client
+
+
+async def test_outputs_the_client_saved_are_not_rewritten(
+    jp_root_dir: Path, jp_fetch: Any, jp_ws_fetch: Any, notebook_session: Any, capture: Any
+) -> None:
+    nb_path = jp_root_dir / "saved.ipynb"
+    make_notebook(nb_path, [("quick", "print('hi')")])
+    client = await run_quick_cell_attached(jp_ws_fetch, notebook_session, nb_path.name)
+    stream = {"output_type": "stream", "name": "stdout", "text": "hi\n"}
+    await save_from_client(jp_fetch, nb_path.name, [stream], 1)
+    saved_mtime = nb_path.stat().st_mtime_ns
+    client.close()
+    await asyncio.sleep(4 * capture.save_interval)
+    assert nb_path.stat().st_mtime_ns == saved_mtime
+
+
+async def test_a_deliberate_clear_stays_cleared(
+    jp_root_dir: Path, jp_fetch: Any, jp_ws_fetch: Any, notebook_session: Any, capture: Any
+) -> None:
+    nb_path = jp_root_dir / "cleared.ipynb"
+    make_notebook(nb_path, [("quick", "print('hi')")])
+    client = await run_quick_cell_attached(jp_ws_fetch, notebook_session, nb_path.name)
+    await save_from_client(jp_fetch, nb_path.name, [], None)
+    client.close()
+    await asyncio.sleep(4 * capture.save_interval)
+    cell = (await load_cells(nb_path))["quick"]
+    assert cell["outputs"] == []
+    assert cell["execution_count"] is None

@@ -1,0 +1,78 @@
+"""Real JupyterLab in headless Chromium: the browser goes away, the outputs still land on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from browser import (
+    PYTHON3_KERNELSPEC,
+    chromium,
+    jupyter_server_process,
+    lab_dialogs,
+    lab_open_notebook,
+    lab_run_all_cells,
+    lab_wait_kernel_idle,
+    lab_wait_output,
+    read_cells_retrying,
+    report_failure,
+    wait_until,
+)
+from helpers import make_notebook, stream_text
+
+pytestmark = pytest.mark.browser
+
+CELL_ID = "slow-printer"
+LINES = 80
+SOURCE = f"""\
+import time
+for i in range({LINES}):
+    print(f"line {{i}}", flush=True)
+    time.sleep(0.1)
+print("DONE", flush=True)
+"""
+EXPECTED = "".join(f"line {i}\n" for i in range(LINES)) + "DONE\n"
+
+
+def test_lab_closed_mid_run_keeps_outputs(tmp_path: Path) -> None:
+    with jupyter_server_process(tmp_path, save_interval=1) as server:
+        name = "closed_mid_run.ipynb"
+        nb_path = server.root_dir / name
+        make_notebook(nb_path, [(CELL_ID, SOURCE)], kernelspec=PYTHON3_KERNELSPEC)
+
+        with chromium() as session, report_failure(server, session):
+            page = session.page
+            lab_open_notebook(page, server, name)
+            lab_wait_kernel_idle(page, name)
+            lab_run_all_cells(page)
+            lab_wait_output(page, "line 5")
+
+            # The premise: the run is still going and nothing of it is on disk yet (the
+            # editor owns the file while attached, and JupyterLab autosaves only every 120 s).
+            shown = "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
+            assert "DONE" not in shown, "the cell finished before the browser closed"
+            assert not lab_dialogs(page), lab_dialogs(page)
+            cell = read_cells_retrying(nb_path)[CELL_ID]
+            assert cell["outputs"] == [], cell["outputs"]
+            assert cell["execution_count"] is None
+
+            session.close()  # every websocket of the page goes away mid-run
+
+        with report_failure(server):
+
+            def complete() -> bool:
+                cell = read_cells_retrying(nb_path)[CELL_ID]
+                return stream_text(cell) == EXPECTED and isinstance(cell["execution_count"], int)
+
+            try:
+                wait_until(complete, 60, "all outputs in the notebook on disk", interval=0.25)
+            except AssertionError:
+                cell = read_cells_retrying(nb_path)[CELL_ID]
+                raise AssertionError(
+                    f"outputs on disk: {stream_text(cell)!r}, "
+                    f"execution_count {cell['execution_count']!r}"
+                ) from None
+
+            log = server.log()
+            assert "jupyter_persist: last client left kernel" in log
+            assert f"jupyter_persist: wrote {name}" in log

@@ -1,0 +1,183 @@
+"""Kernel starts, restarts, deaths and shutdowns, with no client attached."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import psutil
+from helpers import LabLikeClient, load_cells, make_notebook, read_cells, stream_text, wait_for
+
+PRINT_SLOWLY = (
+    "import time\nfor i in range(300):\n    print(f'line {i}', flush=True)\n    time.sleep(0.05)"
+)
+
+
+def contiguous_lines(text: str) -> int:
+    """Number of lines 'line 0'..'line N-1' in order, failing on any gap or duplicate."""
+    lines = text.splitlines()
+    assert lines == [f"line {i}" for i in range(len(lines))], f"gap or duplicate in {lines!r}"
+    return len(lines)
+
+
+async def start_detached_run(
+    jp_ws_fetch: Any, kernel_id: str, cell_id: str, code: str = PRINT_SLOWLY
+) -> str:
+    client = await LabLikeClient.connect(jp_ws_fetch, kernel_id)
+    await client.wait_ready()
+    msg_id = await client.execute(code, cell_id=cell_id)
+    await client.wait_for_output(msg_id, "line 2")
+    client.close()
+    return msg_id
+
+
+AFTER = "import time\nprint('first', flush=True)\ntime.sleep(1)\nprint('done')"
+
+
+async def run_attached_then_leave(
+    jp_ws_fetch: Any, kernel_id: str, cell_id: str, code: str = AFTER
+) -> None:
+    """Start a cell that prints 'first' then 'done' a second later; leave in between."""
+    client = await LabLikeClient.connect(jp_ws_fetch, kernel_id)
+    try:
+        await client.wait_ready()
+        msg_id = await client.execute(code, cell_id=cell_id)
+        await client.wait_for_output(msg_id, "first")
+    finally:
+        client.close()
+
+
+async def test_shutdown_mid_run_keeps_what_was_captured(
+    jp_root_dir: Path, jp_fetch: Any, jp_ws_fetch: Any, notebook_session: Any, capture: Any
+) -> None:
+    nb_path = jp_root_dir / "shutdown.ipynb"
+    make_notebook(nb_path, [("long", PRINT_SLOWLY)])
+    _, kernel_id = await notebook_session(nb_path.name)
+    await start_detached_run(jp_ws_fetch, kernel_id, "long")
+    await wait_for(
+        lambda: "line 20" in stream_text(read_cells(nb_path)["long"]), what="line 20 on disk"
+    )
+    execution = next(capture.store.executions(kernel_id))
+    await jp_fetch("api", "kernels", kernel_id, method="DELETE")
+    captured = execution.area.to_json()[0]["text"]
+    await wait_for(
+        lambda: kernel_id not in capture.listener.kernel_ids, what="subscription released"
+    )
+    await wait_for(
+        lambda: stream_text(read_cells(nb_path)["long"]) == captured,
+        what="everything captured before the shutdown on disk",
+    )
+    assert contiguous_lines(stream_text((await load_cells(nb_path))["long"])) >= 20
+
+
+async def test_rest_restart_mid_run_then_capture_continues(
+    jp_root_dir: Path, jp_fetch: Any, jp_ws_fetch: Any, notebook_session: Any, capture: Any
+) -> None:
+    nb_path = jp_root_dir / "restart.ipynb"
+    make_notebook(nb_path, [("long", PRINT_SLOWLY), ("after", AFTER)])
+    _, kernel_id = await notebook_session(nb_path.name)
+    await start_detached_run(jp_ws_fetch, kernel_id, "long")
+    await jp_fetch("api", "kernels", kernel_id, "restart", method="POST", body="")
+    await wait_for(
+        lambda: read_cells(nb_path)["long"]["outputs"] != [], what="the interrupted run on disk"
+    )
+    before_restart = contiguous_lines(stream_text((await load_cells(nb_path))["long"]))
+    assert before_restart >= 3
+    await run_attached_then_leave(jp_ws_fetch, kernel_id, "after")
+    await wait_for(
+        lambda: stream_text(read_cells(nb_path)["after"]) == "first\ndone\n",
+        what="output of a cell run after the restart",
+    )
+    assert read_cells(nb_path)["after"]["execution_count"] == 1
+    assert kernel_id in capture.listener.kernel_ids
+
+
+async def test_kernel_killed_mid_run_restarts_and_capture_continues(
+    jp_root_dir: Path, jp_serverapp: Any, jp_ws_fetch: Any, notebook_session: Any, capture: Any
+) -> None:
+    nb_path = jp_root_dir / "killed.ipynb"
+    make_notebook(nb_path, [("long", PRINT_SLOWLY), ("after", AFTER)])
+    _, kernel_id = await notebook_session(nb_path.name)
+    await start_detached_run(jp_ws_fetch, kernel_id, "long")
+    kernel = jp_serverapp.kernel_manager.get_kernel(kernel_id)
+    os.kill(kernel.provisioner.pid, signal.SIGKILL)
+    await wait_for(
+        lambda: read_cells(nb_path)["long"]["outputs"] != [], what="the killed run on disk"
+    )
+    contiguous_lines(stream_text((await load_cells(nb_path))["long"]))
+
+    async def run_after() -> bool:
+        try:
+            await run_attached_then_leave(jp_ws_fetch, kernel_id, "after")
+        except (AssertionError, ConnectionError, TimeoutError):
+            return False  # the kernel is still restarting
+        return True
+
+    await wait_for(run_after, timeout=60, interval=1, what="the restarted kernel to run a cell")
+    await wait_for(
+        lambda: stream_text(read_cells(nb_path)["after"]) == "first\ndone\n",
+        what="output of a cell run after the automatic restart",
+    )
+
+
+async def test_fifty_kernel_cycles_leak_no_descriptors(jp_fetch: Any, capture: Any) -> None:
+    process = psutil.Process()
+
+    async def cycle() -> None:
+        response = await jp_fetch(
+            "api", "kernels", method="POST", body=json.dumps({"name": "python3"})
+        )
+        kernel_id = json.loads(response.body)["id"]
+        await wait_for(lambda: kernel_id in capture.listener.kernel_ids, what="subscription")
+        await jp_fetch("api", "kernels", kernel_id, method="DELETE")
+        await wait_for(lambda: kernel_id not in capture.listener.kernel_ids, what="release")
+
+    for _ in range(3):
+        await cycle()
+    await asyncio.sleep(0.5)
+    fds_before = process.num_fds()
+    sockets_before = len(process.net_connections(kind="all"))
+    for _ in range(50):
+        await cycle()
+    await asyncio.sleep(0.5)
+    assert capture.listener.kernel_ids == set()
+    assert process.num_fds() <= fds_before, "file descriptors grew over 50 kernel cycles"
+    assert len(process.net_connections(kind="all")) <= sockets_before, "sockets grew"
+
+
+async def test_bare_kernel_outputs_go_to_no_notebook(
+    jp_root_dir: Path, jp_fetch: Any, jp_ws_fetch: Any, capture: Any
+) -> None:
+    response = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "python3"}))
+    kernel_id = json.loads(response.body)["id"]
+    await wait_for(lambda: kernel_id in capture.listener.kernel_ids, what="bare kernel tracked")
+    client = await LabLikeClient.connect(jp_ws_fetch, kernel_id)
+    await client.wait_ready()
+    msg_id = await client.execute("print('console output')", metadata={})
+    client.close()
+    await wait_for(
+        lambda: capture.store.get(msg_id) is None, what="the console execution forgotten"
+    )
+    assert list(jp_root_dir.glob("*.ipynb")) == []  # noqa: ASYNC240
+
+
+async def test_console_session_is_tracked_but_writes_nothing(
+    jp_root_dir: Path, jp_fetch: Any, jp_ws_fetch: Any, capture: Any
+) -> None:
+    body = {"path": "console-1", "type": "console", "name": "", "kernel": {"name": "python3"}}
+    response = await jp_fetch("api", "sessions", method="POST", body=json.dumps(body))
+    kernel_id = json.loads(response.body)["kernel"]["id"]
+    await wait_for(lambda: kernel_id in capture.listener.kernel_ids, what="console kernel tracked")
+    client = await LabLikeClient.connect(jp_ws_fetch, kernel_id)
+    await client.wait_ready()
+    msg_id = await client.execute("print('console output')", metadata={})
+    await client.wait_idle(msg_id)
+    client.close()
+    await wait_for(
+        lambda: capture.store.get(msg_id) is None, what="the console execution forgotten"
+    )
+    assert list(jp_root_dir.glob("*.ipynb")) == []  # noqa: ASYNC240

@@ -1,0 +1,175 @@
+"""Finding the notebook and cell of an execution: cell ids, the source fallback, renames."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import (
+    LEGACY,
+    LabLikeClient,
+    load_cells,
+    make_notebook,
+    read_cells,
+    stream_text,
+    wait_for,
+)
+
+SLOW = "import time\nprint('start', flush=True)\ntime.sleep(2)\nprint('end')"
+
+
+async def start_and_leave(
+    jp_ws_fetch: Any, kernel_id: str, code: str, cell_id: str | None, metadata: Any = None
+) -> str:
+    client = await LabLikeClient.connect(jp_ws_fetch, kernel_id, LEGACY)
+    await client.wait_ready()
+    msg_id = await client.execute(code, cell_id=cell_id, metadata=metadata)
+    await client.wait_for_output(msg_id, "start")
+    client.close()
+    return msg_id
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        pytest.param({}, id="nbclassic"),
+        pytest.param({"vscode": {"cellUri": "vscode-notebook-cell:/x.ipynb#W1"}}, id="vscode"),
+    ],
+)
+async def test_no_cell_id_falls_back_to_the_one_matching_source(
+    jp_root_dir: Path, jp_ws_fetch: Any, notebook_session: Any, capture: Any, metadata: Any
+) -> None:
+    nb_path = jp_root_dir / "fallback.ipynb"
+    make_notebook(nb_path, [("other", "print('other')"), ("target", SLOW)])
+    _, kernel_id = await notebook_session(nb_path.name)
+    await start_and_leave(jp_ws_fetch, kernel_id, SLOW, None, metadata)
+    await wait_for(
+        lambda: stream_text(read_cells(nb_path)["target"]) == "start\nend\n", what="fallback write"
+    )
+    assert (await load_cells(nb_path))["other"]["outputs"] == []
+
+
+async def test_ambiguous_source_keeps_outputs_and_warns(
+    jp_root_dir: Path,
+    jp_ws_fetch: Any,
+    notebook_session: Any,
+    capture: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    nb_path = jp_root_dir / "ambiguous.ipynb"
+    make_notebook(nb_path, [("one", SLOW), ("two", SLOW)])
+    before = nb_path.read_bytes()
+    _, kernel_id = await notebook_session(nb_path.name)
+    with caplog.at_level(logging.WARNING):
+        msg_id = await start_and_leave(jp_ws_fetch, kernel_id, SLOW, None, {})
+        await wait_for(
+            lambda: (e := capture.store.get(msg_id)) is not None and not e.running,
+            what="execution finished",
+        )
+        await asyncio.sleep(2 * capture.save_interval)
+    execution = capture.store.get(msg_id)
+    assert execution.unplaced
+    assert stream_text({"outputs": execution.area.to_json()}) == "start\nend\n"
+    assert nb_path.read_bytes() == before
+    assert any(
+        "2 cells of ambiguous.ipynb have its source" in r.getMessage() for r in caplog.records
+    )
+
+
+async def test_session_path_change_is_followed(
+    jp_root_dir: Path, jp_fetch: Any, jp_ws_fetch: Any, notebook_session: Any, capture: Any
+) -> None:
+    old, new = jp_root_dir / "before.ipynb", jp_root_dir / "sub" / "after.ipynb"
+    make_notebook(old, [("c", SLOW)])
+    session_id, kernel_id = await notebook_session(old.name)
+    await start_and_leave(jp_ws_fetch, kernel_id, SLOW, "c")
+    # What JupyterLab does on "Rename": move the file, then point the session at it.
+    new.parent.mkdir()
+    old.rename(new)
+    await jp_fetch(
+        "api", "sessions", session_id, method="PATCH", body=json.dumps({"path": "sub/after.ipynb"})
+    )
+    await wait_for(
+        lambda: stream_text(read_cells(new)["c"]) == "start\nend\n", what="write at the new path"
+    )
+    assert not old.exists()
+
+
+async def test_contents_rename_is_followed(
+    jp_root_dir: Path, jp_fetch: Any, jp_ws_fetch: Any, notebook_session: Any, capture: Any
+) -> None:
+    old, new = jp_root_dir / "first.ipynb", jp_root_dir / "second.ipynb"
+    make_notebook(old, [("c", SLOW)])
+    _, kernel_id = await notebook_session(old.name)
+    await start_and_leave(jp_ws_fetch, kernel_id, SLOW, "c")
+    await jp_fetch("api", "contents", old.name, method="PATCH", body=json.dumps({"path": new.name}))
+    await wait_for(
+        lambda: stream_text(read_cells(new)["c"]) == "start\nend\n", what="write at the new path"
+    )
+    assert not old.exists()
+
+
+async def test_deleted_notebook_is_not_recreated(
+    jp_root_dir: Path,
+    jp_fetch: Any,
+    jp_ws_fetch: Any,
+    notebook_session: Any,
+    capture: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    nb_path = jp_root_dir / "doomed.ipynb"
+    make_notebook(nb_path, [("c", SLOW)])
+    _, kernel_id = await notebook_session(nb_path.name)
+    with caplog.at_level(logging.WARNING):
+        msg_id = await start_and_leave(jp_ws_fetch, kernel_id, SLOW, "c")
+        nb_path.unlink()
+        await wait_for(lambda: not capture.store.get(msg_id).running, what="execution finished")
+        await asyncio.sleep(2 * capture.save_interval)
+    assert not nb_path.exists()
+    assert capture.store.get(msg_id).dirty
+    assert any("doomed.ipynb does not exist" in r.getMessage() for r in caplog.records)
+
+
+async def test_corrupt_notebook_is_never_overwritten(
+    jp_root_dir: Path,
+    jp_ws_fetch: Any,
+    notebook_session: Any,
+    capture: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    nb_path = jp_root_dir / "corrupt.ipynb"
+    make_notebook(nb_path, [("c", SLOW)])
+    _, kernel_id = await notebook_session(nb_path.name)
+    with caplog.at_level(logging.WARNING):
+        msg_id = await start_and_leave(jp_ws_fetch, kernel_id, SLOW, "c")
+        nb_path.write_text('{"cells": [ truncated')
+        await wait_for(lambda: not capture.store.get(msg_id).running, what="execution finished")
+        await asyncio.sleep(2 * capture.save_interval)
+    assert nb_path.read_text() == '{"cells": [ truncated'
+    assert capture.store.get(msg_id).dirty
+    assert any("corrupt.ipynb cannot be read" in r.getMessage() for r in caplog.records)
+
+
+async def test_deleted_cell_is_kept_and_logged(
+    jp_root_dir: Path,
+    jp_ws_fetch: Any,
+    notebook_session: Any,
+    capture: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    nb_path = jp_root_dir / "cell-gone.ipynb"
+    make_notebook(nb_path, [("c", SLOW), ("keep", "1")])
+    _, kernel_id = await notebook_session(nb_path.name)
+    with caplog.at_level(logging.WARNING):
+        msg_id = await start_and_leave(jp_ws_fetch, kernel_id, SLOW, "c")
+        make_notebook(nb_path, [("keep", "1")])
+        before = nb_path.read_bytes()
+        await wait_for(lambda: not capture.store.get(msg_id).running, what="execution finished")
+        await asyncio.sleep(2 * capture.save_interval)
+    assert nb_path.read_bytes() == before
+    assert capture.store.get(msg_id).area.to_json()
+    assert any("no longer exist" in r.getMessage() for r in caplog.records)

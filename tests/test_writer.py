@@ -1,0 +1,113 @@
+"""Merging outputs into real notebook files through a real ContentsManager."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+from helpers import make_notebook
+from jupyter_server.services.contents.filemanager import AsyncFileContentsManager
+
+from jupyter_persist.writer import CellUpdate, NotebookUnavailable, NotebookWriter
+
+STREAM = {"output_type": "stream", "name": "stdout", "text": "hello\n"}
+
+
+@pytest.fixture
+def writer(tmp_path: Path) -> NotebookWriter:
+    return NotebookWriter(contents_manager=AsyncFileContentsManager(root_dir=str(tmp_path)))
+
+
+def without_outputs(data: dict) -> dict:
+    data = json.loads(json.dumps(data))
+    for cell in data["cells"]:
+        cell.pop("outputs", None)
+        cell.pop("execution_count", None)
+    return data
+
+
+async def test_merge_changes_only_outputs_and_count(tmp_path: Path, writer: NotebookWriter) -> None:
+    path = tmp_path / "nb.ipynb"
+    nb = make_notebook(
+        path,
+        [("a", "print('hello')"), ("b", "x = 1\ny = 2"), ("c", "# untouched")],
+        kernelspec={"name": "python3", "display_name": "Python 3"},
+        custom={"keep": [1, 2, 3]},
+    )
+    nb.cells.insert(1, nbformat.v4.new_markdown_cell("# Title", id="md"))
+    nb.cells[2].metadata["tags"] = ["keep-me"]
+    nb.cells[3].outputs = [nbformat.v4.new_output("stream", name="stdout", text="old\n")]
+    nb.cells[3].execution_count = 3
+    nbformat.write(nb, str(path))
+    before = json.loads(path.read_text())
+
+    result = await writer.merge(path.name, {"a": CellUpdate([STREAM], 4)})
+
+    assert result.saved
+    assert result.merged == {"a"}
+    after = json.loads(path.read_text())
+    assert without_outputs(after) == without_outputs(before)
+    cells = {cell["id"]: cell for cell in after["cells"]}
+    assert cells["a"]["outputs"] == [{**STREAM, "text": ["hello\n"]}]
+    assert cells["a"]["execution_count"] == 4
+    assert cells["c"]["outputs"] == before["cells"][3]["outputs"]
+    # Byte for byte: the file equals what nbformat writes for the expected notebook.
+    nb.cells[0].outputs = [nbformat.from_dict(STREAM)]
+    nb.cells[0].execution_count = 4
+    assert path.read_text() == nbformat.writes(nb) + "\n"
+
+
+async def test_equal_outputs_are_not_rewritten(tmp_path: Path, writer: NotebookWriter) -> None:
+    path = tmp_path / "nb.ipynb"
+    make_notebook(path, [("a", "print('hello')")])
+    await writer.merge(path.name, {"a": CellUpdate([STREAM], 1)})
+    mtime = path.stat().st_mtime_ns
+    result = await writer.merge(path.name, {"a": CellUpdate([STREAM], 1)})
+    assert not result.saved
+    assert result.merged == {"a"}
+    assert path.stat().st_mtime_ns == mtime
+
+
+async def test_missing_cell_is_reported_not_written(tmp_path: Path, writer: NotebookWriter) -> None:
+    path = tmp_path / "nb.ipynb"
+    make_notebook(path, [("a", "1")])
+    before = path.read_bytes()
+    result = await writer.merge(path.name, {"gone": CellUpdate([STREAM], 1)})
+    assert result.missing == {"gone"}
+    assert not result.saved
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "{ not json",
+        "",
+        json.dumps({"cells": "nope", "nbformat": 4, "nbformat_minor": 5, "metadata": {}}),
+        json.dumps({"nbformat": 3, "nbformat_minor": 0, "metadata": {}, "worksheets": []}),
+    ],
+)
+async def test_unusable_notebook_is_never_overwritten(
+    tmp_path: Path, writer: NotebookWriter, content: str
+) -> None:
+    path = tmp_path / "bad.ipynb"
+    path.write_text(content)
+    with pytest.raises(NotebookUnavailable):
+        await writer.merge(path.name, {"a": CellUpdate([STREAM], 1)})
+    assert path.read_text() == content
+
+
+async def test_deleted_notebook_is_not_recreated(tmp_path: Path, writer: NotebookWriter) -> None:
+    with pytest.raises(NotebookUnavailable, match="does not exist"):
+        await writer.merge("gone.ipynb", {"a": CellUpdate([STREAM], 1)})
+    assert not (tmp_path / "gone.ipynb").exists()
+
+
+async def test_find_cell_by_source(tmp_path: Path, writer: NotebookWriter) -> None:
+    path = tmp_path / "nb.ipynb"
+    make_notebook(path, [("a", "print(1)"), ("b", "print(2)"), ("c", "print(2)")])
+    assert await writer.find_cell_by_source(path.name, "print(1)") == ("a", 1)
+    assert await writer.find_cell_by_source(path.name, "print(2)") == (None, 2)
+    assert await writer.find_cell_by_source(path.name, "print(3)") == (None, 0)
