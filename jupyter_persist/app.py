@@ -73,4 +73,6 @@ class PersistExtension(ExtensionApp):
 
     async def stop_extension(self) -> None:
         """Write what is still unwritten and release every kernel subscription."""
-        await self.capture.stop()
+        capture = getattr(self, "capture", None)
+        if capture is not None:
+            await capture.stop()

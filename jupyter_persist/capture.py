@@ -236,16 +236,18 @@ class CaptureManager(LoggingConfigurable):
 
     # -- locating executions in notebooks ------------------------------------------------
 
+    async def _notebook_paths(self) -> dict[str, str]:
+        """Kernel id → API path of its notebook session, from the session manager."""
+        paths: dict[str, str] = {}
+        for session in await ensure_async(self.session_manager.list_sessions()):
+            kernel_id = (session.get("kernel") or {}).get("id")
+            path = session.get("path") or ""
+            if kernel_id and (session.get("type") == "notebook" or path.endswith(".ipynb")):
+                paths.setdefault(kernel_id, path)
+        return paths
+
     async def _notebook_path(self, kernel_id: str) -> str | None:
-        sessions = await ensure_async(self.session_manager.list_sessions())
-        path = None
-        for session in sessions:
-            if (session.get("kernel") or {}).get("id") != kernel_id:
-                continue
-            candidate = session.get("path") or ""
-            if session.get("type") == "notebook" or candidate.endswith(".ipynb"):
-                path = candidate
-                break
+        path = (await self._notebook_paths()).get(kernel_id)
         self._session_paths[kernel_id] = path
         return path
 
@@ -315,16 +317,23 @@ class CaptureManager(LoggingConfigurable):
 
     async def _follow_sessions(self) -> None:
         """Follow session path changes (``PATCH /api/sessions``) of kernels with executions."""
-        for kernel_id in {e.kernel_id for e in self.store.executions() if e.path is not None}:
-            before = self._session_paths.get(kernel_id)
-            after = await self._notebook_path(kernel_id)
+        kernels = {e.kernel_id for e in self.store.executions() if e.path is not None}
+        if not kernels:
+            return
+        current = await self._notebook_paths()
+        for kernel_id in kernels:
+            before, after = self._session_paths.get(kernel_id), current.get(kernel_id)
+            self._session_paths[kernel_id] = after
             if before is None or after is None or before == after:
                 continue
             for execution in self.store.executions(kernel_id):
                 if execution.path == before:
                     self.store.place(execution, after, execution.cell_id)
             self.log.info(
-                "jupyter_persist: session of kernel %s moved %s → %s", kernel_id, before, after
+                "jupyter_persist: session of kernel %s moved from %s to %s",
+                kernel_id,
+                before,
+                after,
             )
 
     # -- saves -----------------------------------------------------------------------

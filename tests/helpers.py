@@ -15,6 +15,7 @@ from jupyter_server.services.kernels.connection.base import (
     deserialize_msg_from_ws_v1,
     serialize_msg_to_ws_v1,
 )
+from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from tornado.websocket import WebSocketClientConnection
 
 V1 = "v1.kernel.websocket.jupyter.org"
@@ -221,3 +222,13 @@ def admin_pre_save_hook(model: dict[str, Any], **kwargs: Any) -> None:
     """An admin's own pre-save hook, to show ours composes with it."""
     if model.get("type") == "notebook":
         model["content"]["metadata"]["admin_hook_ran"] = True
+
+
+class CountingConnection(ZMQChannelsWebsocketConnection):  # type: ignore[misc]
+    """A site-specific websocket connection class, as an admin might configure one."""
+
+    incoming = 0
+
+    def handle_incoming_message(self, incoming_msg: Any) -> None:
+        CountingConnection.incoming += 1
+        super().handle_incoming_message(incoming_msg)

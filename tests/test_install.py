@@ -1,0 +1,110 @@
+"""The installed package: auto-enabled, listable, can be disabled, loads under every app."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from browser import EXTENSION_LOADED, free_port, jupyter_server_process
+
+
+def isolated_env(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    for name in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR"):
+        folder = tmp_path / name.lower()
+        folder.mkdir(exist_ok=True)
+        env[name] = str(folder)
+    return env
+
+
+def jupyter(env: dict[str, str], *args: str) -> str:
+    completed = subprocess.run(
+        [sys.executable, "-m", "jupyter", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return completed.stdout + completed.stderr
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def listed_state(output: str) -> tuple[str, bool]:
+    """('enabled' or 'disabled', validated OK) for jupyter_persist in an extension list."""
+    lines = [ANSI.sub("", line).split() for line in output.splitlines()]
+    state = next(w[1] for w in lines if len(w) == 2 and w[0] == "jupyter_persist")
+    ok = any(len(w) == 3 and w[0] == "jupyter_persist" and w[2] == "OK" for w in lines)
+    return state, ok
+
+
+def test_installed_extension_is_enabled_and_ok(tmp_path: Path) -> None:
+    output = jupyter(isolated_env(tmp_path), "server", "extension", "list")
+    assert listed_state(output) == ("enabled", True), output
+
+
+def test_disable_then_enable(tmp_path: Path) -> None:
+    env = isolated_env(tmp_path)
+    jupyter(env, "server", "extension", "disable", "jupyter_persist")
+    assert listed_state(jupyter(env, "server", "extension", "list"))[0] == "disabled"
+    log = run_server_briefly(env, tmp_path)
+    assert EXTENSION_LOADED not in log
+    jupyter(env, "server", "extension", "enable", "jupyter_persist")
+    assert listed_state(jupyter(env, "server", "extension", "list")) == ("enabled", True)
+    assert EXTENSION_LOADED in run_server_briefly(env, tmp_path)
+
+
+def run_server_briefly(env: dict[str, str], tmp_path: Path) -> str:
+    """Start `jupyter server`, wait until it answers, stop it; return its log."""
+    port = free_port()
+    log_path = tmp_path / f"server-{port}.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jupyter",
+                "server",
+                "--no-browser",
+                "--allow-root",
+                "--ip=127.0.0.1",
+                f"--port={port}",
+                "--IdentityProvider.token=t",
+                f"--ServerApp.root_dir={tmp_path}",
+            ],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    urllib.request.urlopen(
+                        f"http://127.0.0.1:{port}/api/status?token=t", timeout=2
+                    ).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or process.poll() is not None:
+                        raise
+                    time.sleep(0.2)
+        finally:
+            process.terminate()
+            process.wait(30)
+    return log_path.read_text()
+
+
+@pytest.mark.parametrize("app", ["server", "lab", "notebook"])
+def test_loads_under_every_app(tmp_path: Path, app: str) -> None:
+    # jupyter_server_process fails unless the server logged that the extension loaded.
+    with jupyter_server_process(tmp_path, app=app) as server:
+        assert server.api("kernels") == []
