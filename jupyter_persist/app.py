@@ -59,7 +59,7 @@ class PersistExtension(ExtensionApp):
             schema_id=KERNEL_ACTIONS_SCHEMA, listener=self.capture.on_kernel_action
         )
         event_logger.add_listener(
-            schema_id=CONTENTS_SCHEMA, listener=self.capture.on_contents_event
+            schema_id=CONTENTS_SCHEMA, listener=self.capture.locator.on_contents_event
         )
         serverapp.log.info(
             "jupyter_persist: capturing kernel outputs; save_interval=%ss; websocket class %s",

@@ -13,13 +13,14 @@ from collections import Counter
 from collections.abc import Coroutine
 from typing import Any
 
-from jupyter_core.utils import ensure_async
 from tornado.ioloop import PeriodicCallback
 from traitlets import Any as AnyTrait
 from traitlets import Float
 from traitlets.config import LoggingConfigurable
 
+from .guard import reconcile_save
 from .listener import KernelListener
+from .locator import ExecutionLocator
 from .store import CaptureStore, Execution
 from .websocket import ExecuteRequest
 from .writer import CellUpdate, NotebookUnavailable, NotebookWriter
@@ -43,8 +44,10 @@ class CaptureManager(LoggingConfigurable):
             on_message=self.on_iopub, kernel_manager=self.kernel_manager, parent=self
         )
         self.writer = NotebookWriter(contents_manager=self.contents_manager, parent=self)
+        self.locator = ExecutionLocator(
+            self.store, self.writer, session_manager=self.session_manager, parent=self
+        )
         self._clients: Counter[str] = Counter()
-        self._session_paths: dict[str, str | None] = {}
         self._restart_callbacks: dict[str, tuple[Any, Any]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._warned: dict[str, str] = {}
@@ -109,11 +112,18 @@ class CaptureManager(LoggingConfigurable):
             return
         self.log.info("jupyter_persist: capturing outputs of kernel %s", kernel_id)
 
+        # The kernel restarter calls these synchronously: nothing may escape them.
         def on_restart() -> None:
-            self._kernel_restarted(kernel_id)
+            try:
+                self._kernel_restarted(kernel_id)
+            except Exception:
+                self.log.exception("jupyter_persist: error following a restart of %s", kernel_id)
 
         def on_dead() -> None:
-            self._kernel_gone(kernel_id)
+            try:
+                self._kernel_gone(kernel_id)
+            except Exception:
+                self.log.exception("jupyter_persist: error following the death of %s", kernel_id)
 
         self.kernel_manager.add_restart_callback(kernel_id, on_restart, "restart")
         self.kernel_manager.add_restart_callback(kernel_id, on_dead, "dead")
@@ -137,7 +147,7 @@ class CaptureManager(LoggingConfigurable):
         self._untrack_kernel(kernel_id)
         self._finish_kernel(kernel_id, "stopped")
         self._clients.pop(kernel_id, None)
-        self._session_paths.pop(kernel_id, None)
+        self.locator.forget_kernel(kernel_id)
         self.log.info("jupyter_persist: stopped capturing kernel %s", kernel_id)
         self._spawn(self._flush_and_forget(kernel_id))
 
@@ -157,7 +167,9 @@ class CaptureManager(LoggingConfigurable):
     async def _flush_and_forget(self, kernel_id: str) -> None:
         await self.flush_all()
         for execution in self.store.executions(kernel_id):
-            if not execution.dirty:
+            # Unsaved outputs stay for a later write; server-owned ones stay so that the
+            # save guard can still protect them from a stale tab.
+            if not execution.dirty and not execution.server_owned:
                 self.store.forget(execution)
 
     # -- clients (websocket side) ----------------------------------------------------
@@ -185,6 +197,19 @@ class CaptureManager(LoggingConfigurable):
                 self.save_interval,
             )
 
+    async def until_capturing(self, kernel_id: str) -> None:
+        """Return once the kernel's IOPub subscription receives messages (or after 10 s)."""
+        try:
+            self._track_kernel(kernel_id)
+            if not await self.listener.wait_live(kernel_id, timeout=10):
+                self.log.warning(
+                    "jupyter_persist: no IOPub message from kernel %s in 10 s; outputs of its "
+                    "first execution may be missed",
+                    kernel_id,
+                )
+        except Exception:
+            self.log.exception("jupyter_persist: error waiting for kernel %s", kernel_id)
+
     def attached(self, kernel_id: str) -> bool:
         """Whether any client websocket is attached to the kernel."""
         return self._clients[kernel_id] > 0
@@ -198,7 +223,7 @@ class CaptureManager(LoggingConfigurable):
             request.cell_id,
             kernel_id,
         )
-        self._spawn(self._locate(execution))
+        self._spawn(self._locate_then_write(execution))
 
     # -- IOPub side ------------------------------------------------------------------
 
@@ -219,7 +244,7 @@ class CaptureManager(LoggingConfigurable):
             if msg_type == "execute_input" and execution.code is None:
                 execution.code = msg["content"].get("code")
                 if execution.cell_id is None or execution.path is None:
-                    self._spawn(self._locate(execution))
+                    self._spawn(self._locate_then_write(execution))
             detached = not self._clients[kernel_id]
             self.store.apply(msg, detached=detached)
             self.log.debug("jupyter_persist: %s for %s (kernel %s)", msg_type, msg_id, kernel_id)
@@ -234,128 +259,41 @@ class CaptureManager(LoggingConfigurable):
         elif detached and execution.placed and execution.path is not None:
             self._spawn(self.flush(execution.path))
 
-    # -- locating executions in notebooks ------------------------------------------------
-
-    async def _notebook_paths(self) -> dict[str, str]:
-        """Kernel id → API path of its notebook session, from the session manager."""
-        paths: dict[str, str] = {}
-        for session in await ensure_async(self.session_manager.list_sessions()):
-            kernel_id = (session.get("kernel") or {}).get("id")
-            path = session.get("path") or ""
-            if kernel_id and (session.get("type") == "notebook" or path.endswith(".ipynb")):
-                paths.setdefault(kernel_id, path)
-        return paths
-
-    async def _notebook_path(self, kernel_id: str) -> str | None:
-        path = (await self._notebook_paths()).get(kernel_id)
-        self._session_paths[kernel_id] = path
-        return path
-
-    async def _locate(self, execution: Execution) -> None:
-        """Find the notebook and cell of an execution and place it there."""
-        path = await self._notebook_path(execution.kernel_id)
-        if self.store.get(execution.msg_id) is not execution:
-            return
-        if path is None:
-            execution.notebookless = True
-            if not execution.running:
-                self.store.forget(execution)
-            return
-        cell_id = execution.cell_id
-        if cell_id is None:
-            if execution.code is None:
-                execution.path = path
-                return  # located again when execute_input brings the code
-            cell_id = await self._match_source(path, execution)
-            if cell_id is None:
-                return
-        if not self.store.place(execution, path, cell_id):
-            return
-        if not execution.running and not self.attached(execution.kernel_id):
-            await self.flush(path)
-
-    async def _match_source(self, path: str, execution: Execution) -> str | None:
-        assert execution.code is not None
-        try:
-            cell_id, matches = await self.writer.find_cell_by_source(path, execution.code)
-        except NotebookUnavailable as err:
-            self.log.warning(
-                "jupyter_persist: cannot place outputs of %s: %s", execution.msg_id, err
-            )
-            cell_id, matches = None, -1
-        if cell_id is None:
-            execution.path = path
-            execution.unplaced = True
-            if matches >= 0:
-                self.log.warning(
-                    "jupyter_persist: execution %s on kernel %s sent no cell id and %d cells of "
-                    "%s have its source; its outputs are kept in memory, not written",
-                    execution.msg_id,
-                    execution.kernel_id,
-                    matches,
-                    path,
-                )
-        return cell_id
-
-    # -- renames ---------------------------------------------------------------------
-
-    async def on_contents_event(self, logger: Any, schema_id: str, data: dict[str, Any]) -> None:
-        """Follow notebooks renamed or moved through the contents API."""
-        if data.get("action") != "rename":
-            return
-        old_path, new_path = data.get("source_path"), data.get("path")
-        if not old_path or not new_path:
-            return
-        moved = self.store.rename(old_path.strip("/"), new_path.strip("/"))
-        if moved:
-            self.log.info(
-                "jupyter_persist: %s renamed to %s; %d execution(s) follow it",
-                old_path,
-                new_path,
-                len(moved),
-            )
-
-    async def _follow_sessions(self) -> None:
-        """Follow session path changes (``PATCH /api/sessions``) of kernels with executions."""
-        kernels = {e.kernel_id for e in self.store.executions() if e.path is not None}
-        if not kernels:
-            return
-        current = await self._notebook_paths()
-        for kernel_id in kernels:
-            before, after = self._session_paths.get(kernel_id), current.get(kernel_id)
-            self._session_paths[kernel_id] = after
-            if before is None or after is None or before == after:
-                continue
-            for execution in self.store.executions(kernel_id):
-                if execution.path == before:
-                    self.store.place(execution, after, execution.cell_id)
-            self.log.info(
-                "jupyter_persist: session of kernel %s moved from %s to %s",
-                kernel_id,
-                before,
-                after,
-            )
+    async def _locate_then_write(self, execution: Execution) -> None:
+        """Place an execution in its notebook cell; write it if it already finished."""
+        placed = await self.locator.locate(execution)
+        if placed and not execution.running and not self.attached(execution.kernel_id):
+            await self.flush(str(execution.path))
 
     # -- saves -----------------------------------------------------------------------
 
     def on_pre_save(self, model: dict[str, Any], path: str, **kwargs: Any) -> None:
-        """ContentsManager pre-save hook: learn which outputs a save puts on disk.
+        """ContentsManager pre-save hook: the save guard (see :mod:`jupyter_persist.guard`).
 
-        Runs for every save (a browser's, ours, any API client's) and never changes the
-        model; it only marks the executions whose outputs the saved file will hold.
+        Runs for every save (a browser's, ours, any API client's). It gives cells the
+        captured outputs a stale tab did not have, and learns which outputs the file holds.
         """
         try:
             if model.get("type") != "notebook" or not isinstance(model.get("content"), dict):
                 return
             cells = model["content"].get("cells")
-            if isinstance(cells, list):
-                clean = self.store.note_saved(path.strip("/"), cells)
-                if clean:
-                    self.log.debug(
-                        "jupyter_persist: save of %s holds %d execution(s)", path, len(clean)
-                    )
+            if not isinstance(cells, list):
+                return
+            report = reconcile_save(self.store, path.strip("/"), cells)
+            for execution in report.restored:
+                self.log.info(
+                    "jupyter_persist: a save of %s lacked captured outputs of cell %s; kept them",
+                    path,
+                    execution.cell_id,
+                )
+            for execution in report.cleared:
+                self.log.info(
+                    "jupyter_persist: outputs of cell %s of %s cleared by the user",
+                    execution.cell_id,
+                    path,
+                )
         except Exception as err:
-            self.log.warning("jupyter_persist: could not inspect a save of %s: %s", path, err)
+            self.log.warning("jupyter_persist: could not check a save of %s: %s", path, err)
 
     # -- writing ---------------------------------------------------------------------
 
@@ -367,7 +305,7 @@ class CaptureManager(LoggingConfigurable):
                 self._track_kernel(kernel_id)
             for kernel_id in self.listener.kernel_ids - known:
                 self._kernel_gone(kernel_id)
-            await self._follow_sessions()
+            await self.locator.follow_sessions()
             await self.flush_all()
         except Exception:
             self.log.exception("jupyter_persist: error in the flush loop")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from jupyter_client.session import Session
@@ -33,6 +36,9 @@ class _Subscription:
     stream: ZMQStream
     session: Session
     ports: tuple[Any, ...]
+    #: Set by the first message received: from then on nothing the kernel publishes is
+    #: missed (a SUB socket connects asynchronously and drops what comes before).
+    live: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class KernelListener(LoggingConfigurable):
@@ -74,10 +80,37 @@ class KernelListener(LoggingConfigurable):
             self.log.debug("jupyter_persist: cannot subscribe to kernel %s yet: %s", kernel_id, err)
             return False
         session = Session(config=kernel.session.config, key=kernel.session.key)
-        self._subscriptions[kernel_id] = _Subscription(stream, session, ports)
-        stream.on_recv(lambda parts: self._receive(kernel_id, session, parts))
+        subscription = _Subscription(stream, session, ports)
+        self._subscriptions[kernel_id] = subscription
+        stream.on_recv(lambda parts: self._receive(kernel_id, subscription, parts))
         self.log.debug("jupyter_persist: subscribed to IOPub of kernel %s", kernel_id)
         return True
+
+    async def wait_live(self, kernel_id: str, timeout: float) -> bool:
+        """Wait until the kernel's subscription receives messages; False on timeout.
+
+        Like jupyter_server's own websocket "nudge": kernel_info requests make the kernel
+        publish on IOPub until our socket gets something, so we know it is connected.
+        """
+        subscription = self._subscriptions.get(kernel_id)
+        if subscription is None:
+            return False
+        if subscription.live.is_set():
+            return True
+        try:
+            shell = self.kernel_manager.get_kernel(kernel_id).connect_shell()
+        except Exception as err:
+            self.log.debug("jupyter_persist: cannot nudge kernel %s: %s", kernel_id, err)
+            return False
+        deadline = time.monotonic() + timeout
+        try:
+            while not subscription.live.is_set() and time.monotonic() < deadline:
+                subscription.session.send(shell, "kernel_info_request")
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(subscription.live.wait(), 0.2)
+        finally:
+            shell.close(linger=0)
+        return subscription.live.is_set()
 
     def detach(self, kernel_id: str) -> None:
         """Close the subscription of a kernel, if any."""
@@ -94,7 +127,9 @@ class KernelListener(LoggingConfigurable):
         for kernel_id in list(self._subscriptions):
             self.detach(kernel_id)
 
-    def _receive(self, kernel_id: str, session: Session, parts: list[bytes]) -> None:
+    def _receive(self, kernel_id: str, subscription: _Subscription, parts: list[bytes]) -> None:
+        subscription.live.set()
+        session = subscription.session
         try:
             _, fed = session.feed_identities(parts)
             msg = session.deserialize(fed, content=False)

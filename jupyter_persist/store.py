@@ -229,47 +229,9 @@ class CaptureStore:
         """Notebooks with at least one execution waiting to be written."""
         return {path for (path, _), execution in self._latest_by_cell.items() if execution.dirty}
 
-    def note_saved(self, path: str, cells: list[dict[str, Any]]) -> list[Execution]:
-        """Take note of a notebook being saved with these cells; return executions now clean.
-
-        An execution is clean when the saved cell holds exactly its outputs, or when a
-        client that saw all of it (it finished with a client attached throughout) saved
-        something else: that is the user's edit, such as clearing the outputs, and it wins.
-        """
-        clean = []
-        for cell in cells:
-            if not isinstance(cell, dict) or cell.get("cell_type") != "code":
-                continue
-            execution = self._latest_by_cell.get((path, str(cell.get("id"))))
-            if execution is None or not execution.dirty:
-                continue
-            saved_as_is = cell.get("execution_count") == execution.area.execution_count and (
-                normalized_outputs(cell.get("outputs")) == execution.area.to_json()
-            )
-            if saved_as_is or not (execution.running or execution.server_owned):
-                execution.written_version = execution.version
-                clean.append(execution)
-        return clean
-
-
-def normalized_outputs(outputs: Any) -> list[dict[str, Any]]:
-    """Outputs as the reducer builds them: multi-line strings joined, no transient data."""
-    if not isinstance(outputs, list):
-        return []
-    result = []
-    for output in outputs:
-        if not isinstance(output, dict):
-            return []
-        plain = {key: value for key, value in output.items() if key != "transient"}
-        if isinstance(plain.get("text"), list):
-            plain["text"] = "".join(plain["text"])
-        if isinstance(plain.get("data"), dict):
-            plain["data"] = {
-                mime: "".join(value) if isinstance(value, list) else value
-                for mime, value in plain["data"].items()
-            }
-        result.append(plain)
-    return result
+    def latest(self, path: str, cell_id: str) -> Execution | None:
+        """The execution whose outputs a notebook cell should hold, if one is tracked."""
+        return self._latest_by_cell.get((path, cell_id))
 
 
 def _display_id(msg: dict[str, Any]) -> str | None:

@@ -8,6 +8,8 @@ unchanged, and that counts the clients attached to each kernel.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -37,6 +39,8 @@ class CaptureSink(Protocol):
     def on_execute_request(self, kernel_id: str, request: ExecuteRequest) -> None: ...
 
     def client_attached(self, kernel_id: str) -> None: ...
+
+    async def until_capturing(self, kernel_id: str) -> None: ...
 
     def client_detached(self, kernel_id: str) -> None: ...
 
@@ -112,12 +116,26 @@ class CaptureConnectionMixin:
         return super().handle_incoming_message(incoming_msg)  # type: ignore[misc]
 
     def connect(self) -> Any:
-        """Count the client as attached, then connect."""
+        """Count the client as attached; connect once the capture receives the kernel.
+
+        The handler awaits this before it reads any message from the client (tornado
+        calls ``on_message`` only after ``open`` returns), so no execution can start
+        before the server-side subscription is live.
+        """
         sink = self._persist_sink()
-        if sink is not None and not getattr(self, "_persist_attached", False):
+        if sink is None:
+            return super().connect()  # type: ignore[misc]
+        if not getattr(self, "_persist_attached", False):
             self._persist_attached = True
             sink.client_attached(self.kernel_id)
-        return super().connect()  # type: ignore[misc]
+        return asyncio.ensure_future(self._persist_connect_when_capturing(sink))
+
+    async def _persist_connect_when_capturing(self, sink: CaptureSink) -> Any:
+        await sink.until_capturing(self.kernel_id)
+        connected = super().connect()  # type: ignore[misc]
+        if inspect.isawaitable(connected):
+            return await connected
+        return connected
 
     def disconnect(self) -> Any:
         """Count the client as gone (once, although disconnect may run twice)."""

@@ -139,3 +139,39 @@ async def test_a_deliberate_clear_stays_cleared(
     cell = (await load_cells(nb_path))["quick"]
     assert cell["outputs"] == []
     assert cell["execution_count"] is None
+
+
+async def test_client_messages_wait_until_the_capture_receives_the_kernel(
+    jp_root_dir: Path, jp_ws_fetch: Any, notebook_session: Any, capture: Any, monkeypatch: Any
+) -> None:
+    # A server-side SUB socket connects asynchronously and misses what the kernel
+    # publishes before it is connected. So a client's messages are only processed once
+    # the capture receives the kernel: here that takes 1.5 s, on purpose.
+    nb_path = jp_root_dir / "gate.ipynb"
+    make_notebook(nb_path, [("c", "print('first')")])
+    _, kernel_id = await notebook_session(nb_path.name)
+    loop = asyncio.get_running_loop()
+    gate_opened: list[float] = []
+    requests_seen: list[float] = []
+    real_wait_live = capture.listener.wait_live
+    real_on_request = capture.on_execute_request
+
+    async def slow_wait_live(kernel: str, timeout: float) -> bool:
+        await asyncio.sleep(1.5)
+        gate_opened.append(loop.time())
+        return bool(await real_wait_live(kernel, timeout))
+
+    def spy_on_request(kernel: str, request: Any) -> None:
+        requests_seen.append(loop.time())
+        real_on_request(kernel, request)
+
+    monkeypatch.setattr(capture.listener, "wait_live", slow_wait_live)
+    monkeypatch.setattr(capture, "on_execute_request", spy_on_request)
+    client = await LabLikeClient.connect(jp_ws_fetch, kernel_id)
+    msg_id = await client.execute("print('first')", cell_id="c")
+    await client.wait_idle(msg_id)
+    client.close()
+    assert gate_opened, "the connection did not wait for the capture"
+    assert requests_seen, "the execute request was not seen"
+    assert requests_seen[0] >= gate_opened[0]
+    await wait_for(lambda: stream_text(read_cells(nb_path)["c"]) == "first\n", what="output")

@@ -109,53 +109,6 @@ def test_changes_are_written_until_saved() -> None:
     assert store.to_write("nb.ipynb") == [execution]
 
 
-def saved_cell(outputs: list[Any], count: Any = None, cell_id: str = "a") -> dict[str, Any]:
-    return {"cell_type": "code", "id": cell_id, "outputs": outputs, "execution_count": count}
-
-
-def test_a_save_holding_the_outputs_makes_them_clean() -> None:
-    store = CaptureStore()
-    execution = store.begin("k", "m1")
-    store.place(execution, "nb.ipynb", "a")
-    store.apply(stream_msg("m1", "line\n"), detached=True)
-    saved = [{"output_type": "stream", "name": "stdout", "text": ["line\n"]}]
-    assert store.note_saved("nb.ipynb", [saved_cell(saved, count=None)]) == [execution]
-    assert not execution.dirty
-
-
-def test_a_stale_save_of_a_detached_execution_does_not_make_it_clean() -> None:
-    store = CaptureStore()
-    execution = store.begin("k", "m1")
-    store.place(execution, "nb.ipynb", "a")
-    store.apply(stream_msg("m1", "seen\n"), detached=False)
-    store.apply(stream_msg("m1", "missed\n"), detached=True)
-    store.apply(idle_msg("m1"), detached=True)
-    stale = [{"output_type": "stream", "name": "stdout", "text": "seen\n"}]
-    assert store.note_saved("nb.ipynb", [saved_cell(stale)]) == []
-    assert execution.dirty
-
-
-def test_a_clear_saved_by_a_client_that_saw_everything_wins() -> None:
-    store = CaptureStore()
-    execution = store.begin("k", "m1")
-    store.place(execution, "nb.ipynb", "a")
-    store.apply(stream_msg("m1", "x"), detached=False)
-    store.apply(idle_msg("m1"), detached=False)
-    assert store.note_saved("nb.ipynb", [saved_cell([])]) == [execution]
-    assert not execution.dirty
-
-
-def test_a_save_of_a_running_execution_with_other_outputs_changes_nothing() -> None:
-    store = CaptureStore()
-    execution = store.begin("k", "m1")
-    store.place(execution, "nb.ipynb", "a")
-    store.apply(stream_msg("m1", "x"), detached=False)
-    assert store.note_saved("nb.ipynb", [saved_cell([])]) == []
-    assert store.note_saved("other.ipynb", [saved_cell([])]) == []
-    assert store.note_saved("nb.ipynb", ["junk", {"cell_type": "markdown"}]) == []
-    assert execution.dirty
-
-
 def test_rename_moves_notebooks_and_folders() -> None:
     store = CaptureStore()
     one = store.begin("k", "m1")

@@ -1,0 +1,87 @@
+"""The save guard: a save never takes away captured outputs the saving tab never had.
+
+A tab can hold a stale copy of a cell: it was offline while the cell printed, it lost
+messages in flight when its connection died (a gap), or it was reopened while the cell
+ran and JupyterLab never shows output of executions it did not start. When such a tab
+saves (autosave, Ctrl+S, "Overwrite"), the saved cell gets the captured outputs instead.
+A client that saw a whole execution keeps the last word: what it saves (for example
+cleared outputs) is what the user wants. Pure: it edits the save's model, no I/O.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from .reducer import OutputArea
+from .store import CaptureStore, Execution
+
+
+@dataclass
+class SaveReport:
+    """What one save did to the executions of its notebook."""
+
+    #: The save holds exactly the captured outputs (or the client's own, which win).
+    clean: list[Execution] = field(default_factory=list)
+    #: The save's cells were given the captured outputs the saving tab did not have.
+    restored: list[Execution] = field(default_factory=list)
+    #: The user cleared complete outputs that were on disk: they stay cleared.
+    cleared: list[Execution] = field(default_factory=list)
+
+
+def normalized_outputs(outputs: Any) -> list[dict[str, Any]] | None:
+    """Outputs as the reducer builds them (multi-line strings joined, no transient data).
+
+    Returns None when ``outputs`` is not a list of output dictionaries.
+    """
+    if not isinstance(outputs, list):
+        return None
+    result = []
+    for output in outputs:
+        if not isinstance(output, dict):
+            return None
+        plain = {key: value for key, value in output.items() if key != "transient"}
+        if isinstance(plain.get("text"), list):
+            plain["text"] = "".join(plain["text"])
+        if isinstance(plain.get("data"), dict):
+            plain["data"] = {
+                mime: "".join(value) if isinstance(value, list) else value
+                for mime, value in plain["data"].items()
+            }
+        result.append(plain)
+    return result
+
+
+def reconcile_save(store: CaptureStore, path: str, cells: list[Any]) -> SaveReport:
+    """Check each saved code cell against its captured execution; fix stale ones in place."""
+    report = SaveReport()
+    for cell in cells:
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
+            continue
+        execution = store.latest(path, str(cell.get("id")))
+        if execution is None:
+            continue
+        captured = execution.area.to_json()
+        saved = normalized_outputs(cell.get("outputs"))
+        count = cell.get("execution_count")
+        if saved == captured and count == execution.area.execution_count:
+            execution.written_version = execution.version
+            report.clean.append(execution)
+        elif not execution.server_owned:
+            # Every message reached a client. Once the run is over, what it saves wins.
+            if not execution.running:
+                execution.written_version = execution.version
+                report.clean.append(execution)
+        elif saved == [] and count is None and not execution.running and not execution.dirty:
+            # The complete outputs were on disk and the user cleared them.
+            execution.area = OutputArea()
+            execution.version += 1
+            execution.written_version = execution.version
+            report.cleared.append(execution)
+        else:
+            cell["outputs"] = copy.deepcopy(captured)
+            cell["execution_count"] = execution.area.execution_count
+            execution.written_version = execution.version
+            report.restored.append(execution)
+    return report
