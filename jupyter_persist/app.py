@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Float, TraitError, validate
+from traitlets import Float, TraitError, Unicode, default, validate
 
 from .capture import CONTENTS_SCHEMA, KERNEL_ACTIONS_SCHEMA, CaptureManager
 from .websocket import SETTINGS_KEY, compose_connection_class
@@ -26,11 +28,31 @@ class PersistExtension(ExtensionApp):
         at once when an execution ends. Must be greater than 0.""",
     )
 
-    @validate("save_interval")
-    def _validate_save_interval(self, proposal: dict[str, Any]) -> float:
+    journal_interval = Float(
+        1.0,
+        config=True,
+        help="""Seconds between appends to the crash journal. Every output change reaches
+        the journal (and the operating system) at most this long after it happened, so a
+        server killed with SIGKILL loses at most this much output. Must be greater than 0.""",
+    )
+
+    state_dir = Unicode(
+        config=True,
+        help="""Directory for the extension's state: the crash journals (in `journals/`).
+        Created owner-only (0700). Default: `jupyter_persist` in the Jupyter data
+        directory (`jupyter --data-dir`).""",
+    )
+
+    @default("state_dir")
+    def _default_state_dir(self) -> str:
+        return os.path.join(jupyter_data_dir(), "jupyter_persist")
+
+    @validate("save_interval", "journal_interval")
+    def _validate_interval(self, proposal: dict[str, Any]) -> float:
         value = float(proposal["value"])
         if not value > 0:
-            raise TraitError(f"PersistExtension.save_interval must be > 0 seconds, got {value!r}")
+            name = proposal["trait"].name
+            raise TraitError(f"PersistExtension.{name} must be > 0 seconds, got {value!r}")
         return value
 
     def initialize_settings(self) -> None:
@@ -44,6 +66,8 @@ class PersistExtension(ExtensionApp):
             session_manager=serverapp.session_manager,
             contents_manager=serverapp.contents_manager,
             save_interval=self.save_interval,
+            journal_interval=self.journal_interval,
+            state_dir=self.state_dir,
         )
         configured = self.settings.get("kernel_websocket_connection_class")
         if configured is None:
@@ -62,8 +86,11 @@ class PersistExtension(ExtensionApp):
             schema_id=CONTENTS_SCHEMA, listener=self.capture.locator.on_contents_event
         )
         serverapp.log.info(
-            "jupyter_persist: capturing kernel outputs; save_interval=%ss; websocket class %s",
+            "jupyter_persist: capturing kernel outputs; save_interval=%ss; journal_interval=%ss; "
+            "state_dir=%s; websocket class %s",
             self.save_interval,
+            self.journal_interval,
+            self.state_dir,
             f"{configured.__module__}.{configured.__qualname__}",
         )
 

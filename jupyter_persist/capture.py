@@ -11,16 +11,19 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 from tornado.ioloop import PeriodicCallback
 from traitlets import Any as AnyTrait
-from traitlets import Float
+from traitlets import Float, Unicode
 from traitlets.config import LoggingConfigurable
 
 from .guard import reconcile_save
+from .journal import Journal
 from .listener import KernelListener
 from .locator import ExecutionLocator
+from .recovery import restore_journals
 from .store import CaptureStore, Execution
 from .websocket import ExecuteRequest
 from .writer import CellUpdate, NotebookUnavailable, NotebookWriter
@@ -36,6 +39,8 @@ class CaptureManager(LoggingConfigurable):
     session_manager = AnyTrait(help="The server's SessionManager.")
     contents_manager = AnyTrait(help="The server's ContentsManager.")
     save_interval = Float(5.0, help="Seconds between writes of a notebook (see PersistExtension).")
+    journal_interval = Float(1.0, help="Seconds between journal appends (see PersistExtension).")
+    state_dir = Unicode(help="Where journals live (see PersistExtension).")
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -44,6 +49,7 @@ class CaptureManager(LoggingConfigurable):
             on_message=self.on_iopub, kernel_manager=self.kernel_manager, parent=self
         )
         self.writer = NotebookWriter(contents_manager=self.contents_manager, parent=self)
+        self.journal = Journal(Path(self.state_dir) / "journals", parent=self)
         self.locator = ExecutionLocator(
             self.store, self.writer, session_manager=self.session_manager, parent=self
         )
@@ -53,28 +59,65 @@ class CaptureManager(LoggingConfigurable):
         self._warned: dict[str, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: PeriodicCallback | None = None
+        self._journal_loop: PeriodicCallback | None = None
+        self._journal_paths: set[str] = set()
         self._stopping = False
 
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the periodic flush loop (idempotent; needs a running event loop)."""
+        """Start the flush and journal loops (idempotent; needs a running event loop).
+
+        Journals a previous server left behind are merged into their notebooks first.
+        """
         if self._loop is None:
             self._loop = PeriodicCallback(self._tick, self.save_interval * 1000)
             self._loop.start()
+            self._spawn(self._start_journal())
             for kernel_id in self.kernel_manager.list_kernel_ids():
                 self._track_kernel(kernel_id)
 
+    async def _start_journal(self) -> None:
+        try:
+            self.journal.ensure_directory()
+            await restore_journals(self.journal, self.writer, self.log)
+        except OSError as err:
+            self.log.warning(
+                "jupyter_persist: journal unavailable (%s); outputs not journaled", err
+            )
+            return
+        if not self._stopping:
+            self._journal_loop = PeriodicCallback(self._journal_tick, self.journal_interval * 1000)
+            self._journal_loop.start()
+
+    def _journal_tick(self) -> None:
+        """Append what changed; drop the journals of notebooks whose outputs are all saved."""
+        try:
+            placed = [e for e in self.store.executions() if e.placed]
+            self.journal.append(placed)
+            current = {str(e.path) for e in placed}
+            pending = {str(e.path) for e in placed if e.dirty or e.running}
+            for path in (self._journal_paths | current) - pending:
+                self.journal.remove(path)
+            self._journal_paths = pending
+        except Exception:
+            self.log.exception("jupyter_persist: error writing the journal")
+
     async def stop(self) -> None:
-        """Release every kernel subscription, then write everything still unwritten."""
+        """Release every kernel subscription, journal and write everything still unwritten."""
         self._stopping = True
-        if self._loop is not None:
-            self._loop.stop()
-            self._loop = None
+        for loop in (self._loop, self._journal_loop):
+            if loop is not None:
+                loop.stop()
+        self._loop = self._journal_loop = None
         for kernel_id in list(self.listener.kernel_ids):
             self._untrack_kernel(kernel_id)
         self.listener.close()
+        if self.journal.directory.is_dir():
+            self._journal_tick()
         await self.flush_all()
+        if self.journal.directory.is_dir():
+            self._journal_tick()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coro)

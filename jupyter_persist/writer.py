@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import nbformat
@@ -48,6 +49,11 @@ class NotebookWriter(LoggingConfigurable):
 
     async def read(self, path: str) -> NotebookNode:
         """Return the notebook at ``path``; raise :class:`NotebookUnavailable` if unusable."""
+        notebook, _ = await self.read_with_time(path)
+        return notebook
+
+    async def read_with_time(self, path: str) -> tuple[NotebookNode, datetime | None]:
+        """Like :meth:`read`, with the notebook's last modification time."""
         try:
             model = await ensure_async(
                 self.contents_manager.get(path, content=True, type="notebook")
@@ -61,7 +67,8 @@ class NotebookWriter(LoggingConfigurable):
         notebook: NotebookNode = model["content"]
         if notebook.get("nbformat") != 4 or "orig_nbformat" in notebook.get("metadata", {}):
             raise NotebookUnavailable(f"{path} is not an nbformat 4 notebook")
-        return notebook
+        modified = model.get("last_modified")
+        return notebook, modified if isinstance(modified, datetime) else None
 
     async def find_cell_by_source(self, path: str, code: str) -> tuple[str | None, int]:
         """Return the id of the one code cell whose source equals ``code``.

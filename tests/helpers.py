@@ -16,7 +16,8 @@ from jupyter_server.services.kernels.connection.base import (
     serialize_msg_to_ws_v1,
 )
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
-from tornado.websocket import WebSocketClientConnection
+from tornado.httpclient import HTTPRequest
+from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 V1 = "v1.kernel.websocket.jupyter.org"
 LEGACY = "legacy"
@@ -112,6 +113,20 @@ class LabLikeClient:
             "api", "kernels", kernel_id, "channels", params={"session_id": session_id}, **kwargs
         )
         assert (ws.selected_subprotocol == V1) == (protocol == V1)
+        return cls(ws, protocol, session_id)
+
+    @classmethod
+    async def connect_url(
+        cls, base_url: str, token: str, kernel_id: str, protocol: str = V1
+    ) -> LabLikeClient:
+        """Connect to a server running elsewhere (a subprocess) by its base URL."""
+        session_id = uuid.uuid4().hex
+        url = base_url.replace("http", "ws", 1).rstrip("/")
+        request = HTTPRequest(
+            f"{url}/api/kernels/{kernel_id}/channels?session_id={session_id}",
+            headers={"Authorization": f"token {token}"},
+        )
+        ws = await websocket_connect(request, subprotocols=[V1] if protocol == V1 else None)
         return cls(ws, protocol, session_id)
 
     def _header(self, msg_type: str) -> dict[str, Any]:

@@ -1,0 +1,87 @@
+"""Restore on start: merge outputs from crash journals into their notebooks."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .guard import normalized_outputs
+from .journal import Journal, JournaledCell, fold
+from .writer import CellUpdate, NotebookUnavailable, NotebookWriter
+
+
+async def restore_journals(journal: Journal, writer: NotebookWriter, log: logging.Logger) -> None:
+    """Merge every journal left by a previous server into its notebook, then delete it.
+
+    A notebook saved after the journal's last record, with outputs that differ from the
+    journal's, was changed by the user in the meantime: it is left alone and the journal
+    kept, with a WARNING. So is a notebook that cannot be read or lacks a journaled cell.
+    """
+    for file in journal.files():
+        try:
+            cells = fold(journal.read(file))
+        except (KeyError, TypeError, ValueError) as err:
+            log.warning("jupyter_persist: journal %s cannot be replayed (%s); kept", file, err)
+            continue
+        by_path: dict[str, list[JournaledCell]] = {}
+        for cell in cells.values():
+            by_path.setdefault(cell.path, []).append(cell)
+        keep = False
+        for path, journaled in by_path.items():
+            keep = not await _restore_notebook(writer, path, journaled, file, log) or keep
+        if not keep:
+            file.unlink(missing_ok=True)
+
+
+async def _restore_notebook(
+    writer: NotebookWriter,
+    path: str,
+    journaled: list[JournaledCell],
+    file: Path,
+    log: logging.Logger,
+) -> bool:
+    """Merge one notebook's journaled cells; True when the journal is no longer needed."""
+    try:
+        notebook, modified = await writer.read_with_time(path)
+    except NotebookUnavailable as err:
+        log.warning("jupyter_persist: cannot restore outputs from %s: %s; journal kept", file, err)
+        return False
+    on_disk = {c.get("id"): c for c in notebook.cells if c.get("cell_type") == "code"}
+    differs = [
+        cell
+        for cell in journaled
+        if cell.cell_id in on_disk
+        and (
+            normalized_outputs(on_disk[cell.cell_id].get("outputs")) != cell.outputs
+            or on_disk[cell.cell_id].get("execution_count") != cell.execution_count
+        )
+    ]
+    last_record = max(cell.time for cell in journaled)
+    if differs and modified is not None and modified.timestamp() > last_record + 1:
+        log.warning(
+            "jupyter_persist: %s changed after the journal %s was last written "
+            "(%s > %s); not restoring over it, journal kept",
+            path,
+            file,
+            modified.isoformat(),
+            datetime.fromtimestamp(last_record, tz=timezone.utc).isoformat(),
+        )
+        return False
+    updates = {c.cell_id: CellUpdate(c.outputs, c.execution_count) for c in journaled}
+    result = await writer.merge(path, updates)
+    if result.missing:
+        log.warning(
+            "jupyter_persist: %d journaled cell(s) of %s no longer exist; journal %s kept",
+            len(result.missing),
+            path,
+            file,
+        )
+        return False
+    log.info(
+        "jupyter_persist: restored %d cell(s) of %s from the journal %s",
+        len(differs),
+        path,
+        file,
+    )
+    return True
