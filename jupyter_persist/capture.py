@@ -185,6 +185,8 @@ class CaptureManager(LoggingConfigurable):
     def _kernel_restarted(self, kernel_id: str) -> None:
         self._finish_kernel(kernel_id, "restarted")
         self.listener.attach(kernel_id)
+        self.listener.mark_restarting(kernel_id)
+        self._spawn(self.until_capturing(kernel_id))
 
     def _kernel_gone(self, kernel_id: str) -> None:
         self._untrack_kernel(kernel_id)

@@ -86,6 +86,16 @@ class KernelListener(LoggingConfigurable):
         self.log.debug("jupyter_persist: subscribed to IOPub of kernel %s", kernel_id)
         return True
 
+    def mark_restarting(self, kernel_id: str) -> None:
+        """The kernel process is being replaced: the socket must reconnect to the new one.
+
+        Until it receives from the new process, :meth:`wait_live` nudges again, so
+        the websocket gate holds clients back meanwhile.
+        """
+        subscription = self._subscriptions.get(kernel_id)
+        if subscription is not None:
+            subscription.live.clear()
+
     async def wait_live(self, kernel_id: str, timeout: float) -> bool:
         """Wait until the kernel's subscription receives messages; False on timeout.
 

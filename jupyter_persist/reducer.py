@@ -13,7 +13,7 @@ saves, so it is what we save.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from nbformat import NotebookNode
@@ -43,8 +43,6 @@ class OutputArea:
     stream_cursor: int = 0
     #: Set by ``clear_output(wait=True)``: clear when the next output arrives.
     clear_pending: bool = False
-    #: Number of outputs replaced by display updates, kept for diagnostics only.
-    updates: int = field(default=0, compare=False)
 
     def to_json(self) -> list[dict[str, Any]]:
         """Return the outputs as plain nbformat dictionaries (copies)."""
@@ -177,4 +175,4 @@ def update_display(area: OutputArea, display_id: str, content: dict[str, Any]) -
         replacement if output_id == display_id else output
         for output, output_id in zip(area.outputs, area.display_ids, strict=True)
     )
-    return replace(area, outputs=outputs, updates=area.updates + 1)
+    return replace(area, outputs=outputs)
