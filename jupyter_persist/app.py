@@ -7,7 +7,7 @@ from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Float, TraitError, Unicode, default, validate
+from traitlets import Bool, Float, Integer, TraitError, Unicode, default, validate
 
 from .capture import CONTENTS_SCHEMA, KERNEL_ACTIONS_SCHEMA, CaptureManager
 from .websocket import SETTINGS_KEY, compose_connection_class
@@ -43,6 +43,31 @@ class PersistExtension(ExtensionApp):
         directory (`jupyter --data-dir`).""",
     )
 
+    text_log = Bool(
+        True,
+        config=True,
+        help="""Keep a plain-text log of each notebook's outputs, appended live (follow it
+        with `tail -f`): a header line per execution (time, execution count, cell id),
+        stream text with progress bars folded, tracebacks without colour codes.""",
+    )
+
+    text_log_dir = Unicode(
+        config=True,
+        help="""Directory of the text logs, one `<notebook name>-<hash>.log` per notebook,
+        created owner-only. Default: `logs` in `state_dir`.""",
+    )
+
+    text_log_max_bytes = Integer(
+        10_000_000,
+        config=True,
+        help="""Size in bytes at which a text log is rotated: the file is renamed to
+        `<name>.log.1` (replacing the previous one) and a new one started.""",
+    )
+
+    @default("text_log_dir")
+    def _default_text_log_dir(self) -> str:
+        return os.path.join(self.state_dir, "logs")
+
     @default("state_dir")
     def _default_state_dir(self) -> str:
         return os.path.join(jupyter_data_dir(), "jupyter_persist")
@@ -68,6 +93,8 @@ class PersistExtension(ExtensionApp):
             save_interval=self.save_interval,
             journal_interval=self.journal_interval,
             state_dir=self.state_dir,
+            text_log_dir=self.text_log_dir if self.text_log else "",
+            text_log_max_bytes=self.text_log_max_bytes,
         )
         configured = self.settings.get("kernel_websocket_connection_class")
         if configured is None:
@@ -87,10 +114,11 @@ class PersistExtension(ExtensionApp):
         )
         serverapp.log.info(
             "jupyter_persist: capturing kernel outputs; save_interval=%ss; journal_interval=%ss; "
-            "state_dir=%s; websocket class %s",
+            "state_dir=%s; text log %s; websocket class %s",
             self.save_interval,
             self.journal_interval,
             self.state_dir,
+            self.text_log_dir if self.text_log else "off",
             f"{configured.__module__}.{configured.__qualname__}",
         )
 

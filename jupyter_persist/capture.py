@@ -16,7 +16,7 @@ from typing import Any
 
 from tornado.ioloop import PeriodicCallback
 from traitlets import Any as AnyTrait
-from traitlets import Float, Unicode
+from traitlets import Float, Integer, Unicode
 from traitlets.config import LoggingConfigurable
 
 from .guard import reconcile_save
@@ -25,6 +25,7 @@ from .listener import KernelListener
 from .locator import ExecutionLocator
 from .recovery import restore_journals
 from .store import CaptureStore, Execution
+from .textlog import TextLog
 from .websocket import ExecuteRequest
 from .writer import CellUpdate, NotebookUnavailable, NotebookWriter
 
@@ -41,6 +42,8 @@ class CaptureManager(LoggingConfigurable):
     save_interval = Float(5.0, help="Seconds between writes of a notebook (see PersistExtension).")
     journal_interval = Float(1.0, help="Seconds between journal appends (see PersistExtension).")
     state_dir = Unicode(help="Where journals live (see PersistExtension).")
+    text_log_dir = Unicode(help="Where text logs live; empty: none (see PersistExtension).")
+    text_log_max_bytes = Integer(10_000_000, help="Text log rotation size (see PersistExtension).")
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -50,6 +53,11 @@ class CaptureManager(LoggingConfigurable):
         )
         self.writer = NotebookWriter(contents_manager=self.contents_manager, parent=self)
         self.journal = Journal(Path(self.state_dir) / "journals", parent=self)
+        self.text_log = (
+            TextLog(Path(self.text_log_dir), self.text_log_max_bytes, parent=self)
+            if self.text_log_dir
+            else None
+        )
         self.locator = ExecutionLocator(
             self.store, self.writer, session_manager=self.session_manager, parent=self
         )
@@ -80,6 +88,8 @@ class CaptureManager(LoggingConfigurable):
     async def _start_journal(self) -> None:
         try:
             self.journal.ensure_directory()
+            if self.text_log is not None:
+                self.text_log.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             await restore_journals(self.journal, self.writer, self.log)
         except OSError as err:
             self.log.warning(
@@ -95,6 +105,8 @@ class CaptureManager(LoggingConfigurable):
         try:
             placed = [e for e in self.store.executions() if e.placed]
             self.journal.append(placed)
+            if self.text_log is not None:
+                self.text_log.append(placed)
             current = {str(e.path) for e in placed}
             pending = {str(e.path) for e in placed if e.dirty or e.running}
             for path in (self._journal_paths | current) - pending:

@@ -1,0 +1,99 @@
+"""The live text log: what a person reads with tail -f."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+from helpers import LabLikeClient, make_notebook, wait_for
+from test_store import idle_msg, stream_msg
+
+from jupyter_persist.store import CaptureStore
+from jupyter_persist.textlog import TextLog
+
+
+def run_cell(store: CaptureStore, msg_id: str, *messages: dict[str, Any]) -> Any:
+    execution = store.begin("k", msg_id)
+    store.place(execution, "folder/My Notebook.ipynb", f"cell-{msg_id}")
+    store.apply(
+        {
+            "header": {"msg_type": "execute_input"},
+            "parent_header": {"msg_id": msg_id},
+            "content": {"code": "", "execution_count": 7},
+        },
+        detached=True,
+    )
+    for message in messages:
+        store.apply(message, detached=True)
+    return execution
+
+
+def test_lines_are_logged_once_final(tmp_path: Path) -> None:
+    log = TextLog(tmp_path, max_bytes=1_000_000)
+    store = CaptureStore()
+    execution = run_cell(store, "m1", stream_msg("m1", "one\ntw"))
+    log.append([execution])
+    store.apply(stream_msg("m1", "o\n\r 10%\r 50%\r100%\n"), detached=True)
+    log.append([execution])
+    log.append([execution])  # nothing new: nothing written
+    error = {
+        "header": {"msg_type": "error"},
+        "parent_header": {"msg_id": "m1"},
+        "content": {
+            "ename": "ValueError",
+            "evalue": "bad",
+            "traceback": ["\x1b[0;31mValueError\x1b[0m: bad"],
+        },
+    }
+    store.apply(error, detached=True)
+    store.apply(idle_msg("m1"), detached=True)
+    log.append([execution])
+    file = log.file_for("folder/My Notebook.ipynb")
+    assert file.name.startswith("My_Notebook-")
+    text = file.read_text()
+    header, body = text.strip("\n").split("\n", 1)
+    assert header.startswith("=== ")
+    assert header.endswith("In [7]  cell cell-m1 ===")
+    assert body == "one\ntwo\n100%\nValueError: bad"
+    assert stat.S_IMODE(os.stat(file).st_mode) == 0o600
+
+
+def test_rotation(tmp_path: Path) -> None:
+    log = TextLog(tmp_path, max_bytes=200)
+    store = CaptureStore()
+    for i in range(10):
+        execution = run_cell(
+            store, f"m{i}", stream_msg(f"m{i}", "x" * 50 + "\n"), idle_msg(f"m{i}")
+        )
+        log.append([execution])
+    file = log.file_for("folder/My Notebook.ipynb")
+    assert file.stat().st_size <= 200
+    assert file.with_suffix(".log.1").stat().st_size <= 200
+
+
+async def test_tail_follows_a_running_cell(
+    jp_root_dir: Path, jp_data_dir: Path, jp_ws_fetch: Any, notebook_session: Any, capture: Any
+) -> None:
+    code = (
+        "import time\nfor i in range(30):\n    print(f'tick {i}', flush=True)\n    time.sleep(0.1)"
+    )
+    make_notebook(jp_root_dir / "live.ipynb", [("c", code)])
+    _, kernel_id = await notebook_session("live.ipynb")
+    client = await LabLikeClient.connect(jp_ws_fetch, kernel_id)
+    await client.wait_ready()
+    msg_id = await client.execute(code, cell_id="c")
+    await client.wait_for_output(msg_id, "tick 3")
+    logs = jp_data_dir / "jupyter_persist" / "logs"
+    log_file = capture.text_log.file_for("live.ipynb")
+    assert log_file.parent == logs
+    # Followed live, while the cell still runs and a client is attached.
+    await wait_for(
+        lambda: log_file.exists() and "tick 5\n" in log_file.read_text(), what="live log"
+    )
+    assert "tick 29" not in log_file.read_text()
+    await client.wait_idle(msg_id)
+    client.close()
+    expected = "".join(f"tick {i}\n" for i in range(30))
+    await wait_for(lambda: log_file.read_text().endswith(expected), what="the whole run logged")
