@@ -9,6 +9,7 @@ from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Float, Integer, TraitError, Unicode, default, validate
 
+from .caps import Limits
 from .capture import CONTENTS_SCHEMA, KERNEL_ACTIONS_SCHEMA, CaptureManager
 from .websocket import SETTINGS_KEY, compose_connection_class
 
@@ -64,6 +65,39 @@ class PersistExtension(ExtensionApp):
         `<name>.log.1` (replacing the previous one) and a new one started.""",
     )
 
+    stream_head_chars = Integer(
+        100_000,
+        config=True,
+        help="""Characters kept from the start of a stream output (stdout, stderr) once it
+        grows over its cap. With `stream_tail_chars` this bounds what one stream output
+        takes in memory and in the notebook; the characters in between are replaced by a
+        marker line saying how many were left out (the text log keeps them all).""",
+    )
+
+    stream_tail_chars = Integer(
+        400_000,
+        config=True,
+        help="""Characters kept from the end of a stream output once it grows over its
+        cap (see `stream_head_chars`). Trimming starts when the part after the head
+        exceeds this by a quarter.""",
+    )
+
+    max_rich_output_bytes = Integer(
+        5_000_000,
+        config=True,
+        help="""Largest rich output (display data, execute result) kept, counted as the
+        characters of all its MIME representations. A larger one is replaced by a
+        marker output that names its types and size.""",
+    )
+
+    @validate("stream_head_chars", "stream_tail_chars", "max_rich_output_bytes")
+    def _validate_cap(self, proposal: dict[str, Any]) -> int:
+        value = int(proposal["value"])
+        if value < 1000:
+            name = proposal["trait"].name
+            raise TraitError(f"PersistExtension.{name} must be at least 1000, got {value!r}")
+        return value
+
     @default("text_log_dir")
     def _default_text_log_dir(self) -> str:
         return os.path.join(self.state_dir, "logs")
@@ -95,6 +129,11 @@ class PersistExtension(ExtensionApp):
             state_dir=self.state_dir,
             text_log_dir=self.text_log_dir if self.text_log else "",
             text_log_max_bytes=self.text_log_max_bytes,
+            limits=Limits(
+                stream_head_chars=self.stream_head_chars,
+                stream_tail_chars=self.stream_tail_chars,
+                max_rich_output_bytes=self.max_rich_output_bytes,
+            ),
         )
         configured = self.settings.get("kernel_websocket_connection_class")
         if configured is None:

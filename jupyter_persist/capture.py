@@ -16,18 +16,20 @@ from typing import Any
 
 from tornado.ioloop import PeriodicCallback
 from traitlets import Any as AnyTrait
-from traitlets import Float, Integer, Unicode
+from traitlets import Float, Instance, Integer, Unicode
 from traitlets.config import LoggingConfigurable
 
+from .caps import Limits
+from .flusher import Flusher
 from .guard import reconcile_save
 from .journal import Journal
 from .listener import KernelListener
 from .locator import ExecutionLocator
-from .recovery import restore_journals
+from .recorder import Recorder
 from .store import CaptureStore, Execution
 from .textlog import TextLog
 from .websocket import ExecuteRequest
-from .writer import CellUpdate, NotebookUnavailable, NotebookWriter
+from .writer import NotebookWriter
 
 KERNEL_ACTIONS_SCHEMA = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
 CONTENTS_SCHEMA = "https://events.jupyter.org/jupyter_server/contents_service/v1"
@@ -44,31 +46,36 @@ class CaptureManager(LoggingConfigurable):
     state_dir = Unicode(help="Where journals live (see PersistExtension).")
     text_log_dir = Unicode(help="Where text logs live; empty: none (see PersistExtension).")
     text_log_max_bytes = Integer(10_000_000, help="Text log rotation size (see PersistExtension).")
+    limits = Instance(Limits, args=(), help="Size caps of outputs (see PersistExtension).")
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.store = CaptureStore()
+        self.store = CaptureStore(self.limits)
         self.listener = KernelListener(
             on_message=self.on_iopub, kernel_manager=self.kernel_manager, parent=self
         )
         self.writer = NotebookWriter(contents_manager=self.contents_manager, parent=self)
-        self.journal = Journal(Path(self.state_dir) / "journals", parent=self)
-        self.text_log = (
+        text_log = (
             TextLog(Path(self.text_log_dir), self.text_log_max_bytes, parent=self)
             if self.text_log_dir
             else None
         )
+        self.recorder = Recorder(
+            self.store,
+            self.writer,
+            Journal(Path(self.state_dir) / "journals", parent=self),
+            text_log,
+            self.journal_interval,
+            parent=self,
+        )
+        self.flusher = Flusher(self.store, self.writer, self.attached, parent=self)
         self.locator = ExecutionLocator(
             self.store, self.writer, session_manager=self.session_manager, parent=self
         )
         self._clients: Counter[str] = Counter()
         self._restart_callbacks: dict[str, tuple[Any, Any]] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._warned: dict[str, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: PeriodicCallback | None = None
-        self._journal_loop: PeriodicCallback | None = None
-        self._journal_paths: set[str] = set()
         self._stopping = False
 
     # -- lifecycle -------------------------------------------------------------------
@@ -81,55 +88,23 @@ class CaptureManager(LoggingConfigurable):
         if self._loop is None:
             self._loop = PeriodicCallback(self._tick, self.save_interval * 1000)
             self._loop.start()
-            self._spawn(self._start_journal())
+            self._spawn(self.recorder.start())
             for kernel_id in self.kernel_manager.list_kernel_ids():
                 self._track_kernel(kernel_id)
-
-    async def _start_journal(self) -> None:
-        try:
-            self.journal.ensure_directory()
-            if self.text_log is not None:
-                self.text_log.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            await restore_journals(self.journal, self.writer, self.log)
-        except OSError as err:
-            self.log.warning(
-                "jupyter_persist: journal unavailable (%s); outputs not journaled", err
-            )
-            return
-        if not self._stopping:
-            self._journal_loop = PeriodicCallback(self._journal_tick, self.journal_interval * 1000)
-            self._journal_loop.start()
-
-    def _journal_tick(self) -> None:
-        """Append what changed; drop the journals of notebooks whose outputs are all saved."""
-        try:
-            placed = [e for e in self.store.executions() if e.placed]
-            self.journal.append(placed)
-            if self.text_log is not None:
-                self.text_log.append(placed)
-            current = {str(e.path) for e in placed}
-            pending = {str(e.path) for e in placed if e.dirty or e.running}
-            for path in (self._journal_paths | current) - pending:
-                self.journal.remove(path)
-            self._journal_paths = pending
-        except Exception:
-            self.log.exception("jupyter_persist: error writing the journal")
 
     async def stop(self) -> None:
         """Release every kernel subscription, journal and write everything still unwritten."""
         self._stopping = True
-        for loop in (self._loop, self._journal_loop):
-            if loop is not None:
-                loop.stop()
-        self._loop = self._journal_loop = None
+        if self._loop is not None:
+            self._loop.stop()
+            self._loop = None
+        self.recorder.stop()
         for kernel_id in list(self.listener.kernel_ids):
             self._untrack_kernel(kernel_id)
         self.listener.close()
-        if self.journal.directory.is_dir():
-            self._journal_tick()
+        self.recorder.tick()
         await self.flush_all()
-        if self.journal.directory.is_dir():
-            self._journal_tick()
+        self.recorder.tick()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -267,6 +242,27 @@ class CaptureManager(LoggingConfigurable):
         except Exception:
             self.log.exception("jupyter_persist: error waiting for kernel %s", kernel_id)
 
+    def on_input_request(self, kernel_id: str, msg: dict[str, Any]) -> None:
+        """A kernel asks for input while no client is attached: say so, write what ran."""
+        try:
+            execution = self.store.get((msg.get("parent_header") or {}).get("msg_id", ""))
+            prompt = str((msg.get("content") or {}).get("prompt", ""))
+            where = f"cell {execution.cell_id} of {execution.path}" if execution else "a cell"
+            self.log.info(
+                "jupyter_persist: %s on kernel %s is waiting for input (%r) and no client "
+                "is attached to answer",
+                where,
+                kernel_id,
+                prompt,
+            )
+            if execution is None:
+                return
+            self.recorder.note(execution, f"[waiting for input: {prompt!r}]\n")
+            if execution.path is not None:
+                self._spawn(self.flush(execution.path))
+        except Exception:
+            self.log.exception("jupyter_persist: error noting an input request")
+
     def attached(self, kernel_id: str) -> bool:
         """Whether any client websocket is attached to the kernel."""
         return self._clients[kernel_id] > 0
@@ -303,6 +299,8 @@ class CaptureManager(LoggingConfigurable):
                 if execution.cell_id is None or execution.path is None:
                     self._spawn(self._locate_then_write(execution))
             detached = not self._clients[kernel_id]
+            if not execution.notebookless:
+                self.recorder.feed(execution, msg)
             self.store.apply(msg, detached=detached)
             self.log.debug("jupyter_persist: %s for %s (kernel %s)", msg_type, msg_id, kernel_id)
             if msg_type == "status" and not execution.running:
@@ -313,12 +311,15 @@ class CaptureManager(LoggingConfigurable):
     def _execution_finished(self, execution: Execution, detached: bool) -> None:
         if execution.notebookless:
             self.store.forget(execution)
+            self.recorder.forget(execution)
         elif detached and execution.placed and execution.path is not None:
             self._spawn(self.flush(execution.path))
 
     async def _locate_then_write(self, execution: Execution) -> None:
         """Place an execution in its notebook cell; write it if it already finished."""
         placed = await self.locator.locate(execution)
+        if execution.notebookless and not execution.running:
+            self.recorder.forget(execution)
         if placed and not execution.running and not self.attached(execution.kernel_id):
             await self.flush(str(execution.path))
 
@@ -369,56 +370,8 @@ class CaptureManager(LoggingConfigurable):
 
     async def flush_all(self) -> None:
         """Write every notebook with unwritten outputs whose kernel has no client attached."""
-        for path in sorted(self.store.paths_to_write()):
-            await self.flush(path)
+        await self.flusher.flush_all(ignore_clients=self._stopping)
 
     async def flush(self, path: str) -> None:
         """Write the unwritten outputs of one notebook, unless a client owns it now."""
-        lock = self._locks.setdefault(path, asyncio.Lock())
-        async with lock:
-            try:
-                await self._write(path)
-            except Exception:
-                self.log.exception("jupyter_persist: error writing %s", path)
-
-    async def _write(self, path: str) -> None:
-        executions = self.store.to_write(path)
-        if not executions:
-            return
-        if not self._stopping and any(self.attached(e.kernel_id) for e in executions):
-            return
-        versions = {e.cell_id: (e, e.version) for e in executions if e.cell_id is not None}
-        updates = {
-            cell_id: CellUpdate(e.area.to_json(), e.area.execution_count)
-            for cell_id, (e, _) in versions.items()
-        }
-        try:
-            result = await self.writer.merge(path, updates)
-        except NotebookUnavailable as err:
-            self._warn_once(
-                path, f"jupyter_persist: not writing {path}: {err}; outputs kept in memory"
-            )
-            return
-        self._warned.pop(path, None)
-        for cell_id in result.merged:
-            execution, version = versions[cell_id]
-            execution.written_version = version
-        if result.missing:
-            self._warn_once(
-                path,
-                f"jupyter_persist: {len(result.missing)} cell(s) of {path} no longer exist "
-                f"({', '.join(sorted(result.missing))}); their outputs are kept in memory",
-            )
-        if result.saved:
-            self.log.info(
-                "jupyter_persist: wrote %s (%d cell(s), %d bytes, %.0f ms)",
-                path,
-                len(result.merged),
-                result.bytes,
-                result.seconds * 1000,
-            )
-
-    def _warn_once(self, path: str, message: str) -> None:
-        if self._warned.get(path) != message:
-            self._warned[path] = message
-            self.log.warning("%s", message)
+        await self.flusher.flush(path, ignore_clients=self._stopping)

@@ -19,10 +19,13 @@ from typing import Any
 from nbformat import NotebookNode
 from nbformat.v4 import output_from_msg
 
+from .caps import Limits, cap_rich_output, trim_stream
+
 #: Message types that add an output to the area.
 OUTPUT_MSG_TYPES = frozenset({"stream", "display_data", "execute_result", "error"})
 
 _CONTROL_CHARS = re.compile(r"[\n\b\r]")
+DEFAULT_LIMITS = Limits()
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ class OutputArea:
     stream_cursor: int = 0
     #: Set by ``clear_output(wait=True)``: clear when the next output arrives.
     clear_pending: bool = False
+    #: Characters the caps took out of the last stream (see :mod:`jupyter_persist.caps`).
+    stream_omitted: int = 0
 
     def to_json(self) -> list[dict[str, Any]]:
         """Return the outputs as plain nbformat dictionaries (copies)."""
@@ -100,10 +105,13 @@ def _cleared(area: OutputArea) -> OutputArea:
         last_stream_name="",
         stream_cursor=0,
         clear_pending=False,
+        stream_omitted=0,
     )
 
 
-def apply_message(area: OutputArea, msg: dict[str, Any]) -> OutputArea:
+def apply_message(
+    area: OutputArea, msg: dict[str, Any], limits: Limits = DEFAULT_LIMITS
+) -> OutputArea:
     """Return the area after one IOPub message addressed to this execution.
 
     ``update_display_data`` is not handled here (it targets outputs anywhere in the
@@ -125,8 +133,8 @@ def apply_message(area: OutputArea, msg: dict[str, Any]) -> OutputArea:
     if area.clear_pending:
         area = _cleared(area)
     if msg_type == "stream":
-        return _add_stream(area, content["name"], content["text"])
-    output = output_from_msg(msg)
+        return _add_stream(area, content["name"], content["text"], limits)
+    output = cap_rich_output(output_from_msg(msg), limits)
     transient = content.get("transient") or {}
     display_id = transient.get("display_id") if isinstance(transient, dict) else None
     return replace(
@@ -137,15 +145,21 @@ def apply_message(area: OutputArea, msg: dict[str, Any]) -> OutputArea:
     )
 
 
-def _add_stream(area: OutputArea, name: str, new_text: str) -> OutputArea:
+def _add_stream(area: OutputArea, name: str, new_text: str, limits: Limits) -> OutputArea:
     if not isinstance(name, str) or not isinstance(new_text, str):
         raise TypeError("stream name and text must be strings")
     if area.outputs and name == area.last_stream_name:
-        last = area.outputs[-1]
-        text, cursor = process_text(area.stream_cursor, new_text, last["text"])
+        text, cursor = process_text(area.stream_cursor, new_text, area.outputs[-1]["text"])
+        text, cursor, omitted = trim_stream(text, cursor, area.stream_omitted, limits)
         merged = NotebookNode(output_type="stream", name=name, text=text)
-        return replace(area, outputs=(*area.outputs[:-1], merged), stream_cursor=cursor)
+        return replace(
+            area,
+            outputs=(*area.outputs[:-1], merged),
+            stream_cursor=cursor,
+            stream_omitted=omitted,
+        )
     text, cursor = process_text(0, new_text)
+    text, cursor, omitted = trim_stream(text, cursor, 0, limits)
     output = NotebookNode(output_type="stream", name=name, text=text)
     return replace(
         area,
@@ -153,6 +167,7 @@ def _add_stream(area: OutputArea, name: str, new_text: str) -> OutputArea:
         display_ids=(*area.display_ids, None),
         last_stream_name=name,
         stream_cursor=cursor,
+        stream_omitted=omitted,
     )
 
 
@@ -161,7 +176,12 @@ def has_display(area: OutputArea, display_id: str) -> bool:
     return display_id in area.display_ids
 
 
-def update_display(area: OutputArea, display_id: str, content: dict[str, Any]) -> OutputArea:
+def update_display(
+    area: OutputArea,
+    display_id: str,
+    content: dict[str, Any],
+    limits: Limits = DEFAULT_LIMITS,
+) -> OutputArea:
     """Replace every output created with ``display_id`` by the new display data.
 
     This is what ``update_display_data`` does, and also what a second ``display_data``
@@ -170,7 +190,8 @@ def update_display(area: OutputArea, display_id: str, content: dict[str, Any]) -
     """
     if display_id not in area.display_ids:
         return area
-    replacement = output_from_msg({"header": {"msg_type": "display_data"}, "content": {**content}})
+    message = {"header": {"msg_type": "display_data"}, "content": {**content}}
+    replacement = cap_rich_output(output_from_msg(message), limits)
     outputs = tuple(
         replacement if output_id == display_id else output
         for output, output_id in zip(area.outputs, area.display_ids, strict=True)

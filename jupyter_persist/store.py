@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import reducer
+from .caps import Limits
 from .reducer import OutputArea
 
 
@@ -56,7 +57,8 @@ class Execution:
 class CaptureStore:
     """Executions by message id, the latest execution of each notebook cell, display ids."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
         self._executions: dict[str, Execution] = {}
         self._latest_by_cell: dict[tuple[str, str], Execution] = {}
         #: (kernel id, display id) → message ids of executions that showed it, in order.
@@ -157,7 +159,7 @@ class CaptureStore:
             display_id = _display_id(msg)
             if display_id is not None and msg_type == "display_data":
                 changed = self._update_displays(execution.kernel_id, msg, include_new=True)
-            area = reducer.apply_message(execution.area, msg)
+            area = reducer.apply_message(execution.area, msg, self.limits)
             if area is not execution.area:
                 execution.area = area
                 execution.version += 1
@@ -182,7 +184,7 @@ class CaptureStore:
             if owner is None:
                 owners.remove(owner_id)
                 continue
-            area = reducer.update_display(owner.area, display_id, msg["content"])
+            area = reducer.update_display(owner.area, display_id, msg["content"], self.limits)
             if area is not owner.area:
                 owner.area = area
                 owner.version += 1

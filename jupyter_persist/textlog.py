@@ -1,9 +1,10 @@
 """A plain-text log per notebook, as a person reads it, appended live for ``tail -f``.
 
 Each execution starts with a header line (time, execution count, cell id); stream text
-follows line by line once each line is final (``\\r`` progress is already folded by the
-reducer, so a progress bar logs its last state); other outputs are logged as their text,
-tracebacks without ANSI colour codes. Files rotate at a size, keeping one old file.
+follows line by line once each line is final, with ``\\r``/``\\b`` applied as JupyterLab
+does (a progress bar logs its last state); other outputs are logged as their text,
+tracebacks without ANSI colour codes. It is fed every message before the size caps
+apply, so it holds the whole output. Files rotate at a size, keeping one old file.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import hashlib
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from traitlets.config import LoggingConfigurable
 
+from .reducer import process_text
 from .store import Execution
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -25,12 +27,17 @@ SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 @dataclass
-class _Logged:
-    """How much of an execution's outputs is in the log already."""
+class _Pending:
+    """What an execution printed since the last flush, and its unfinished line."""
 
-    outputs: int = 0  # outputs fully logged
-    chars: int = 0  # characters of the next (stream) output logged
-    outputs_seen: tuple[Any, ...] = ()
+    items: list[tuple[str, str]] = field(default_factory=list)  # ("stream"|"text", text)
+    partial: str = ""
+    started: bool = False
+
+
+def _fold(line: str) -> str:
+    """A line as JupyterLab shows it: ``\\r`` and ``\\b`` applied."""
+    return process_text(0, line)[0] if ("\r" in line or "\b" in line) else line
 
 
 def output_text(output: dict[str, Any]) -> str:
@@ -55,9 +62,7 @@ class TextLog(LoggingConfigurable):
         super().__init__(**kwargs)
         self.directory = directory
         self.max_bytes = max_bytes
-        self._logged: dict[str, _Logged] = {}
-        #: Version of each execution as last logged, to skip what did not change.
-        self._versions: dict[str, tuple[int, bool]] = {}
+        self._pending: dict[str, _Pending] = {}
 
     def file_for(self, notebook_path: str) -> Path:
         """``<name>-<hash>.log``: readable, and unique whatever the notebook's folder."""
@@ -65,54 +70,63 @@ class TextLog(LoggingConfigurable):
         digest = hashlib.sha256(notebook_path.encode("utf-8", "surrogatepass")).hexdigest()[:8]
         return self.directory / f"{stem}-{digest}.log"
 
-    def append(self, executions: list[Execution]) -> None:
-        """Log what is new and final in each execution's outputs."""
+    def feed(self, execution: Execution, msg: dict[str, Any]) -> None:
+        """Take note of one output message of an execution (every one, before any cap)."""
+        msg_type = msg["header"]["msg_type"]
+        content = msg["content"]
+        if msg_type == "stream":
+            item = ("stream", str(content.get("text", "")))
+        elif msg_type in ("display_data", "execute_result", "error"):
+            item = ("text", output_text({"output_type": msg_type, **content}))
+        else:
+            return
+        self._pending.setdefault(execution.msg_id, _Pending()).items.append(item)
+
+    def note(self, execution: Execution, text: str) -> None:
+        """Add a line of our own (such as "waiting for input") to an execution's log."""
+        self._pending.setdefault(execution.msg_id, _Pending()).items.append(("text", text))
+
+    def flush(self, executions: list[Execution]) -> None:
+        """Append to the notebooks' logs the lines that became final."""
         chunks: dict[str, list[str]] = {}
         for execution in executions:
-            if execution.path is None or execution.cell_id is None:
+            pending = self._pending.get(execution.msg_id)
+            if pending is None or execution.path is None or execution.cell_id is None:
                 continue
-            if self._versions.get(execution.msg_id) == (execution.version, execution.running):
-                continue
-            self._versions[execution.msg_id] = (execution.version, execution.running)
-            text = self._new_text(execution)
+            text = self._render(execution, pending)
+            if not execution.running:
+                del self._pending[execution.msg_id]
             if text:
                 chunks.setdefault(execution.path, []).append(text)
         for path, texts in chunks.items():
             self._write(self.file_for(path), "".join(texts))
 
-    def _new_text(self, execution: Execution) -> str:
-        logged = self._logged.get(execution.msg_id)
+    def forget(self, execution: Execution) -> None:
+        """Drop what is pending for an execution that goes to no notebook."""
+        self._pending.pop(execution.msg_id, None)
+
+    def _render(self, execution: Execution, pending: _Pending) -> str:
         parts = []
-        if logged is None:
-            logged = self._logged[execution.msg_id] = _Logged()
+        if not pending.started:
+            pending.started = True
             stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime())
             count = execution.area.execution_count
             prompt = count if count is not None else " "
             parts.append(f"\n=== {stamp}  In [{prompt}]  cell {execution.cell_id} ===\n")
-        outputs = execution.area.outputs
-        seen = logged.outputs_seen[: logged.outputs]
-        if logged.outputs > len(outputs) or outputs[: logged.outputs] != seen:
-            logged.outputs, logged.chars = 0, 0  # cleared (clear_output): log anew
-        while logged.outputs < len(outputs):
-            output = outputs[logged.outputs]
-            last = logged.outputs == len(outputs) - 1
-            if output.get("output_type") == "stream":
-                text = output.get("text", "")
-                final = len(text) if (not last or not execution.running) else text.rfind("\n") + 1
-                if final > logged.chars:
-                    parts.append(text[logged.chars : final])
-                    logged.chars = final
-                if last and execution.running:
-                    break
-                if text and not text.endswith("\n"):
-                    parts.append("\n")
-            elif last and execution.running and output.get("output_type") == "display_data":
-                break  # may still be updated; logged when the next output comes or at the end
+        for kind, text in pending.items:
+            if kind == "stream":
+                lines = (pending.partial + text).split("\n")
+                pending.partial = lines.pop()
+                parts.extend(_fold(line) + "\n" for line in lines)
             else:
-                parts.append(output_text(output))
-            logged.outputs += 1
-            logged.chars = 0
-        logged.outputs_seen = outputs
+                if pending.partial:
+                    parts.append(_fold(pending.partial) + "\n")
+                    pending.partial = ""
+                parts.append(text)
+        pending.items.clear()
+        if not execution.running and pending.partial:
+            parts.append(_fold(pending.partial) + "\n")
+            pending.partial = ""
         return "".join(parts)
 
     def _write(self, file: Path, text: str) -> None:

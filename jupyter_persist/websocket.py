@@ -42,6 +42,8 @@ class CaptureSink(Protocol):
 
     async def until_capturing(self, kernel_id: str) -> None: ...
 
+    def on_input_request(self, kernel_id: str, msg: dict[str, Any]) -> None: ...
+
     def client_detached(self, kernel_id: str) -> None: ...
 
 
@@ -88,6 +90,7 @@ class CaptureConnectionMixin:
 
     websocket_handler: Any
     kernel_id: str
+    kernel_manager: Any
     log: Any
 
     def _persist_sink(self) -> CaptureSink | None:
@@ -146,6 +149,33 @@ class CaptureConnectionMixin:
             if sink is not None and getattr(self, "_persist_attached", False):
                 self._persist_attached = False
                 sink.client_detached(self.kernel_id)
+                self._persist_watch_stdin(sink)
+
+    def _persist_watch_stdin(self, sink: CaptureSink) -> None:
+        """Notice input requests that reach the server's buffer once the client is gone.
+
+        When the last client leaves, jupyter_server keeps the client's channels and
+        buffers what arrives on them for a reconnect; a kernel waiting in ``input()``
+        sends its request there. We look at each buffered stdin message on its way in.
+        """
+        stdin = (getattr(self, "channels", None) or {}).get("stdin")
+        buffer_message = getattr(stdin, "_recv_callback", None)
+        if stdin is None or buffer_message is None or stdin.closed():
+            return
+        session = self.kernel_manager.session
+        kernel_id = self.kernel_id
+
+        def observe(msg_list: list[Any]) -> None:
+            try:
+                _, fed = session.feed_identities(msg_list)
+                msg = session.deserialize(fed)
+                if msg["header"]["msg_type"] == "input_request":
+                    sink.on_input_request(kernel_id, msg)
+            except Exception as err:
+                self.log.debug("jupyter_persist: unreadable stdin message: %s", err)
+            buffer_message(msg_list)
+
+        stdin.on_recv(observe)
 
 
 def compose_connection_class(base: type) -> type:

@@ -26,6 +26,9 @@ class CellUpdate:
 
     outputs: list[dict[str, Any]]
     execution_count: int | None
+    #: The code that ran: places the outputs in a notebook whose cells have no ids
+    #: (nbformat 4.4 and older), where JupyterLab's cell ids exist only in the browser.
+    source: str | None = None
 
 
 @dataclass
@@ -95,9 +98,14 @@ class NotebookWriter(LoggingConfigurable):
         started = time.perf_counter()
         notebook = await self.read(path)
         result = WriteResult()
-        cells = {cell.get("id"): cell for cell in notebook.cells if cell.get("cell_type") == "code"}
+        code_cells = [cell for cell in notebook.cells if cell.get("cell_type") == "code"]
+        cells = {cell.get("id"): cell for cell in code_cells}
+        without_id = [cell for cell in code_cells if not cell.get("id")]
         for cell_id, update in updates.items():
             cell = cells.get(cell_id)
+            if cell is None and without_id and update.source is not None:
+                same = [c for c in without_id if _source(c) == update.source]
+                cell = same[0] if len(same) == 1 else None
             if cell is None:
                 result.missing.add(cell_id)
                 continue

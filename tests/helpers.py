@@ -155,7 +155,11 @@ class LabLikeClient:
         return str(header["msg_id"])
 
     async def execute(
-        self, code: str, cell_id: str | None = None, metadata: dict[str, Any] | None = None
+        self,
+        code: str,
+        cell_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        allow_stdin: bool = False,
     ) -> str:
         """Send an execute_request as JupyterLab 4 does (``cellId`` in the metadata)."""
         if metadata is None:
@@ -167,7 +171,7 @@ class LabLikeClient:
             "silent": False,
             "store_history": True,
             "user_expressions": {},
-            "allow_stdin": False,
+            "allow_stdin": allow_stdin,
             "stop_on_error": True,
         }
         return await self.send("shell", "execute_request", content, metadata)

@@ -10,11 +10,17 @@ from typing import Any
 from helpers import LabLikeClient, make_notebook, wait_for
 from test_store import idle_msg, stream_msg
 
+from jupyter_persist.caps import Limits
 from jupyter_persist.store import CaptureStore
 from jupyter_persist.textlog import TextLog
 
 
-def run_cell(store: CaptureStore, msg_id: str, *messages: dict[str, Any]) -> Any:
+def feed(log: TextLog, store: CaptureStore, execution: Any, message: dict[str, Any]) -> None:
+    log.feed(execution, message)
+    store.apply(message, detached=True)
+
+
+def start_cell(store: CaptureStore, msg_id: str) -> Any:
     execution = store.begin("k", msg_id)
     store.place(execution, "folder/My Notebook.ipynb", f"cell-{msg_id}")
     store.apply(
@@ -25,19 +31,21 @@ def run_cell(store: CaptureStore, msg_id: str, *messages: dict[str, Any]) -> Any
         },
         detached=True,
     )
-    for message in messages:
-        store.apply(message, detached=True)
     return execution
 
 
 def test_lines_are_logged_once_final(tmp_path: Path) -> None:
     log = TextLog(tmp_path, max_bytes=1_000_000)
     store = CaptureStore()
-    execution = run_cell(store, "m1", stream_msg("m1", "one\ntw"))
-    log.append([execution])
-    store.apply(stream_msg("m1", "o\n\r 10%\r 50%\r100%\n"), detached=True)
-    log.append([execution])
-    log.append([execution])  # nothing new: nothing written
+    execution = start_cell(store, "m1")
+    feed(log, store, execution, stream_msg("m1", "one\ntw"))
+    log.flush([execution])
+    file = log.file_for("folder/My Notebook.ipynb")
+    assert file.read_text().endswith("===\none\n")
+    feed(log, store, execution, stream_msg("m1", "o\n\r 10%\r 50%"))
+    feed(log, store, execution, stream_msg("m1", "\r100%\n"))
+    log.flush([execution])
+    log.flush([execution])  # nothing new: nothing written
     error = {
         "header": {"msg_type": "error"},
         "parent_header": {"msg_id": "m1"},
@@ -47,27 +55,39 @@ def test_lines_are_logged_once_final(tmp_path: Path) -> None:
             "traceback": ["\x1b[0;31mValueError\x1b[0m: bad"],
         },
     }
-    store.apply(error, detached=True)
-    store.apply(idle_msg("m1"), detached=True)
-    log.append([execution])
-    file = log.file_for("folder/My Notebook.ipynb")
+    feed(log, store, execution, stream_msg("m1", "unfinished"))
+    feed(log, store, execution, error)
+    feed(log, store, execution, idle_msg("m1"))
+    log.flush([execution])
     assert file.name.startswith("My_Notebook-")
-    text = file.read_text()
-    header, body = text.strip("\n").split("\n", 1)
+    header, body = file.read_text().strip("\n").split("\n", 1)
     assert header.startswith("=== ")
     assert header.endswith("In [7]  cell cell-m1 ===")
-    assert body == "one\ntwo\n100%\nValueError: bad"
+    assert body == "one\ntwo\n100%\nunfinished\nValueError: bad"
     assert stat.S_IMODE(os.stat(file).st_mode) == 0o600
+
+
+def test_the_log_keeps_what_the_caps_leave_out(tmp_path: Path) -> None:
+    log = TextLog(tmp_path, max_bytes=100_000_000)
+    store = CaptureStore(Limits(stream_head_chars=1000, stream_tail_chars=1000))
+    execution = start_cell(store, "m1")
+    for i in range(20_000):
+        feed(log, store, execution, stream_msg("m1", f"line {i}\n"))
+    feed(log, store, execution, idle_msg("m1"))
+    log.flush([execution])
+    assert "left out" in execution.area.outputs[0]["text"]
+    body = log.file_for("folder/My Notebook.ipynb").read_text().split("===\n", 1)[1]
+    assert body == "".join(f"line {i}\n" for i in range(20_000))
 
 
 def test_rotation(tmp_path: Path) -> None:
     log = TextLog(tmp_path, max_bytes=200)
     store = CaptureStore()
     for i in range(10):
-        execution = run_cell(
-            store, f"m{i}", stream_msg(f"m{i}", "x" * 50 + "\n"), idle_msg(f"m{i}")
-        )
-        log.append([execution])
+        execution = start_cell(store, f"m{i}")
+        feed(log, store, execution, stream_msg(f"m{i}", "x" * 50 + "\n"))
+        feed(log, store, execution, idle_msg(f"m{i}"))
+        log.flush([execution])
     file = log.file_for("folder/My Notebook.ipynb")
     assert file.stat().st_size <= 200
     assert file.with_suffix(".log.1").stat().st_size <= 200
@@ -86,7 +106,7 @@ async def test_tail_follows_a_running_cell(
     msg_id = await client.execute(code, cell_id="c")
     await client.wait_for_output(msg_id, "tick 3")
     logs = jp_data_dir / "jupyter_persist" / "logs"
-    log_file = capture.text_log.file_for("live.ipynb")
+    log_file = capture.recorder.text_log.file_for("live.ipynb")
     assert log_file.parent == logs
     # Followed live, while the cell still runs and a client is attached.
     await wait_for(

@@ -111,3 +111,35 @@ async def test_find_cell_by_source(tmp_path: Path, writer: NotebookWriter) -> No
     assert await writer.find_cell_by_source(path.name, "print(1)") == ("a", 1)
     assert await writer.find_cell_by_source(path.name, "print(2)") == (None, 2)
     assert await writer.find_cell_by_source(path.name, "print(3)") == (None, 0)
+
+
+async def test_cells_without_ids_are_matched_by_source(
+    tmp_path: Path, writer: NotebookWriter
+) -> None:
+    path = tmp_path / "old.ipynb"
+    nb = nbformat.v4.new_notebook(nbformat_minor=4)
+    nb.cells = [nbformat.v4.new_code_cell("print('a')"), nbformat.v4.new_code_cell("print('b')")]
+    for cell in nb.cells:
+        del cell["id"]
+    path.write_text(nbformat.writes(nb, version=4))
+    result = await writer.merge(
+        path.name, {"lab-generated-id": CellUpdate([STREAM], 2, "print('b')")}
+    )
+    assert result.merged == {"lab-generated-id"}
+    saved = json.loads(path.read_text())
+    assert saved["nbformat_minor"] == 4
+    assert all("id" not in cell for cell in saved["cells"])
+    assert saved["cells"][1]["outputs"] == [{**STREAM, "text": ["hello\n"]}]
+    assert saved["cells"][0]["outputs"] == []
+
+
+async def test_ten_thousand_cells(tmp_path: Path, writer: NotebookWriter) -> None:
+    path = tmp_path / "big.ipynb"
+    make_notebook(path, [(f"c{i}", f"x = {i}") for i in range(10_000)])
+    updates = {f"c{i}": CellUpdate([STREAM], i) for i in range(0, 10_000, 100)}
+    result = await writer.merge(path.name, updates)
+    assert result.merged == set(updates)
+    cells = json.loads(path.read_text())["cells"]
+    assert len(cells) == 10_000
+    assert cells[500]["execution_count"] == 500
+    assert cells[501]["outputs"] == []

@@ -1,0 +1,91 @@
+"""Writing a notebook's unwritten outputs, one notebook at a time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from traitlets.config import LoggingConfigurable
+
+from .store import CaptureStore
+from .writer import CellUpdate, NotebookUnavailable, NotebookWriter
+
+
+class Flusher(LoggingConfigurable):
+    """Merges the store's unwritten executions into their notebooks through the writer.
+
+    Never while a client is attached to one of the notebook's kernels (unless told to
+    ignore clients, when the server stops); one write per notebook at a time; one
+    WARNING per notebook and reason, not one per attempt.
+    """
+
+    def __init__(
+        self,
+        store: CaptureStore,
+        writer: NotebookWriter,
+        attached: Callable[[str], bool],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.store = store
+        self.writer = writer
+        self.attached = attached
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._warned: dict[str, str] = {}
+
+    async def flush_all(self, ignore_clients: bool = False) -> None:
+        """Write every notebook with unwritten outputs."""
+        for path in sorted(self.store.paths_to_write()):
+            await self.flush(path, ignore_clients)
+
+    async def flush(self, path: str, ignore_clients: bool = False) -> None:
+        """Write the unwritten outputs of one notebook; never raises."""
+        lock = self._locks.setdefault(path, asyncio.Lock())
+        async with lock:
+            try:
+                await self._write(path, ignore_clients)
+            except Exception:
+                self.log.exception("jupyter_persist: error writing %s", path)
+
+    async def _write(self, path: str, ignore_clients: bool) -> None:
+        executions = self.store.to_write(path)
+        if not executions:
+            return
+        if not ignore_clients and any(self.attached(e.kernel_id) for e in executions):
+            return
+        versions = {e.cell_id: (e, e.version) for e in executions if e.cell_id is not None}
+        updates = {
+            cell_id: CellUpdate(e.area.to_json(), e.area.execution_count, e.code)
+            for cell_id, (e, _) in versions.items()
+        }
+        try:
+            result = await self.writer.merge(path, updates)
+        except NotebookUnavailable as err:
+            self._warn_once(
+                path, f"jupyter_persist: not writing {path}: {err}; outputs kept in memory"
+            )
+            return
+        self._warned.pop(path, None)
+        for cell_id in result.merged:
+            execution, version = versions[cell_id]
+            execution.written_version = version
+        if result.missing:
+            self._warn_once(
+                path,
+                f"jupyter_persist: {len(result.missing)} cell(s) of {path} no longer exist "
+                f"({', '.join(sorted(result.missing))}); their outputs are kept in memory",
+            )
+        if result.saved:
+            self.log.info(
+                "jupyter_persist: wrote %s (%d cell(s), %d bytes, %.0f ms)",
+                path,
+                len(result.merged),
+                result.bytes,
+                result.seconds * 1000,
+            )
+
+    def _warn_once(self, path: str, message: str) -> None:
+        if self._warned.get(path) != message:
+            self._warned[path] = message
+            self.log.warning("%s", message)
