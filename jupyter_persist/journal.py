@@ -98,9 +98,12 @@ def fold(records: list[dict[str, Any]]) -> dict[tuple[str, str], JournaledCell]:
 class Journal(LoggingConfigurable):
     """Appends execution diffs to per-notebook journal files; reads them back."""
 
-    def __init__(self, directory: Path, **kwargs: Any) -> None:
+    def __init__(self, directory: Path, compact_bytes: int = 4_000_000, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.directory = directory
+        #: A journal is compacted when it grows past this, or twice its last compacted size.
+        self.compact_bytes = compact_bytes
+        self._compact_at: dict[str, int] = {}
         #: Per execution: the outputs and path as last journaled.
         self._journaled: dict[str, tuple[tuple[NotebookNode, ...], str, int]] = {}
 
@@ -146,8 +149,44 @@ class Journal(LoggingConfigurable):
         written = 0
         for path, path_lines in lines.items():
             data = ("\n".join(path_lines) + "\n").encode("utf-8", "surrogatepass")
-            written += self._append_bytes(self.file_for(path), data)
+            file = self.file_for(path)
+            written += self._append_bytes(file, data)
+            if file.stat().st_size > self._compact_at.get(path, self.compact_bytes):
+                self.compact(path, [e for e in executions if e.path == path])
         return written
+
+    def compact(self, notebook_path: str, executions: list[Execution]) -> None:
+        """Rewrite a notebook's journal as one full record per current execution.
+
+        The journal then holds only what rebuilds the current outputs, so it never grows
+        without bound however long a cell prints.
+        """
+        records = []
+        for execution in sorted(executions, key=lambda e: e.seq):
+            if execution.cell_id is None:
+                continue
+            area = execution.area
+            record = {
+                "t": time.time(),
+                "path": notebook_path,
+                "cell": execution.cell_id,
+                "exec": execution.msg_id,
+                "kernel": execution.kernel_id,
+                "count": area.execution_count,
+                "keep": 0,
+                "keep_text": 0,
+                "tail": [dict(output) for output in area.outputs],
+            }
+            records.append(json.dumps(record, ensure_ascii=False, default=str))
+            self._journaled[execution.msg_id] = (area.outputs, notebook_path, execution.version)
+        file = self.file_for(notebook_path)
+        temporary = file.with_suffix(".compacting")
+        data = "".join(line + "\n" for line in records).encode("utf-8", "surrogatepass")
+        temporary.unlink(missing_ok=True)
+        self._append_bytes(temporary, data)
+        os.replace(temporary, file)
+        self._compact_at[notebook_path] = max(self.compact_bytes, 2 * len(data))
+        self.log.debug("jupyter_persist: compacted %s to %d bytes", file, len(data))
 
     def _append_bytes(self, file: Path, data: bytes) -> int:
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND

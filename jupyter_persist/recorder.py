@@ -45,7 +45,7 @@ class Recorder(LoggingConfigurable):
         try:
             self.journal.ensure_directory()
             if self.text_log is not None:
-                self.text_log.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+                self.text_log.ensure_directory()
             await restore_journals(self.journal, self.writer, self.log)
         except OSError as err:
             self.log.warning(

@@ -64,6 +64,12 @@ class TextLog(LoggingConfigurable):
         self.max_bytes = max_bytes
         self._pending: dict[str, _Pending] = {}
 
+    def ensure_directory(self) -> None:
+        """Create the log directory owner-only (an existing one is left as it is)."""
+        if not self.directory.is_dir():
+            self.directory.mkdir(parents=True, mode=0o700)
+            os.chmod(self.directory, 0o700)  # mkdir's mode is reduced by the umask
+
     def file_for(self, notebook_path: str) -> Path:
         """``<name>-<hash>.log``: readable, and unique whatever the notebook's folder."""
         stem = SAFE_NAME.sub("_", Path(notebook_path).stem)[:60] or "notebook"

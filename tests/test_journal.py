@@ -130,3 +130,24 @@ async def test_restore_keeps_the_journal_of_a_missing_notebook(tmp_path: Path) -
     await restore_journals(journal, writer, writer.log)
     assert len(journal.files()) == 1
     assert not (tmp_path / "root" / "nb.ipynb").exists()
+
+
+def test_a_long_run_keeps_the_journal_bounded(tmp_path: Path) -> None:
+    journal = Journal(tmp_path, compact_bytes=20_000)
+    journal.ensure_directory()
+    store = CaptureStore()
+    old = store.begin("k", "m0")
+    store.place(old, "nb.ipynb", "c")
+    store.apply(stream_msg("m0", "replaced by the next run\n"), detached=True)
+    journal.append([old])
+    execution = store.begin("k", "m1")
+    store.place(execution, "nb.ipynb", "c")  # a new run of the same cell
+    for i in range(5000):
+        store.apply(stream_msg("m1", f"progress {i}\r"), detached=True)
+        journal.append([execution])
+    file = journal.file_for("nb.ipynb")
+    assert file.stat().st_size < 40_000
+    cells = fold(journal.read(file))
+    assert cells[("nb.ipynb", "c")].outputs == [stream("progress 4999")]
+    assert stat.S_IMODE(os.stat(file).st_mode) == 0o600
+    assert not list(tmp_path.glob("*.compacting"))

@@ -15,6 +15,7 @@ from helpers import (
     load_cells,
     make_notebook,
     read_cells,
+    read_notebook,
     stream_text,
     wait_for,
 )
@@ -173,3 +174,16 @@ async def test_deleted_cell_is_kept_and_logged(
     assert nb_path.read_bytes() == before
     assert capture.store.get(msg_id).area.to_json()
     assert any("no longer exist" in r.getMessage() for r in caplog.records)
+
+
+async def test_cell_moved_on_disk_keeps_its_outputs(
+    jp_root_dir: Path, jp_ws_fetch: Any, notebook_session: Any, capture: Any
+) -> None:
+    path = jp_root_dir / "moved-cell.ipynb"
+    make_notebook(path, [("first", "1"), ("c", SLOW), ("last", "2")])
+    _, kernel_id = await notebook_session(path.name)
+    await start_and_leave(jp_ws_fetch, kernel_id, SLOW, "c")
+    make_notebook(path, [("c", SLOW), ("last", "2"), ("first", "1")])  # the user moved it up
+    await wait_for(lambda: stream_text(read_cells(path)["c"]) == "start\nend\n", what="write")
+    order = [cell["id"] for cell in read_notebook(path)["cells"]]
+    assert order == ["c", "last", "first"]

@@ -108,6 +108,7 @@ async def test_tail_follows_a_running_cell(
     logs = jp_data_dir / "jupyter_persist" / "logs"
     log_file = capture.recorder.text_log.file_for("live.ipynb")
     assert log_file.parent == logs
+    assert stat.S_IMODE(os.stat(logs).st_mode) == 0o700
     # Followed live, while the cell still runs and a client is attached.
     await wait_for(
         lambda: log_file.exists() and "tick 5\n" in log_file.read_text(), what="live log"
