@@ -9,6 +9,7 @@ kernel restarts or stops, and when the server stops.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from collections.abc import Coroutine
 from pathlib import Path
@@ -337,9 +338,13 @@ class CaptureManager(LoggingConfigurable):
             cells = model["content"].get("cells")
             if not isinstance(cells, list):
                 return
-            report = reconcile_save(self.store, path.strip("/"), cells)
+            path = path.strip("/")
+            report = reconcile_save(self.store, path, cells)
+            # Our own save may also get output that arrived while it was being prepared.
+            level = logging.DEBUG if path in self.flusher.saving else logging.INFO
             for execution in report.restored:
-                self.log.info(
+                self.log.log(
+                    level,
                     "jupyter_persist: a save of %s lacked captured outputs of cell %s; kept them",
                     path,
                     execution.cell_id,

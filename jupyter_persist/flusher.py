@@ -33,6 +33,8 @@ class Flusher(LoggingConfigurable):
         self.attached = attached
         self._locks: dict[str, asyncio.Lock] = {}
         self._warned: dict[str, str] = {}
+        #: Notebooks being saved by us right now (the save guard sees our saves too).
+        self.saving: set[str] = set()
 
     async def flush_all(self, ignore_clients: bool = False) -> None:
         """Write every notebook with unwritten outputs."""
@@ -59,6 +61,7 @@ class Flusher(LoggingConfigurable):
             cell_id: CellUpdate(e.area.to_json(), e.area.execution_count, e.code)
             for cell_id, (e, _) in versions.items()
         }
+        self.saving.add(path)
         try:
             result = await self.writer.merge(path, updates)
         except NotebookUnavailable as err:
@@ -66,6 +69,8 @@ class Flusher(LoggingConfigurable):
                 path, f"jupyter_persist: not writing {path}: {err}; outputs kept in memory"
             )
             return
+        finally:
+            self.saving.discard(path)
         self._warned.pop(path, None)
         for cell_id in result.merged:
             execution, version = versions[cell_id]
