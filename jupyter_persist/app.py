@@ -133,6 +133,11 @@ class PersistExtension(ExtensionApp):
                 stream_head_chars=self.stream_head_chars,
                 stream_tail_chars=self.stream_tail_chars,
                 max_rich_output_bytes=self.max_rich_output_bytes,
+                text_log_hint=(
+                    f"in the notebook's text log in {self.text_log_dir}"
+                    if self.text_log
+                    else "not kept (PersistExtension.text_log is off)"
+                ),
             ),
         )
         configured = self.settings.get("kernel_websocket_connection_class")

@@ -20,13 +20,15 @@ class Limits:
     stream_head_chars: int = 100_000
     stream_tail_chars: int = 400_000
     max_rich_output_bytes: int = 5_000_000
+    #: Where the whole text can be read, for the marker.
+    text_log_hint: str = "in the notebook's text log"
 
 
-def omission_marker(omitted: int) -> str:
+def omission_marker(omitted: int, limits: Limits) -> str:
     """The line standing for ``omitted`` characters taken out of a stream."""
     return (
         f"\n[... jupyter-persist left out {omitted:,} characters here to keep the notebook "
-        "small; the notebook's text log has all of them ...]\n"
+        f"small; the whole text is {limits.text_log_hint} ...]\n"
     )
 
 
@@ -38,7 +40,7 @@ def trim_stream(text: str, cursor: int, omitted: int, limits: Limits) -> tuple[s
     proportional to the text that arrives; never cuts text before the cursor.
     """
     head = limits.stream_head_chars
-    body_start = head + (len(omission_marker(omitted)) if omitted else 0)
+    body_start = head + (len(omission_marker(omitted, limits)) if omitted else 0)
     rest = len(text) - body_start
     if rest <= limits.stream_tail_chars + limits.stream_tail_chars // 4:
         return text, cursor, omitted
@@ -46,7 +48,7 @@ def trim_stream(text: str, cursor: int, omitted: int, limits: Limits) -> tuple[s
     if cursor < body_start + cut:
         return text, cursor, omitted
     omitted += cut
-    marker = omission_marker(omitted)
+    marker = omission_marker(omitted, limits)
     trimmed = text[:head] + marker + text[body_start + cut :]
     return trimmed, cursor - (body_start + cut) + head + len(marker), omitted
 

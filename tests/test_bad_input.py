@@ -158,6 +158,10 @@ async def test_very_long_line_is_capped_and_logged_whole(
     await wait_for(lambda: stream_text(read_cells(path)["c"]).endswith("end\n"), what="write")
     text = stream_text((await load_cells(path))["c"])
     assert "left out" in text
+    assert (
+        f"the whole text is in the notebook's text log in {capture.recorder.text_log.directory}"
+        in text
+    )
     assert len(text) < 700_000
     log_file = capture.recorder.text_log.file_for(path.name)
     await wait_for(lambda: log_file.read_text().endswith("end\n"), what="the text log")

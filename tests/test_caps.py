@@ -29,7 +29,7 @@ def test_endless_stream_keeps_head_and_tail_and_says_how_much_is_missing() -> No
     assert text.startswith(full_text[:1000])
     assert text.endswith("line 99999\n")
     omitted = int(re.search(r"left out ([\d,]+) characters", text).group(1).replace(",", ""))
-    head, _, tail = text.partition(omission_marker(omitted))
+    head, _, tail = text.partition(omission_marker(omitted, SMALL))
     assert head == full_text[:1000]
     assert full_text.endswith(tail)
     assert len(head) + omitted + len(tail) == len(full_text)

@@ -140,3 +140,26 @@ def test_every_trait_is_documented() -> None:
     assert own, "no configurable traits"
     for name, trait in own.items():
         assert len(trait.help) > 40, f"{name} has no real help"
+
+
+class TestTextLogOff:
+    @pytest.fixture
+    def jp_server_config(self) -> dict[str, Any]:
+        return {
+            "ServerApp": {"jpserver_extensions": {"jupyter_persist": True}},
+            "PersistExtension": {"save_interval": 0.5, "text_log": False},
+        }
+
+    async def test_no_text_log(
+        self,
+        jp_data_dir: Path,
+        jp_root_dir: Path,
+        jp_ws_fetch: Any,
+        notebook_session: Any,
+        capture: Any,
+    ) -> None:
+        assert capture.recorder.text_log is None
+        await run_and_leave(jp_root_dir, jp_ws_fetch, notebook_session)
+        state = jp_data_dir / "jupyter_persist"
+        assert (state / "journals").is_dir()
+        assert not (state / "logs").exists()
