@@ -66,6 +66,23 @@ def _same_stream(a: Any, b: Any) -> bool:
     )
 
 
+def _record(
+    execution: Execution, path: str, keep: int, keep_text: int, tail: list[Any]
+) -> dict[str, Any]:
+    """One journal line: an execution's outputs as a diff against its previous line."""
+    return {
+        "t": time.time(),
+        "path": path,
+        "cell": execution.cell_id,
+        "exec": execution.msg_id,
+        "kernel": execution.kernel_id,
+        "count": execution.area.execution_count,
+        "keep": keep,
+        "keep_text": keep_text,
+        "tail": tail,
+    }
+
+
 @dataclass
 class JournaledCell:
     """The latest journaled state of one notebook cell."""
@@ -132,17 +149,7 @@ class Journal(LoggingConfigurable):
                 continue
             old = last[0] if last is not None and last[1] == execution.path else ()
             keep, keep_text, tail = output_diff(old, area.outputs)
-            record = {
-                "t": time.time(),
-                "path": execution.path,
-                "cell": execution.cell_id,
-                "exec": execution.msg_id,
-                "kernel": execution.kernel_id,
-                "count": area.execution_count,
-                "keep": keep,
-                "keep_text": keep_text,
-                "tail": tail,
-            }
+            record = _record(execution, execution.path, keep, keep_text, tail)
             line = json.dumps(record, ensure_ascii=False, default=str)
             lines.setdefault(execution.path, []).append(line)
             self._journaled[execution.msg_id] = (area.outputs, execution.path, execution.version)
@@ -166,17 +173,7 @@ class Journal(LoggingConfigurable):
             if execution.cell_id is None:
                 continue
             area = execution.area
-            record = {
-                "t": time.time(),
-                "path": notebook_path,
-                "cell": execution.cell_id,
-                "exec": execution.msg_id,
-                "kernel": execution.kernel_id,
-                "count": area.execution_count,
-                "keep": 0,
-                "keep_text": 0,
-                "tail": [dict(output) for output in area.outputs],
-            }
+            record = _record(execution, notebook_path, 0, 0, [dict(o) for o in area.outputs])
             records.append(json.dumps(record, ensure_ascii=False, default=str))
             self._journaled[execution.msg_id] = (area.outputs, notebook_path, execution.version)
         file = self.file_for(notebook_path)

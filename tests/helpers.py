@@ -251,3 +251,24 @@ class CountingConnection(ZMQChannelsWebsocketConnection):  # type: ignore[misc]
     def handle_incoming_message(self, incoming_msg: Any) -> None:
         CountingConnection.incoming += 1
         super().handle_incoming_message(incoming_msg)
+
+
+async def run_and_leave(
+    jp_ws_fetch: Any,
+    kernel_id: str,
+    code: str,
+    cell_id: str | None = None,
+    *,
+    wait_text: str = "start",
+    protocol: str = V1,
+    metadata: dict[str, Any] | None = None,
+) -> str:
+    """Run a cell like a tab that goes away once ``wait_text`` is shown; return its msg_id."""
+    client = await LabLikeClient.connect(jp_ws_fetch, kernel_id, protocol)
+    try:
+        await client.wait_ready()
+        msg_id = await client.execute(code, cell_id=cell_id, metadata=metadata)
+        await client.wait_for_output(msg_id, wait_text)
+    finally:
+        client.close()
+    return msg_id

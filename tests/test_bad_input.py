@@ -16,21 +16,13 @@ from helpers import (
     make_notebook,
     read_cells,
     read_notebook,
+    run_and_leave,
     stream_text,
     wait_for,
 )
 from tornado.httpclient import HTTPClientError
 
 SLOW = "import time\nprint('start', flush=True)\ntime.sleep(1.5)\nprint('end')"
-
-
-async def start_and_leave(jp_ws_fetch: Any, kernel_id: str, code: str, cell_id: str | None) -> str:
-    client = await LabLikeClient.connect(jp_ws_fetch, kernel_id)
-    await client.wait_ready()
-    msg_id = await client.execute(code, cell_id=cell_id)
-    await client.wait_for_output(msg_id, "start")
-    client.close()
-    return msg_id
 
 
 async def test_nbformat_4_4_notebook_without_cell_ids(
@@ -44,7 +36,7 @@ async def test_nbformat_4_4_notebook_without_cell_ids(
     path.write_text(nbformat.writes(nb, version=4))
     _, kernel_id = await notebook_session(path.name)
     # JupyterLab gives cells ids of its own that are never in a 4.4 file.
-    await start_and_leave(jp_ws_fetch, kernel_id, SLOW, "f3c1e0d2-generated-by-lab")
+    await run_and_leave(jp_ws_fetch, kernel_id, SLOW, "f3c1e0d2-generated-by-lab")
 
     def written() -> bool:
         cell = read_notebook(path)["cells"][1]
@@ -82,7 +74,7 @@ async def test_interrupt_while_detached(
     code = "import time\nprint('start', flush=True)\ntime.sleep(60)"
     make_notebook(path, [("c", code)])
     _, kernel_id = await notebook_session(path.name)
-    await start_and_leave(jp_ws_fetch, kernel_id, code, "c")
+    await run_and_leave(jp_ws_fetch, kernel_id, code, "c")
     await jp_fetch("api", "kernels", kernel_id, "interrupt", method="POST", body="")
 
     def interrupted() -> bool:
@@ -111,7 +103,7 @@ async def test_comm_messages_with_binary_buffers_are_ignored(
     make_notebook(path, [("c", code)])
     _, kernel_id = await notebook_session(path.name)
     with caplog.at_level(logging.WARNING):
-        await start_and_leave(jp_ws_fetch, kernel_id, code, "c")
+        await run_and_leave(jp_ws_fetch, kernel_id, code, "c")
         await wait_for(lambda: stream_text(read_cells(path)["c"]) == "start\nend\n", what="write")
     assert not [
         r
@@ -134,7 +126,7 @@ async def test_undecodable_bytes_and_surrogates_in_output(
     )
     make_notebook(path, [("c", code)])
     _, kernel_id = await notebook_session(path.name)
-    await start_and_leave(jp_ws_fetch, kernel_id, code, "c")
+    await run_and_leave(jp_ws_fetch, kernel_id, code, "c")
 
     def written() -> bool:
         text = stream_text(read_cells(path)["c"])
@@ -154,7 +146,7 @@ async def test_very_long_line_is_capped_and_logged_whole(
     )
     make_notebook(path, [("c", code)])
     _, kernel_id = await notebook_session(path.name)
-    await start_and_leave(jp_ws_fetch, kernel_id, code, "c")
+    await run_and_leave(jp_ws_fetch, kernel_id, code, "c")
     await wait_for(lambda: stream_text(read_cells(path)["c"]).endswith("end\n"), what="write")
     text = stream_text((await load_cells(path))["c"])
     assert "left out" in text
@@ -193,7 +185,7 @@ async def test_session_path_outside_the_root_writes_nothing_outside(
         "api", "sessions", session_id, method="PATCH", body=json.dumps({"path": "../outside.ipynb"})
     )
     with caplog.at_level(logging.WARNING):
-        msg_id = await start_and_leave(jp_ws_fetch, kernel_id, SLOW, "c")
+        msg_id = await run_and_leave(jp_ws_fetch, kernel_id, SLOW, "c")
         await wait_for(lambda: not capture.store.get(msg_id).running, what="finished")
         await asyncio.sleep(2 * capture.save_interval)
     assert not outside.exists()

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from helpers import (
     CountingConnection,
-    LabLikeClient,
     make_notebook,
     read_cells,
+    run_and_leave,
     stream_text,
     wait_for,
 )
@@ -24,15 +24,11 @@ from jupyter_persist.websocket import CaptureConnectionMixin
 SLOW = "import time\nprint('start', flush=True)\ntime.sleep(1.5)\nprint('end')"
 
 
-async def run_and_leave(jp_root_dir: Path, jp_ws_fetch: Any, notebook_session: Any) -> Path:
+async def run_slow_cell(jp_root_dir: Path, jp_ws_fetch: Any, notebook_session: Any) -> Path:
     nb_path = jp_root_dir / "configured.ipynb"
     make_notebook(nb_path, [("c", SLOW)])
     _, kernel_id = await notebook_session(nb_path.name)
-    client = await LabLikeClient.connect(jp_ws_fetch, kernel_id)
-    await client.wait_ready()
-    msg_id = await client.execute(SLOW, cell_id="c")
-    await client.wait_for_output(msg_id, "start")
-    client.close()
+    await run_and_leave(jp_ws_fetch, kernel_id, SLOW, "c")
     await wait_for(lambda: stream_text(read_cells(nb_path)["c"]) == "start\nend\n", what="write")
     return nb_path
 
@@ -60,7 +56,7 @@ class TestConfiguredWebsocketClass:
         assert issubclass(composed, CountingConnection)
         assert issubclass(composed, CaptureConnectionMixin)
         CountingConnection.incoming = 0
-        await run_and_leave(jp_root_dir, jp_ws_fetch, notebook_session)
+        await run_slow_cell(jp_root_dir, jp_ws_fetch, notebook_session)
         assert CountingConnection.incoming >= 2  # the admin's class still sees every message
 
 
@@ -86,7 +82,7 @@ class TestOtherContentsManager:
         capture: Any,
     ) -> None:
         assert type(jp_serverapp.contents_manager).__name__ == "AsyncFileContentsManager"
-        await run_and_leave(jp_root_dir, jp_ws_fetch, notebook_session)
+        await run_slow_cell(jp_root_dir, jp_ws_fetch, notebook_session)
 
 
 class TestCulling:
@@ -159,7 +155,7 @@ class TestTextLogOff:
         capture: Any,
     ) -> None:
         assert capture.recorder.text_log is None
-        await run_and_leave(jp_root_dir, jp_ws_fetch, notebook_session)
+        await run_slow_cell(jp_root_dir, jp_ws_fetch, notebook_session)
         state = jp_data_dir / "jupyter_persist"
         assert (state / "journals").is_dir()
         assert not (state / "logs").exists()

@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from helpers import LabLikeClient, load_cells, make_notebook, read_cells, stream_text, wait_for
+from helpers import (
+    LabLikeClient,
+    load_cells,
+    make_notebook,
+    read_cells,
+    run_and_leave,
+    stream_text,
+    wait_for,
+)
 
 PRINT_SLOWLY = (
     "import time\nfor i in range(300):\n    print(f'line {i}', flush=True)\n    time.sleep(0.05)"
@@ -27,28 +35,15 @@ def contiguous_lines(text: str) -> int:
 async def start_detached_run(
     jp_ws_fetch: Any, kernel_id: str, cell_id: str, code: str = PRINT_SLOWLY
 ) -> str:
-    client = await LabLikeClient.connect(jp_ws_fetch, kernel_id)
-    await client.wait_ready()
-    msg_id = await client.execute(code, cell_id=cell_id)
-    await client.wait_for_output(msg_id, "line 2")
-    client.close()
-    return msg_id
+    return await run_and_leave(jp_ws_fetch, kernel_id, code, cell_id, wait_text="line 2")
 
 
 AFTER = "import time\nprint('first', flush=True)\ntime.sleep(1)\nprint('done')"
 
 
-async def run_attached_then_leave(
-    jp_ws_fetch: Any, kernel_id: str, cell_id: str, code: str = AFTER
-) -> None:
+async def run_attached_then_leave(jp_ws_fetch: Any, kernel_id: str, cell_id: str) -> None:
     """Start a cell that prints 'first' then 'done' a second later; leave in between."""
-    client = await LabLikeClient.connect(jp_ws_fetch, kernel_id)
-    try:
-        await client.wait_ready()
-        msg_id = await client.execute(code, cell_id=cell_id)
-        await client.wait_for_output(msg_id, "first")
-    finally:
-        client.close()
+    await run_and_leave(jp_ws_fetch, kernel_id, AFTER, cell_id, wait_text="first")
 
 
 async def test_shutdown_mid_run_keeps_what_was_captured(

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from helpers import (
     LEGACY,
-    LabLikeClient,
     load_cells,
     make_notebook,
     read_cells,
     read_notebook,
+    run_and_leave,
     stream_text,
     wait_for,
 )
@@ -26,12 +26,10 @@ SLOW = "import time\nprint('start', flush=True)\ntime.sleep(2)\nprint('end')"
 async def start_and_leave(
     jp_ws_fetch: Any, kernel_id: str, code: str, cell_id: str | None, metadata: Any = None
 ) -> str:
-    client = await LabLikeClient.connect(jp_ws_fetch, kernel_id, LEGACY)
-    await client.wait_ready()
-    msg_id = await client.execute(code, cell_id=cell_id, metadata=metadata)
-    await client.wait_for_output(msg_id, "start")
-    client.close()
-    return msg_id
+    """The way nbclassic talks to a kernel: the legacy JSON protocol."""
+    return await run_and_leave(
+        jp_ws_fetch, kernel_id, code, cell_id, protocol=LEGACY, metadata=metadata
+    )
 
 
 @pytest.mark.parametrize(

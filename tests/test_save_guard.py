@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from helpers import LabLikeClient, load_cells, make_notebook, read_cells, stream_text, wait_for
+from helpers import load_cells, make_notebook, read_cells, run_and_leave, stream_text, wait_for
 
 LINES = 40
 CODE = (
@@ -23,11 +23,7 @@ async def run_detached(
     nb_path = jp_root_dir / name
     make_notebook(nb_path, [("c", CODE)])
     _, kernel_id = await notebook_session(nb_path.name)
-    client = await LabLikeClient.connect(jp_ws_fetch, kernel_id)
-    await client.wait_ready()
-    msg_id = await client.execute(CODE, cell_id="c")
-    await client.wait_for_output(msg_id, "line 3")
-    client.close()
+    msg_id = await run_and_leave(jp_ws_fetch, kernel_id, CODE, "c", wait_text="line 3")
     return nb_path, msg_id
 
 
