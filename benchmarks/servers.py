@@ -1,0 +1,229 @@
+"""Start isolated `jupyter server` processes and talk to their kernels like JupyterLab."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import psutil
+from jupyter_server.services.kernels.connection.base import (
+    deserialize_msg_from_ws_v1,
+    serialize_msg_to_ws_v1,
+)
+from tornado.httpclient import HTTPRequest
+from tornado.websocket import websocket_connect
+
+V1 = "v1.kernel.websocket.jupyter.org"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """A running `jupyter server`, with or without the extension."""
+
+    name: str
+    base_url: str
+    token: str
+    root_dir: Path
+    process: subprocess.Popen[bytes]
+    started_in: float
+
+    @property
+    def ps(self) -> psutil.Process:
+        return psutil.Process(self.process.pid)
+
+    def cpu_seconds(self) -> float:
+        times = self.ps.cpu_times()
+        return float(times.user + times.system)
+
+    def rss(self) -> int:
+        return int(self.ps.memory_info().rss)
+
+    def request(self, path: str, method: str = "GET", body: Any = None, timeout: float = 60) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            f"{self.base_url}{path}",
+            data=data,
+            method=method,
+            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            raw = response.read()
+        return json.loads(raw) if raw else None
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(20)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+
+def start_server(name: str, folder: Path, extension: bool, save_interval: float) -> Server:
+    """Start `jupyter server` isolated under ``folder``; wait until /api/status answers."""
+    root = folder / "root"
+    root.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    for variable in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR"):
+        path = folder / variable.lower()
+        path.mkdir(exist_ok=True)
+        env[variable] = str(path)
+    port, token = free_port(), uuid.uuid4().hex
+    command = [
+        sys.executable,
+        "-m",
+        "jupyter",
+        "server",
+        "--no-browser",
+        "--allow-root",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        "--ServerApp.log_level=WARN",
+        f"--PersistExtension.save_interval={save_interval}",
+    ]
+    if not extension:
+        command.append("--ServerApp.jpserver_extensions={'jupyter_persist': False}")
+    log = (folder / "server.log").open("ab")
+    started = time.monotonic()
+    process = subprocess.Popen(
+        command,
+        env=env,
+        cwd=root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    log.close()
+    server = Server(name, f"http://127.0.0.1:{port}/", token, root, process, 0.0)
+    deadline = started + 60
+    while True:
+        try:
+            server.request("api/status", timeout=2)
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                server.stop()
+                raise RuntimeError(
+                    f"{name} server did not start; see {folder / 'server.log'}"
+                ) from None
+            time.sleep(0.05)
+    server.started_in = time.monotonic() - started
+    return server
+
+
+def make_notebook(server: Server, name: str, code: str) -> str:
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(code)
+    cell["id"] = "bench"
+    nb.cells.append(cell)
+    nbformat.write(nb, str(server.root_dir / name))
+    return name
+
+
+class KernelClient:
+    """A JupyterLab-like client on the v1 kernel websocket protocol."""
+
+    def __init__(self, ws: Any, session_id: str) -> None:
+        self.ws = ws
+        self.session_id = session_id
+
+    @classmethod
+    async def connect(cls, server: Server, kernel_id: str) -> KernelClient:
+        session_id = uuid.uuid4().hex
+        url = server.base_url.replace("http", "ws", 1)
+        request = HTTPRequest(
+            f"{url}api/kernels/{kernel_id}/channels?session_id={session_id}",
+            headers={"Authorization": f"token {server.token}"},
+        )
+        ws = await websocket_connect(request, subprotocols=[V1], max_message_size=1 << 30)
+        return cls(ws, session_id)
+
+    async def send(self, msg_type: str, content: dict[str, Any], metadata: dict[str, Any]) -> str:
+        header = {
+            "msg_id": uuid.uuid4().hex,
+            "msg_type": msg_type,
+            "session": self.session_id,
+            "username": "bench",
+            "date": "2026-01-01T00:00:00Z",
+            "version": "5.3",
+        }
+        parts = [json.dumps(part).encode() for part in (header, {}, metadata, content)]
+        await self.ws.write_message(serialize_msg_to_ws_v1(parts, "shell"), binary=True)
+        return str(header["msg_id"])
+
+    async def recv(self, timeout: float) -> dict[str, Any]:
+        raw = await asyncio.wait_for(self.ws.read_message(), timeout)
+        if raw is None:
+            raise ConnectionError("websocket closed")
+        _, parts = deserialize_msg_from_ws_v1(raw)
+        return {
+            "header": json.loads(parts[0]),
+            "parent_header": json.loads(parts[1]),
+            "content": json.loads(parts[3]),
+        }
+
+    async def ready(self, timeout: float = 60) -> None:
+        msg_id = await self.send("kernel_info_request", {}, {})
+        while True:
+            msg = await self.recv(timeout)
+            if (
+                msg["parent_header"].get("msg_id") == msg_id
+                and msg["header"]["msg_type"] == "kernel_info_reply"
+            ):
+                return
+
+    async def execute(self, code: str) -> str:
+        content = {
+            "code": code,
+            "silent": False,
+            "store_history": True,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": True,
+        }
+        return await self.send("execute_request", content, {"cellId": "bench", "deletedCells": []})
+
+    async def until_idle(self, msg_id: str, timeout: float = 3600) -> None:
+        while True:
+            msg = await self.recv(timeout)
+            if (
+                msg["parent_header"].get("msg_id") == msg_id
+                and msg["header"]["msg_type"] == "status"
+                and msg["content"]["execution_state"] == "idle"
+            ):
+                return
+
+    async def until_output(self, msg_id: str, timeout: float = 120) -> None:
+        while True:
+            msg = await self.recv(timeout)
+            if (
+                msg["parent_header"].get("msg_id") == msg_id
+                and msg["header"]["msg_type"] == "stream"
+            ):
+                return
+
+    def close(self) -> None:
+        self.ws.close()
