@@ -193,10 +193,6 @@ class Journal(LoggingConfigurable):
         finally:
             os.close(fd)
 
-    def forget(self, execution: Execution) -> None:
-        """Stop remembering what was journaled for an execution."""
-        self._journaled.pop(execution.msg_id, None)
-
     def read(self, file: Path) -> list[dict[str, Any]]:
         """The valid records of a journal file, in order; a corrupt tail is dropped."""
         records = []

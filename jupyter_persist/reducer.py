@@ -171,11 +171,6 @@ def _add_stream(area: OutputArea, name: str, new_text: str, limits: Limits) -> O
     )
 
 
-def has_display(area: OutputArea, display_id: str) -> bool:
-    """Whether any output of ``area`` was created with ``display_id``."""
-    return display_id in area.display_ids
-
-
 def update_display(
     area: OutputArea,
     display_id: str,
