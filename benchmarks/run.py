@@ -13,19 +13,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import dataclasses
+import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from servers import KernelClient, Server, make_notebook, start_server
+from servers import Server, start_server
+from workloads import (
+    big_notebook,
+    big_output_detached,
+    lines_attached,
+    lines_detached,
+    many_kernels,
+    p99,
+    progress_detached,
+)
 
 
 @dataclass
@@ -35,123 +46,9 @@ class Row:
     target: str
     limit: float | None = None  # ratio limit; None: compare ours against `absolute`
     absolute: float | None = None  # absolute limit on our value
+    minimum: float | None = None  # least acceptable value of ours
     plain: list[float] = field(default_factory=list)
     ours: list[float] = field(default_factory=list)
-
-
-class StatusSampler:
-    """Samples GET /api/status latency in a thread while a workload runs."""
-
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.samples: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> StatusSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            started = time.perf_counter()
-            try:
-                self.server.request("api/status", timeout=10)
-            except OSError:
-                continue
-            self.samples.append((time.perf_counter() - started) * 1000)
-            self._stop.wait(0.05)
-
-    def p99(self) -> float:
-        if len(self.samples) < 2:
-            return max(self.samples, default=0.0)
-        return statistics.quantiles(self.samples, n=100)[98]
-
-
-async def new_kernel(server: Server, code: str, name: str) -> tuple[str, str]:
-    path = make_notebook(server, name, code)
-    body = {"path": path, "type": "notebook", "name": "", "kernel": {"name": "python3"}}
-    session = await asyncio.to_thread(server.request, "api/sessions", "POST", body)
-    return path, session["kernel"]["id"]
-
-
-async def wait_kernel_idle(server: Server, kernel_id: str, timeout: float = 3600) -> None:
-    deadline = time.monotonic() + timeout
-    await asyncio.sleep(0.5)
-    while time.monotonic() < deadline:
-        model = await asyncio.to_thread(server.request, f"api/kernels/{kernel_id}")
-        if model["execution_state"] == "idle":
-            return
-        await asyncio.sleep(0.2)
-    raise TimeoutError("kernel never went idle")
-
-
-def cell_bytes(server: Server, path: str) -> int:
-    cell = json.loads((server.root_dir / path).read_text())["cells"][0]
-    return len(json.dumps(cell["outputs"]))
-
-
-def cell_lines(server: Server, path: str) -> int:
-    cell = json.loads((server.root_dir / path).read_text())["cells"][0]
-    return sum("".join(o.get("text", "")).count("\n") for o in cell["outputs"])
-
-
-async def lines_attached(server: Server, n: int, run: int) -> dict[str, float]:
-    code = f"for i in range({n}):\n    print(i, flush=True)"
-    _, kernel_id = await new_kernel(server, code, f"attached-{run}.ipynb")
-    client = await KernelClient.connect(server, kernel_id)
-    await client.ready()
-    cpu = server.cpu_seconds()
-    with StatusSampler(server) as sampler:
-        started = time.perf_counter()
-        await client.until_idle(await client.execute(code))
-        wall = time.perf_counter() - started
-    client.close()
-    return {"wall": wall, "cpu": server.cpu_seconds() - cpu, "p99": sampler.p99()}
-
-
-async def lines_detached(server: Server, n: int, run: int) -> dict[str, float]:
-    code = f"import time\ntime.sleep(1)\nfor i in range({n}):\n    print(i, flush=True)"
-    path, kernel_id = await new_kernel(server, code, f"detached-{run}.ipynb")
-    client = await KernelClient.connect(server, kernel_id)
-    await client.ready()
-    cpu, rss = server.cpu_seconds(), server.rss()
-    with StatusSampler(server) as sampler:
-        msg_id = await client.execute(code)
-        await asyncio.sleep(1.2)
-        client.close()
-        await wait_kernel_idle(server, kernel_id)
-        await asyncio.sleep(2.5)  # a save interval for the last write
-    return (
-        {
-            "cpu": server.cpu_seconds() - cpu,
-            "rss_mb": (server.rss() - rss) / 1e6,
-            "complete": float(cell_lines(server, path) == n),
-            "p99": sampler.p99(),
-        }
-        if msg_id
-        else {}
-    )
-
-
-async def progress_detached(server: Server, n: int, run: int) -> dict[str, float]:
-    code = (
-        f"import time\nprint('start', flush=True)\ntime.sleep(1)\nfor i in range({n}):\n"
-        f"    print(f'\\r{{i}}/{n}', end='', flush=True)\nprint()"
-    )
-    path, kernel_id = await new_kernel(server, code, f"progress-{run}.ipynb")
-    client = await KernelClient.connect(server, kernel_id)
-    await client.ready()
-    msg_id = await client.execute(code)
-    await client.until_output(msg_id)
-    client.close()
-    await wait_kernel_idle(server, kernel_id)
-    await asyncio.sleep(2.5)
-    return {"bytes": float(cell_bytes(server, path))}
 
 
 def table(rows: list[Row]) -> str:
@@ -162,78 +59,222 @@ def table(rows: list[Row]) -> str:
     for row in rows:
         plain = statistics.median(row.plain) if row.plain else float("nan")
         ours = statistics.median(row.ours) if row.ours else float("nan")
-        ratio = ours / plain if plain else float("nan")
-        ok = row.limit is not None or row.absolute is not None
-        if row.limit is not None:
-            ok = ok and ratio <= row.limit
-        if row.absolute is not None:
-            ok = ok and ours <= row.absolute
+        ratio = ours / plain if plain and plain == plain else float("nan")
+        verdict = "info"
+        if row.limit is not None or row.absolute is not None or row.minimum is not None:
+            ok = True
+            if row.minimum is not None:
+                ok = ok and ours >= row.minimum
+            if row.limit is not None:
+                ok = ok and ratio <= row.limit
+            if row.absolute is not None:
+                ok = ok and ours <= row.absolute
+            verdict = "pass" if ok else "FAIL"
         lines.append(
-            f"| {row.workload} | {row.measure} | {plain:.3g} | {ours:.3g} | "
-            f"{ratio:.2f} | {row.target} | {'pass' if ok else 'FAIL'} |"
+            f"| {row.workload} | {row.measure} | {_fmt(plain)} | {_fmt(ours)} | "
+            f"{_fmt(ratio, '.2f')} | {row.target} | {verdict} |"
         )
     return "\n".join(lines)
 
 
-async def main(args: argparse.Namespace) -> int:
-    lines_n = 5_000 if args.quick else 200_000
-    progress_n = 20_000 if args.quick else 1_000_000
-    repeat = 1 if args.quick else args.repeat
-    rows = {
-        key: Row(*spec)
-        for key, spec in {
-            "start": ("server start", "s to first /api/status", "≤1.1×", 1.1),
-            "att_wall": (f"{lines_n:,} lines, attached", "cell wall s", "≤1.05×", 1.05),
-            "att_cpu": (f"{lines_n:,} lines, attached", "server CPU s", "≤1.25×", 1.25),
-            "det_cpu": (f"{lines_n:,} lines, detached", "server CPU s", "≤1.5×", 1.5),
-            "det_done": (f"{lines_n:,} lines, detached", "complete on disk (1=yes)", "=1", None, 1),
-            "det_rss": (
-                f"{lines_n:,} lines, detached",
-                "server RSS growth MB",
-                "≤100 MB",
-                None,
-                100,
-            ),
-            "prog": (
-                f"{progress_n:,} \\r updates, detached",
-                "cell bytes in .ipynb",
-                "≤1 KB",
-                None,
-                1024,
-            ),
-            "p99": ("all of the above", "p99 GET /api/status ms", "≤50 ms, ≤1.5×", 1.5, 50),
-        }.items()
+def _fmt(value: float, spec: str = ".3g") -> str:
+    return "—" if value != value else format(value, spec)
+
+
+@dataclass
+class Sizes:
+    lines: int
+    progress: int
+    big_output_mb: int
+    kernels: int
+    kernel_seconds: int
+    notebook_cells: int
+    notebook_mb: int
+    notebook_seconds: int
+
+
+QUICK = Sizes(5_000, 20_000, 30, 4, 10, 500, 5, 10)
+FULL = Sizes(200_000, 1_000_000, 1024, 20, 60, 5_000, 50, 60)
+#: The extension's defaults the targets refer to.
+SAVE_INTERVAL = 5.0
+#: A stream output's cap: 100k head + up to 1.25 × 400k tail characters, plus JSON.
+STREAM_CAP_MB = (100_000 + 1.25 * 400_000) / 1e6 * 1.1
+
+
+OURS_ONLY = {
+    "lag_journal",
+    "lag_journal_end",
+    "lag_ipynb",
+    "nb_share",
+    "nb_writes",
+    "nb_rate",
+    "nb_journal",
+}
+
+
+def make_rows(z: Sizes) -> dict[str, Row]:
+    lines = f"{z.lines:,} lines"
+    big = f"{z.big_output_mb:,} MB printed in 100-byte lines, detached"
+    fast = f"{z.big_output_mb:,} MB in 1 MB prints with flush, detached"
+    lag = f"{z.kernels} kernels × 100 lines/s × {z.kernel_seconds} s, detached"
+    nb = f"{z.notebook_cells:,}-cell notebook, {z.notebook_mb} MB, printing {z.notebook_seconds} s"
+    specs: dict[str, tuple[Any, ...]] = {
+        "start": ("server start", "s to first /api/status", "≤1.1×", 1.1),
+        "att_wall": (f"{lines}, attached", "cell wall s", "≤1.05×", 1.05),
+        "att_cpu": (f"{lines}, attached", "server CPU s", "≤1.25×", 1.25),
+        "att_all": (f"{lines}, attached", "client received all (1=yes)", "info"),
+        "det_cpu": (f"{lines}, detached after 1 s", "server CPU s", "≤1.5×", 1.5),
+        "det_done": (
+            f"{lines}, detached after 1 s",
+            "complete on disk (1=yes)",
+            "=1",
+            None,
+            None,
+            1,
+        ),
+        "prog": (
+            f"{z.progress:,} \\r updates, detached",
+            "cell bytes in .ipynb",
+            "≤1 KB",
+            None,
+            1024,
+        ),
+        "big_rss": (big, "server peak RSS growth MB", "≤100 MB", None, 100),
+        "big_rss_after": (big, "server RSS growth after MB", "info"),
+        "big_ipynb": (big, ".ipynb MB", f"≤{STREAM_CAP_MB:.2f} (caps)", None, STREAM_CAP_MB),
+        "big_done": (big, "last line on disk (1=yes)", "=1", None, None, 1),
+        "big_rate": (big, "MB/s the kernel printed", "info"),
+        "fast_rss": (fast, "server peak RSS growth MB", "info (see docs)"),
+        "fast_rate": (fast, "MB/s the kernel sent", "info"),
+        "fast_done": (fast, "last line on disk (1=yes)", "=1", None, None, 1),
+        "lag_journal": (lag, "message → journal p99 s", "≤1.5 s", None, 1.5),
+        "lag_journal_end": (lag, "same, last 10 s only", "≤1.5 s", None, 1.5),
+        "lag_ipynb": (
+            lag,
+            "message → .ipynb p99 s",
+            f"≤{2 * SAVE_INTERVAL:g} s",
+            None,
+            2 * SAVE_INTERVAL,
+        ),
+        "lag_done": (lag, "every line on disk (1=yes)", "=1", None, None, 1),
+        "lag_cpu": (lag, "server CPU share of one core", "info"),
+        "lag_rss": (lag, "server peak RSS growth MB", "≤100 MB", None, 100),
+        "nb_share": (nb, "time writing / wall", "≤0.10", None, 0.10),
+        "nb_writes": (nb, ".ipynb writes", "info"),
+        "nb_rate": (nb, ".ipynb MB written per s", "info"),
+        "nb_journal": (nb, "journal bytes per output byte", "≤2", None, 2),
+        "nb_done": (nb, "last line on disk (1=yes)", "=1", None, None, 1),
+        "p99": ("all of the above", "p99 GET /api/status ms", "≤50 ms, ≤1.5×", 1.5, 50),
+        "p99_worst": ("worst single workload", "p99 GET /api/status ms", "≤50 ms", None, 50),
     }
-    with tempfile.TemporaryDirectory(prefix="persist-bench-") as tmp:
+    return {key: Row(*spec) for key, spec in specs.items()}
+
+
+async def run_side(
+    server: Server, z: Sizes, run: int, rows: dict[str, Row], side: str, only: set[str]
+) -> None:
+    def add(key: str, value: float) -> None:
+        if side == "plain" and key in OURS_ONLY:
+            return  # a plain server has no journal and writes nothing itself
+        getattr(rows[key], side).append(value)
+
+    latencies: list[float] = []
+    worst = 0.0
+    for workload, mapping in (
+        (
+            lines_attached(server, z.lines, run, latencies),
+            {"wall": "att_wall", "cpu": "att_cpu", "received": "att_all"},
+        ),
+        (
+            lines_detached(server, z.lines, run, latencies),
+            {"cpu": "det_cpu", "complete": "det_done"},
+        ),
+        (progress_detached(server, z.progress, run, latencies), {"bytes": "prog"}),
+        (
+            big_output_detached(server, z.big_output_mb, run, latencies),
+            {
+                "rss_mb": "big_rss",
+                "rss_after_mb": "big_rss_after",
+                "ipynb_mb": "big_ipynb",
+                "done": "big_done",
+                "mb_per_s": "big_rate",
+            },
+        ),
+        (
+            big_output_detached(server, z.big_output_mb, run, latencies, chunked=True),
+            {"rss_mb": "fast_rss", "mb_per_s": "fast_rate", "done": "fast_done"},
+        ),
+        (
+            many_kernels(server, z.kernels, z.kernel_seconds, run, latencies),
+            {
+                "journal_p99": "lag_journal",
+                "journal_p99_end": "lag_journal_end",
+                "ipynb_p99": "lag_ipynb",
+                "complete": "lag_done",
+                "cpu_share": "lag_cpu",
+                "rss_mb": "lag_rss",
+            },
+        ),
+        (
+            big_notebook(
+                server, z.notebook_cells, z.notebook_mb, z.notebook_seconds, run, latencies
+            ),
+            {
+                "write_share": "nb_share",
+                "writes": "nb_writes",
+                "ipynb_mb_per_s": "nb_rate",
+                "journal_per_output": "nb_journal",
+                "done": "nb_done",
+            },
+        ),
+    ):
+        if only and workload.__name__ not in only:
+            workload.close()
+            continue
+        started = time.monotonic()
+        result = await workload
+        print(
+            f"  {side:5} run {run}: {workload.__name__} in {time.monotonic() - started:.0f} s: "
+            + ", ".join(f"{k}={v:.3g}" for k, v in result.items()),
+            flush=True,
+        )
+        worst = max(worst, result["p99"])
+        for measure, key in mapping.items():
+            add(key, result[measure])
+    add("p99", p99(latencies))
+    add("p99_worst", worst)
+
+
+async def main(args: argparse.Namespace) -> int:
+    z = QUICK if args.quick else FULL
+    if args.kernels:
+        z = dataclasses.replace(z, kernels=args.kernels)
+    only = set(args.only.split(",")) if args.only else set()
+    repeat = 1 if args.quick else args.repeat
+    rows = make_rows(z)
+    tmp = tempfile.mkdtemp(prefix="persist-bench-")
+    print(f"servers' folders and logs: {tmp}", flush=True)
+    try:
         servers: dict[str, Server] = {}
         try:
             for name, extension in (("plain", False), ("ours", True)):
-                servers[name] = start_server(name, Path(tmp) / name, extension, save_interval=1)
+                servers[name] = start_server(name, Path(tmp) / name, extension)
+                getattr(rows["start"], name).append(servers[name].started_in)
             for run in range(repeat):
                 order = ["plain", "ours"] if run % 2 == 0 else ["ours", "plain"]
                 for name in order:
-                    server = servers[name]
-                    side = "plain" if name == "plain" else "ours"
-                    attached = await lines_attached(server, lines_n, run)
-                    detached = await lines_detached(server, lines_n, run)
-                    progress = await progress_detached(server, progress_n, run)
-                    getattr(rows["att_wall"], side).append(attached["wall"])
-                    getattr(rows["att_cpu"], side).append(attached["cpu"])
-                    getattr(rows["det_cpu"], side).append(detached["cpu"])
-                    getattr(rows["det_done"], side).append(detached["complete"])
-                    getattr(rows["det_rss"], side).append(detached["rss_mb"])
-                    getattr(rows["prog"], side).append(progress["bytes"])
-                    getattr(rows["p99"], side).append(max(attached["p99"], detached["p99"]))
-            for name in ("plain", "ours"):
-                getattr(rows["start"], name).append(servers[name].started_in)
+                    await run_side(servers[name], z, run, rows, name, only)
         finally:
             for server in servers.values():
                 server.stop()
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
     print(
         f"jupyter-persist benchmark ({'quick' if args.quick else 'full'}, {repeat} run(s)) on "
-        f"{platform.platform()}, Python {platform.python_version()}"
+        f"{platform.platform()}, Python {platform.python_version()}, {os.cpu_count()} CPUs"
     )
-    print(table(list(rows.values())))
+    print(table([row for row in rows.values() if row.plain or row.ours]))
     return 0
 
 
@@ -242,5 +283,10 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, one repetition (CI)")
+    parser.add_argument("--kernels", type=int, help="kernels in the many-kernels workload")
+    parser.add_argument(
+        "--only", help="comma-separated workloads to run (e.g. many_kernels,big_notebook)"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the servers' folders and logs")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions per side (full mode)")
     sys.exit(asyncio.run(main(parser.parse_args())))

@@ -45,6 +45,16 @@ class Server:
     root_dir: Path
     process: subprocess.Popen[bytes]
     started_in: float
+    folder: Path
+    extension: bool
+
+    @property
+    def log_path(self) -> Path:
+        return self.folder / "server.log"
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.folder / "jupyter_data_dir" / "jupyter_persist" / "journals"
 
     @property
     def ps(self) -> psutil.Process:
@@ -79,7 +89,7 @@ class Server:
         self.process.wait(10)
 
 
-def start_server(name: str, folder: Path, extension: bool, save_interval: float) -> Server:
+def start_server(name: str, folder: Path, extension: bool) -> Server:
     """Start `jupyter server` isolated under ``folder``; wait until /api/status answers."""
     root = folder / "root"
     root.mkdir(parents=True, exist_ok=True)
@@ -100,8 +110,8 @@ def start_server(name: str, folder: Path, extension: bool, save_interval: float)
         f"--port={port}",
         f"--IdentityProvider.token={token}",
         f"--ServerApp.root_dir={root}",
-        "--ServerApp.log_level=WARN",
-        f"--PersistExtension.save_interval={save_interval}",
+        # INFO: the extension's "wrote <path> (cells, bytes, ms)" lines are measured.
+        "--ServerApp.log_level=INFO",
     ]
     if not extension:
         command.append("--ServerApp.jpserver_extensions={'jupyter_persist': False}")
@@ -117,7 +127,7 @@ def start_server(name: str, folder: Path, extension: bool, save_interval: float)
         start_new_session=True,
     )
     log.close()
-    server = Server(name, f"http://127.0.0.1:{port}/", token, root, process, 0.0)
+    server = Server(name, f"http://127.0.0.1:{port}/", token, root, process, 0.0, folder, extension)
     deadline = started + 60
     while True:
         try:
@@ -134,8 +144,24 @@ def start_server(name: str, folder: Path, extension: bool, save_interval: float)
     return server
 
 
-def make_notebook(server: Server, name: str, code: str) -> str:
+def make_notebook(
+    server: Server, name: str, code: str, other_cells: int = 0, output_bytes: int = 0
+) -> str:
+    """Write a notebook whose last cell (id ``bench``) holds ``code``.
+
+    ``other_cells`` cells come first, with ``output_bytes`` of stream output in all.
+    """
     nb = nbformat.v4.new_notebook()
+    line = "y" * 99 + "\n"
+    lines_per_cell = output_bytes // max(other_cells, 1) // len(line)
+    for index in range(other_cells):
+        cell = nbformat.v4.new_code_cell(f"print('cell {index}')")
+        cell["id"] = f"c{index}"
+        cell["execution_count"] = index + 1
+        cell["outputs"] = [
+            nbformat.v4.new_output("stream", name="stdout", text=line * lines_per_cell)
+        ]
+        nb.cells.append(cell)
     cell = nbformat.v4.new_code_cell(code)
     cell["id"] = "bench"
     nb.cells.append(cell)

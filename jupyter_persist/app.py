@@ -90,6 +90,45 @@ class PersistExtension(ExtensionApp):
         marker output that names its types and size.""",
     )
 
+    max_write_share = Float(
+        0.05,
+        config=True,
+        help="""Largest share of time spent writing any one notebook. After a write that
+        took t seconds, the notebook is not written again for t × (1/share − 1) seconds,
+        even if `save_interval` is shorter: small notebooks are written every
+        `save_interval`, a 50 MB one (about a second per write) every ~20 s. The crash
+        journal still records every output within `journal_interval`. Between 0
+        (exclusive) and 1; 1 turns the pause off.""",
+    )
+
+    replay_buffer_max_bytes = Integer(
+        8 * 1024 * 1024,
+        config=True,
+        help="""Bytes of kernel messages the server keeps, after the last client of a kernel
+        disconnects, to replay to a client that reconnects with the same session id; the
+        oldest are dropped beyond this. jupyter_server itself keeps every message
+        (`MappingKernelManager.buffer_offline_messages`), which grows the server by the
+        size of everything a kernel prints while nobody is connected; the extension keeps
+        every output itself, so only the newest are needed. 0 leaves the server's buffer
+        unbounded.""",
+    )
+
+    @validate("max_write_share")
+    def _validate_share(self, proposal: dict[str, Any]) -> float:
+        value = float(proposal["value"])
+        if not 0 < value <= 1:
+            raise TraitError(f"PersistExtension.max_write_share must be in (0, 1], got {value!r}")
+        return value
+
+    @validate("replay_buffer_max_bytes")
+    def _validate_replay_bound(self, proposal: dict[str, Any]) -> int:
+        value = int(proposal["value"])
+        if value < 0:
+            raise TraitError(
+                f"PersistExtension.replay_buffer_max_bytes must be >= 0, got {value!r}"
+            )
+        return value
+
     @validate("stream_head_chars", "stream_tail_chars", "max_rich_output_bytes")
     def _validate_cap(self, proposal: dict[str, Any]) -> int:
         value = int(proposal["value"])
@@ -129,6 +168,8 @@ class PersistExtension(ExtensionApp):
             state_dir=self.state_dir,
             text_log_dir=self.text_log_dir if self.text_log else "",
             text_log_max_bytes=self.text_log_max_bytes,
+            max_write_share=self.max_write_share,
+            replay_buffer_max_bytes=self.replay_buffer_max_bytes,
             limits=Limits(
                 stream_head_chars=self.stream_head_chars,
                 stream_tail_chars=self.stream_tail_chars,
@@ -158,9 +199,12 @@ class PersistExtension(ExtensionApp):
         )
         serverapp.log.info(
             "jupyter_persist: capturing kernel outputs; save_interval=%ss; journal_interval=%ss; "
-            "state_dir=%s; text log %s; websocket class %s",
+            "max_write_share=%s; replay_buffer_max_bytes=%s; state_dir=%s; text log %s; "
+            "websocket class %s",
             self.save_interval,
             self.journal_interval,
+            self.max_write_share,
+            self.replay_buffer_max_bytes,
             self.state_dir,
             self.text_log_dir if self.text_log else "off",
             f"{configured.__module__}.{configured.__qualname__}",

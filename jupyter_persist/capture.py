@@ -48,6 +48,8 @@ class CaptureManager(LoggingConfigurable):
     text_log_dir = Unicode(help="Where text logs live; empty: none (see PersistExtension).")
     text_log_max_bytes = Integer(10_000_000, help="Text log rotation size (see PersistExtension).")
     limits = Instance(Limits, args=(), help="Size caps of outputs (see PersistExtension).")
+    max_write_share = Float(1.0, help="Largest share of time writing (see PersistExtension).")
+    replay_buffer_max_bytes = Integer(0, help="Replay buffer bound (see PersistExtension).")
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -69,7 +71,9 @@ class CaptureManager(LoggingConfigurable):
             self.journal_interval,
             parent=self,
         )
-        self.flusher = Flusher(self.store, self.writer, self.attached, parent=self)
+        self.flusher = Flusher(
+            self.store, self.writer, self.attached, self.max_write_share, parent=self
+        )
         self.locator = ExecutionLocator(
             self.store, self.writer, session_manager=self.session_manager, parent=self
         )
@@ -78,6 +82,7 @@ class CaptureManager(LoggingConfigurable):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: PeriodicCallback | None = None
         self._stopping = False
+        self._debug_messages = debug_logged(self.log)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -303,7 +308,10 @@ class CaptureManager(LoggingConfigurable):
             if not execution.notebookless:
                 self.recorder.feed(execution, msg)
             self.store.apply(msg, detached=detached)
-            self.log.debug("jupyter_persist: %s for %s (kernel %s)", msg_type, msg_id, kernel_id)
+            if self._debug_messages:
+                self.log.debug(
+                    "jupyter_persist: %s for %s (kernel %s)", msg_type, msg_id, kernel_id
+                )
             if msg_type == "status" and not execution.running:
                 self._execution_finished(execution, detached)
         except Exception as err:
@@ -362,6 +370,7 @@ class CaptureManager(LoggingConfigurable):
 
     async def _tick(self) -> None:
         try:
+            self._debug_messages = debug_logged(self.log)
             known = set(self.kernel_manager.list_kernel_ids())
             for kernel_id in known:
                 # Also re-subscribes a kernel whose ports changed in a restart.
@@ -380,3 +389,20 @@ class CaptureManager(LoggingConfigurable):
     async def flush(self, path: str) -> None:
         """Write the unwritten outputs of one notebook, unless a client owns it now."""
         await self.flusher.flush(path, ignore_clients=self._stopping)
+
+
+def debug_logged(log: Any) -> bool:
+    """Whether a DEBUG record reaches any handler of ``log``.
+
+    jupyter_server's logger is at DEBUG with its handler at the configured level, so a
+    disabled ``log.debug`` call still builds a record; per message, that costs more than
+    handling the message.
+    """
+    if not isinstance(log, logging.Logger) or not log.isEnabledFor(logging.DEBUG):
+        return isinstance(log, logging.LoggerAdapter) and log.isEnabledFor(logging.DEBUG)
+    logger: logging.Logger | None = log
+    while logger is not None:
+        if any(handler.level <= logging.DEBUG for handler in logger.handlers):
+            return True
+        logger = logger.parent if logger.propagate else None
+    return False

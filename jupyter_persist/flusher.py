@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,12 @@ class Flusher(LoggingConfigurable):
     Never while a client is attached to one of the notebook's kernels (unless told to
     ignore clients, when the server stops); one write per notebook at a time; one
     WARNING per notebook and reason, not one per attempt.
+
+    A notebook is written again only once the time since its last write is long enough
+    for writing to take at most ``max_write_share`` of the time: a 50 MB notebook whose
+    write takes a second is written every ~20 s rather than every ``save_interval``, so
+    the server keeps its time (and event loop) for everything else. The crash journal
+    still records every output within its own interval.
     """
 
     def __init__(
@@ -25,12 +32,16 @@ class Flusher(LoggingConfigurable):
         store: CaptureStore,
         writer: NotebookWriter,
         attached: Callable[[str], bool],
+        max_write_share: float = 1.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.store = store
         self.writer = writer
         self.attached = attached
+        self.max_write_share = max_write_share
+        #: Per notebook, the monotonic time before which it is not written again.
+        self.not_before: dict[str, float] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._warned: dict[str, str] = {}
         #: Notebooks being saved by us right now (the save guard sees our saves too).
@@ -55,6 +66,8 @@ class Flusher(LoggingConfigurable):
         if not executions:
             return
         if not ignore_clients and any(self.attached(e.kernel_id) for e in executions):
+            return
+        if not ignore_clients and time.monotonic() < self.not_before.get(path, 0.0):
             return
         versions = {e.cell_id: (e, e.version) for e in executions if e.cell_id is not None}
         updates = {
@@ -82,6 +95,9 @@ class Flusher(LoggingConfigurable):
                 f"({', '.join(sorted(result.missing))}); their outputs are kept in memory",
             )
         if result.saved:
+            self.not_before[path] = time.monotonic() + pause_after_write(
+                result.seconds, self.max_write_share
+            )
             self.log.info(
                 "jupyter_persist: wrote %s (%d cell(s), %d bytes, %.0f ms)",
                 path,
@@ -94,3 +110,10 @@ class Flusher(LoggingConfigurable):
         if self._warned.get(path) != message:
             self._warned[path] = message
             self.log.warning("%s", message)
+
+
+def pause_after_write(seconds: float, max_share: float) -> float:
+    """Seconds to wait after a write that took ``seconds`` so writing takes ``max_share``."""
+    if max_share >= 1.0 or seconds <= 0:
+        return 0.0
+    return seconds * (1.0 / max_share - 1.0)

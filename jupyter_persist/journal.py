@@ -40,9 +40,28 @@ def output_diff(old: tuple[Any, ...], new: tuple[Any, ...]) -> tuple[int, int, l
     keep_text = 0
     if keep < len(old) and tail and _same_stream(old[keep], tail[0]):
         old_text, new_text = old[keep]["text"], tail[0]["text"]
-        keep_text = len(os.path.commonprefix([old_text, new_text]))  # noqa: RUF071 (text)
+        keep_text = common_prefix_length(old_text, new_text)
         tail[0]["text"] = new_text[keep_text:]
     return keep, keep_text, tail
+
+
+def common_prefix_length(a: str, b: str) -> int:
+    """Length of the longest common prefix of ``a`` and ``b``.
+
+    Slice comparisons run in C: a stream that grew (the common case) costs one
+    comparison; otherwise a bisection, instead of a Python loop per character.
+    """
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    low, high = 0, n  # a[:low] == b[:low]; a[:high] != b[:high]
+    while high - low > 1:
+        middle = (low + high) // 2
+        if a[low:middle] == b[low:middle]:
+            low = middle
+        else:
+            high = middle
+    return low
 
 
 def apply_diff(old: list[dict[str, Any]], keep: int, keep_text: int, tail: list[Any]) -> list[Any]:

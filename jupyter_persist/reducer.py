@@ -74,8 +74,14 @@ def process_text(cursor: int, new_text: str, text: str = "") -> tuple[str, int]:
     if "\b" not in new_text and "\r" not in new_text and "\n" not in new_text:
         text = text[:cursor] + new_text + text[cursor + len(new_text) :]
         return text, cursor + len(new_text)
+    # Past the last \r and \b, with the cursor at the end, the rest is a plain append:
+    # no copy of the whole text per line of a large chunk.
+    last_move = max(new_text.rfind("\r"), new_text.rfind("\b"))
     start = 0
     while True:
+        if start > last_move and cursor == len(text):
+            text += new_text[start:]
+            return text, len(text)
         match = _CONTROL_CHARS.search(new_text, start)
         end = match.start() if match else len(new_text)
         chunk = new_text[start:end]

@@ -26,18 +26,38 @@ ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+#: Rendered text an execution may hold before it is written without waiting for a tick.
+WRITE_AT_BYTES = 1 << 20
+
+
 @dataclass
 class _Pending:
-    """What an execution printed since the last flush, and its unfinished line."""
+    """An execution's rendered text not yet written, and its unfinished last line."""
 
-    items: list[tuple[str, str]] = field(default_factory=list)  # ("stream"|"text", text)
-    partial: str = ""
+    rendered: list[str] = field(default_factory=list)
+    size: int = 0
+    #: The last line so far, with \r and \b applied, and the cursor in it.
+    line: str = ""
+    cursor: int = 0
     started: bool = False
 
+    def add(self, text: str) -> None:
+        self.rendered.append(text)
+        self.size += len(text)
 
-def _fold(line: str) -> str:
-    """A line as JupyterLab shows it: ``\\r`` and ``\\b`` applied."""
-    return process_text(0, line)[0] if ("\r" in line or "\b" in line) else line
+    def add_stream(self, text: str) -> None:
+        # The cursor never leaves the last line, so the lines before it are final.
+        line, cursor = process_text(self.cursor, text, self.line)
+        cut = line.rfind("\n") + 1
+        if cut:
+            self.add(line[:cut])
+            line, cursor = line[cut:], cursor - cut
+        self.line, self.cursor = line, cursor
+
+    def end_line(self) -> None:
+        if self.line:
+            self.add(self.line + "\n")
+            self.line, self.cursor = "", 0
 
 
 def output_text(output: dict[str, Any]) -> str:
@@ -80,17 +100,23 @@ class TextLog(LoggingConfigurable):
         """Take note of one output message of an execution (every one, before any cap)."""
         msg_type = msg["header"]["msg_type"]
         content = msg["content"]
-        if msg_type == "stream":
-            item = ("stream", str(content.get("text", "")))
-        elif msg_type in ("display_data", "execute_result", "error"):
-            item = ("text", output_text({"output_type": msg_type, **content}))
-        else:
+        if msg_type not in ("stream", "display_data", "execute_result", "error"):
             return
-        self._pending.setdefault(execution.msg_id, _Pending()).items.append(item)
+        pending = self._pending.setdefault(execution.msg_id, _Pending())
+        if msg_type == "stream":
+            pending.add_stream(str(content.get("text", "")))
+        else:
+            pending.end_line()
+            pending.add(output_text({"output_type": msg_type, **content}))
+        if pending.size >= WRITE_AT_BYTES and execution.path and execution.cell_id:
+            # A flood is written as it comes, not held for a whole tick.
+            self._write(self.file_for(execution.path), self._take(execution, pending))
 
     def note(self, execution: Execution, text: str) -> None:
         """Add a line of our own (such as "waiting for input") to an execution's log."""
-        self._pending.setdefault(execution.msg_id, _Pending()).items.append(("text", text))
+        pending = self._pending.setdefault(execution.msg_id, _Pending())
+        pending.end_line()
+        pending.add(text)
 
     def flush(self, executions: list[Execution]) -> None:
         """Append to the notebooks' logs the lines that became final."""
@@ -99,7 +125,7 @@ class TextLog(LoggingConfigurable):
             pending = self._pending.get(execution.msg_id)
             if pending is None or execution.path is None or execution.cell_id is None:
                 continue
-            text = self._render(execution, pending)
+            text = self._take(execution, pending)
             if not execution.running:
                 del self._pending[execution.msg_id]
             if text:
@@ -111,7 +137,8 @@ class TextLog(LoggingConfigurable):
         """Drop what is pending for an execution that goes to no notebook."""
         self._pending.pop(execution.msg_id, None)
 
-    def _render(self, execution: Execution, pending: _Pending) -> str:
+    def _take(self, execution: Execution, pending: _Pending) -> str:
+        """The text to append now: header first time, final lines, last line at the end."""
         parts = []
         if not pending.started:
             pending.started = True
@@ -119,24 +146,17 @@ class TextLog(LoggingConfigurable):
             count = execution.area.execution_count
             prompt = count if count is not None else " "
             parts.append(f"\n=== {stamp}  In [{prompt}]  cell {execution.cell_id} ===\n")
-        for kind, text in pending.items:
-            if kind == "stream":
-                lines = (pending.partial + text).split("\n")
-                pending.partial = lines.pop()
-                parts.extend(_fold(line) + "\n" for line in lines)
-            else:
-                if pending.partial:
-                    parts.append(_fold(pending.partial) + "\n")
-                    pending.partial = ""
-                parts.append(text)
-        pending.items.clear()
-        if not execution.running and pending.partial:
-            parts.append(_fold(pending.partial) + "\n")
-            pending.partial = ""
+        if not execution.running:
+            pending.end_line()
+        parts.extend(pending.rendered)
+        pending.rendered.clear()
+        pending.size = 0
         return "".join(parts)
 
     def _write(self, file: Path, text: str) -> None:
-        data = ANSI_ESCAPE.sub("", text).encode("utf-8", "replace")
+        if "\x1b" in text:
+            text = ANSI_ESCAPE.sub("", text)
+        data = text.encode("utf-8", "replace")
         try:
             if file.exists() and file.stat().st_size + len(data) > self.max_bytes:
                 os.replace(file, file.with_suffix(".log.1"))

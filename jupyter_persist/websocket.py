@@ -19,6 +19,8 @@ from jupyter_server.services.kernels.connection.base import (
     deserialize_msg_from_ws_v1,
 )
 
+from .replay import bound_replay_buffer
+
 #: Key of the capture manager in the tornado settings.
 SETTINGS_KEY = "jupyter_persist_capture"
 V1_PROTOCOL = "v1.kernel.websocket.jupyter.org"
@@ -45,6 +47,9 @@ class CaptureSink(Protocol):
     def on_input_request(self, kernel_id: str, msg: dict[str, Any]) -> None: ...
 
     def client_detached(self, kernel_id: str) -> None: ...
+
+    @property
+    def replay_buffer_max_bytes(self) -> int: ...
 
 
 def parse_execute_request(
@@ -150,6 +155,13 @@ class CaptureConnectionMixin:
                 self._persist_attached = False
                 sink.client_detached(self.kernel_id)
                 self._persist_watch_stdin(sink)
+                bound_replay_buffer(
+                    getattr(self, "multi_kernel_manager", None),
+                    self.kernel_id,
+                    getattr(self, "session_key", ""),
+                    sink.replay_buffer_max_bytes,
+                    self.log,
+                )
 
     def _persist_watch_stdin(self, sink: CaptureSink) -> None:
         """Notice input requests that reach the server's buffer once the client is gone.

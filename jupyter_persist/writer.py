@@ -45,10 +45,25 @@ class WriteResult:
     seconds: float = 0.0
 
 
+#: Notebooks at least this large are kept parsed between our writes (see ``merge``).
+CACHE_MIN_BYTES = 1_000_000
+CACHE_ENTRIES = 2
+
+
 class NotebookWriter(LoggingConfigurable):
-    """Reads notebooks and merges outputs into them by cell id, changing nothing else."""
+    """Reads notebooks and merges outputs into them by cell id, changing nothing else.
+
+    A large notebook we keep writing (a long run in a big notebook) is not read and
+    parsed again before each write when its modification time and size show that the
+    file is still the one we wrote: reading it costs as much as writing it.
+    """
 
     contents_manager = AnyTrait(help="The server's ContentsManager.")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        #: path -> (notebook as we saved it, its last_modified and size after the save)
+        self._written: dict[str, tuple[NotebookNode, Any, Any]] = {}
 
     async def read(self, path: str) -> NotebookNode:
         """Return the notebook at ``path``; raise :class:`NotebookUnavailable` if unusable."""
@@ -96,7 +111,7 @@ class NotebookWriter(LoggingConfigurable):
         that cannot be read is never written.
         """
         started = time.perf_counter()
-        notebook = await self.read(path)
+        notebook = await self._unchanged_since_written(path) or await self.read(path)
         result = WriteResult()
         code_cells = [cell for cell in notebook.cells if cell.get("cell_type") == "code"]
         cells = {cell.get("id"): cell for cell in code_cells}
@@ -119,10 +134,33 @@ class NotebookWriter(LoggingConfigurable):
             result.saved = True
         if result.saved:
             model = {"type": "notebook", "format": "json", "content": notebook}
-            saved = await ensure_async(self.contents_manager.save(model, path))
+            try:
+                saved = await ensure_async(self.contents_manager.save(model, path))
+            except BaseException:
+                self._written.pop(path, None)  # changed in memory, maybe not on disk
+                raise
             result.bytes = int(saved.get("size") or 0) if isinstance(saved, dict) else 0
+            if result.bytes >= CACHE_MIN_BYTES and saved.get("last_modified") is not None:
+                self._written[path] = (notebook, saved["last_modified"], saved["size"])
+                while len(self._written) > CACHE_ENTRIES:
+                    del self._written[next(iter(self._written))]
         result.seconds = time.perf_counter() - started
         return result
+
+    async def _unchanged_since_written(self, path: str) -> NotebookNode | None:
+        """The notebook as we last saved it, if the file has not changed since."""
+        written = self._written.get(path)
+        if written is None:
+            return None
+        notebook, modified, size = written
+        try:
+            model = await ensure_async(self.contents_manager.get(path, content=False))
+        except HTTPError:
+            model = {}
+        if model.get("last_modified") != modified or model.get("size") != size:
+            self._written.pop(path, None)
+            return None
+        return notebook
 
 
 def _source(cell: NotebookNode) -> str:

@@ -104,8 +104,11 @@ class LabLikeClient:
         self.received: list[dict[str, Any]] = []
 
     @classmethod
-    async def connect(cls, jp_ws_fetch: Any, kernel_id: str, protocol: str = V1) -> LabLikeClient:
-        session_id = uuid.uuid4().hex
+    async def connect(
+        cls, jp_ws_fetch: Any, kernel_id: str, protocol: str = V1, session_id: str | None = None
+    ) -> LabLikeClient:
+        """Connect as a new page, or as the page of ``session_id`` coming back."""
+        session_id = session_id or uuid.uuid4().hex
         kwargs: dict[str, Any] = {}
         if protocol == V1:
             kwargs["subprotocols"] = [V1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import stat
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,13 @@ from helpers import make_notebook, read_cells, stream_text
 from jupyter_server.services.contents.filemanager import AsyncFileContentsManager
 from test_store import stream_msg
 
-from jupyter_persist.journal import Journal, apply_diff, fold, output_diff
+from jupyter_persist.journal import (
+    Journal,
+    apply_diff,
+    common_prefix_length,
+    fold,
+    output_diff,
+)
 from jupyter_persist.recovery import restore_journals
 from jupyter_persist.store import CaptureStore
 from jupyter_persist.writer import NotebookWriter
@@ -25,6 +32,17 @@ def display(text: str) -> dict[str, Any]:
 
 def stream(text: str, name: str = "stdout") -> dict[str, Any]:
     return {"output_type": "stream", "name": name, "text": text}
+
+
+def test_common_prefix_length_agrees_with_the_standard_library() -> None:
+    generator = random.Random(5)
+    for _ in range(5000):
+        a = "".join(generator.choice("ab\n") for _ in range(generator.randint(0, 14)))
+        b = a[: generator.randint(0, len(a))] + "".join(
+            generator.choice("ab\n") for _ in range(generator.randint(0, 6))
+        )
+        expected = len(os.path.commonprefix([a, b]))  # noqa: RUF071 (strings, not paths)
+        assert common_prefix_length(a, b) == expected, (a, b)
 
 
 @pytest.mark.parametrize(

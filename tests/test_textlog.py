@@ -80,6 +80,26 @@ def test_the_log_keeps_what_the_caps_leave_out(tmp_path: Path) -> None:
     assert body == "".join(f"line {i}\n" for i in range(20_000))
 
 
+def test_a_flood_is_written_as_it_comes_and_a_progress_line_stays_small(
+    tmp_path: Path,
+) -> None:
+    log = TextLog(tmp_path, max_bytes=100_000_000)
+    store = CaptureStore()
+    execution = start_cell(store, "m1")
+    file = log.file_for("folder/My Notebook.ipynb")
+    chunk = ("x" * 99 + "\n") * 2_000  # 200 kB
+    for _ in range(6):
+        feed(log, store, execution, stream_msg("m1", chunk))
+    # Over 1 MB rendered: written without waiting for a flush.
+    assert file.read_text().count("x" * 99) >= 5000
+    for i in range(100_000):
+        log.feed(execution, stream_msg("m1", f"\r{i}/100000"))
+    assert len(log._pending["m1"].line) < 20
+    feed(log, store, execution, idle_msg("m1"))
+    log.flush([execution])
+    assert file.read_text().endswith("x\n99999/100000\n")
+
+
 def test_rotation(tmp_path: Path) -> None:
     log = TextLog(tmp_path, max_bytes=200)
     store = CaptureStore()

@@ -143,3 +143,34 @@ async def test_ten_thousand_cells(tmp_path: Path, writer: NotebookWriter) -> Non
     assert len(cells) == 10_000
     assert cells[500]["execution_count"] == 500
     assert cells[501]["outputs"] == []
+
+
+async def test_large_notebook_not_read_again_unless_changed(
+    tmp_path: Path, writer: NotebookWriter
+) -> None:
+    path = tmp_path / "large.ipynb"
+    make_notebook(path, [("a", "print(1)"), ("b", "print(2)")])
+    big = [{"output_type": "stream", "name": "stdout", "text": "x" * 1_200_000}]
+    reads = 0
+    read = writer.read
+
+    async def counting_read(notebook_path: str) -> nbformat.NotebookNode:
+        nonlocal reads
+        reads += 1
+        return await read(notebook_path)
+
+    writer.read = counting_read  # type: ignore[method-assign,assignment]
+    await writer.merge("large.ipynb", {"a": CellUpdate(big, 1)})
+    small = [{"output_type": "stream", "name": "stdout", "text": "2\n"}]
+    await writer.merge("large.ipynb", {"b": CellUpdate(small, 2)})
+    assert reads == 1  # the second write used the notebook as saved
+    # Someone else changes the file (a user's edit): the next write reads it again.
+    on_disk = json.loads(path.read_text())
+    on_disk["cells"][1]["source"] = "print('edited')"
+    path.write_text(json.dumps(on_disk))
+    await writer.merge("large.ipynb", {"b": CellUpdate(small, 3)})
+    assert reads == 2
+    saved = json.loads(path.read_text())
+    assert "".join(saved["cells"][1]["source"]) == "print('edited')"
+    assert saved["cells"][1]["execution_count"] == 3
+    assert "".join(saved["cells"][0]["outputs"][0]["text"]) == "x" * 1_200_000
