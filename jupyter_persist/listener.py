@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hmac
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,12 @@ WANTED_MSG_TYPES = frozenset(
 )
 
 MessageCallback = Callable[[str, dict[str, Any]], None]
+
+#: Seconds of handling messages per event-loop turn, and the pause after a full one.
+#: jupyter_server's own IOPub subscriptions (activity watcher, clients, replay buffer)
+#: keep ZMQ's 1,000-message limit: they must be read first, or a flood overflows them.
+HANDLE_BUDGET = 0.005
+HANDLE_PAUSE = 0.005
 
 
 @dataclass
@@ -58,6 +65,9 @@ class KernelListener(LoggingConfigurable):
         super().__init__(**kwargs)
         self._on_message = on_message
         self._subscriptions: dict[str, _Subscription] = {}
+        #: Received, not yet handled (our socket's queue has no limit; this is its tail).
+        self._received: deque[tuple[str, _Subscription, list[bytes]]] = deque()
+        self._handling: asyncio.Handle | asyncio.TimerHandle | None = None
 
     @property
     def kernel_ids(self) -> set[str]:
@@ -85,7 +95,7 @@ class KernelListener(LoggingConfigurable):
         session = Session(config=kernel.session.config, key=kernel.session.key)
         subscription = _Subscription(stream, session, ports)
         self._subscriptions[kernel_id] = subscription
-        stream.on_recv(lambda parts: self._receive(kernel_id, subscription, parts))
+        stream.on_recv(lambda parts: self._enqueue(kernel_id, subscription, parts))
         self.log.debug("jupyter_persist: subscribed to IOPub of kernel %s", kernel_id)
         return True
 
@@ -147,8 +157,30 @@ class KernelListener(LoggingConfigurable):
             shell.close(linger=0)
         return subscription.live.is_set()
 
+    def _enqueue(self, kernel_id: str, subscription: _Subscription, parts: list[bytes]) -> None:
+        subscription.live.set()
+        self._received.append((kernel_id, subscription, parts))
+        if self._handling is None:
+            self._handling = asyncio.get_running_loop().call_soon(self._handle_some)
+
+    def _handle_some(self) -> None:
+        """Handle received messages for up to ``HANDLE_BUDGET`` seconds, then yield."""
+        self._handling = None
+        deadline = time.perf_counter() + HANDLE_BUDGET
+        while self._received and time.perf_counter() < deadline:
+            self._receive(*self._received.popleft())
+        if self._received:
+            loop = asyncio.get_running_loop()
+            self._handling = loop.call_later(HANDLE_PAUSE, self._handle_some)
+
+    def handle_all(self) -> None:
+        """Handle every message received so far, now (before a detach or a stop)."""
+        while self._received:
+            self._receive(*self._received.popleft())
+
     def detach(self, kernel_id: str) -> None:
         """Close the subscription of a kernel, if any."""
+        self.handle_all()
         subscription = self._subscriptions.pop(kernel_id, None)
         if subscription is None:
             return
@@ -158,12 +190,15 @@ class KernelListener(LoggingConfigurable):
         self.log.debug("jupyter_persist: unsubscribed from kernel %s", kernel_id)
 
     def close(self) -> None:
-        """Close every subscription."""
+        """Close every subscription (handling what they received first)."""
         for kernel_id in list(self._subscriptions):
             self.detach(kernel_id)
+        self.handle_all()
+        if self._handling is not None:
+            self._handling.cancel()
+            self._handling = None
 
     def _receive(self, kernel_id: str, subscription: _Subscription, parts: list[bytes]) -> None:
-        subscription.live.set()
         try:
             msg = decode(subscription.session, parts)
         except Exception as err:
