@@ -108,12 +108,6 @@ def bench_cell(server: Server, path: str) -> dict[str, Any] | None:
     return next(cell for cell in cells if cell.get("id") == "bench")
 
 
-def cell_lines(cell: dict[str, Any] | None) -> int:
-    if cell is None:
-        return -1
-    return sum("".join(o.get("text", "")).count("\n") for o in cell["outputs"])
-
-
 def stream_end(cell: dict[str, Any] | None) -> str:
     """The last line of the cell's stream output."""
     if cell is None or not cell["outputs"]:
