@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -60,3 +62,43 @@ async def test_our_subscription_never_drops_a_burst(
     client.close()
     text = execution.area.to_json()[0]["text"]
     assert text == "".join(f"{i}\n" for i in range(30000)) + "DONE\n"
+
+
+async def test_the_server_still_sees_the_kernel_go_idle_after_a_flood(
+    jp_serverapp: Any,
+    jp_root_dir: Path,
+    jp_fetch: Any,
+    jp_ws_fetch: Any,
+    notebook_session: Any,
+    capture: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Our handling of a flood must leave the server's own IOPub sockets enough time.
+
+    jupyter_server's activity watcher keeps ZMQ's 1,000-message limit: if it falls
+    behind during a flood it misses the kernel's final ``idle``, and ``GET /api/kernels``
+    says ``busy`` forever (an idle culler would never cull that kernel).
+    """
+    # A real server logs at INFO; pytest would otherwise keep a record of every one of
+    # the server's per-message DEBUG lines, which is slower than the server itself.
+    caplog.set_level(logging.INFO, logger=jp_serverapp.log.name)
+    code = "for i in range(20000):\n    print(i, flush=True)\nprint('DONE', flush=True)"
+    make_notebook(jp_root_dir / "flood.ipynb", [("c", code)])
+    _, kernel_id = await notebook_session("flood.ipynb")
+    client = await LabLikeClient.connect(jp_ws_fetch, kernel_id)
+    await client.wait_ready()
+    msg_id = await client.execute(code, cell_id="c")
+    client.close()  # detached, as a closed laptop
+    await wait_for(lambda: capture.store.get(msg_id) is not None, timeout=30)
+    execution = capture.store.get(msg_id)
+    await wait_for(lambda: not execution.running, timeout=120)
+    assert execution.area.to_json()[0]["text"].endswith("19999\nDONE\n")
+
+    async def kernel_state() -> str:
+        response = await jp_fetch("api", "kernels", kernel_id)
+        return str(json.loads(response.body)["execution_state"])
+
+    deadline = time.monotonic() + 10
+    while await kernel_state() != "idle" and time.monotonic() < deadline:  # noqa: ASYNC110 (polls the server)
+        await asyncio.sleep(0.2)
+    assert await kernel_state() == "idle"
