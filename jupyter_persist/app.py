@@ -11,6 +11,7 @@ from traitlets import Bool, Float, Integer, TraitError, Unicode, default, valida
 
 from .caps import Limits
 from .capture import CONTENTS_SCHEMA, KERNEL_ACTIONS_SCHEMA, CaptureManager
+from .handlers import HANDLERS
 from .websocket import SETTINGS_KEY, compose_connection_class
 
 
@@ -209,6 +210,10 @@ class PersistExtension(ExtensionApp):
             self.text_log_dir if self.text_log else "off",
             f"{configured.__module__}.{configured.__qualname__}",
         )
+
+    def initialize_handlers(self) -> None:
+        """Add the REST API (``/api/persist/...``)."""
+        self.handlers.extend(HANDLERS)
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         """Start the flush loop once the server's event loop runs."""

@@ -78,3 +78,15 @@ def _size(value: Any) -> int:
     if isinstance(value, list):
         return sum(_size(item) for item in value)
     return len(str(value))
+
+
+def output_message_size(msg_type: str, content: dict[str, Any]) -> int:
+    """Characters of output an IOPub message carries (before any cap), for status reports."""
+    if msg_type == "stream":
+        return len(content.get("text") or "")
+    if msg_type == "error":
+        return sum(_size(line) for line in content.get("traceback") or [])
+    data = content.get("data")
+    if isinstance(data, dict):
+        return sum(_size(value) for value in data.values())
+    return 0

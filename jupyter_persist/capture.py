@@ -20,7 +20,7 @@ from traitlets import Any as AnyTrait
 from traitlets import Float, Instance, Integer, Unicode
 from traitlets.config import LoggingConfigurable
 
-from .caps import Limits
+from .caps import Limits, output_message_size
 from .flusher import Flusher
 from .guard import reconcile_save
 from .journal import Journal
@@ -34,6 +34,9 @@ from .writer import NotebookWriter
 
 KERNEL_ACTIONS_SCHEMA = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
 CONTENTS_SCHEMA = "https://events.jupyter.org/jupyter_server/contents_service/v1"
+OUTPUT_MSG_TYPES = frozenset(
+    {"stream", "display_data", "update_display_data", "execute_result", "error"}
+)
 
 
 class CaptureManager(LoggingConfigurable):
@@ -78,6 +81,8 @@ class CaptureManager(LoggingConfigurable):
             self.store, self.writer, session_manager=self.session_manager, parent=self
         )
         self._clients: Counter[str] = Counter()
+        #: Notebooks each kernel's outputs went to, for the log lines of start and stop.
+        self._notebooks: dict[str, set[str]] = {}
         self._restart_callbacks: dict[str, tuple[Any, Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: PeriodicCallback | None = None
@@ -186,6 +191,10 @@ class CaptureManager(LoggingConfigurable):
         self._finish_kernel(kernel_id, "stopped")
         self._clients.pop(kernel_id, None)
         self.locator.forget_kernel(kernel_id)
+        for path in sorted(self._notebooks.pop(kernel_id, ())):
+            self.log.info(
+                "jupyter_persist: stopped capturing %s (its kernel %s stopped)", path, kernel_id
+            )
         self.log.info("jupyter_persist: stopped capturing kernel %s", kernel_id)
         self._spawn(self._flush_and_forget(kernel_id))
 
@@ -308,6 +317,8 @@ class CaptureManager(LoggingConfigurable):
             if not execution.notebookless:
                 self.recorder.feed(execution, msg)
             self.store.apply(msg, detached=detached)
+            if msg_type in OUTPUT_MSG_TYPES:
+                execution.received_chars += output_message_size(msg_type, msg["content"])
             if self._debug_messages:
                 self.log.debug(
                     "jupyter_persist: %s for %s (kernel %s)", msg_type, msg_id, kernel_id
@@ -327,6 +338,15 @@ class CaptureManager(LoggingConfigurable):
     async def _locate_then_write(self, execution: Execution) -> None:
         """Place an execution in its notebook cell; write it if it already finished."""
         placed = await self.locator.locate(execution)
+        if placed and execution.path is not None:
+            paths = self._notebooks.setdefault(execution.kernel_id, set())
+            if execution.path not in paths:
+                paths.add(execution.path)
+                self.log.info(
+                    "jupyter_persist: capturing outputs of %s (kernel %s)",
+                    execution.path,
+                    execution.kernel_id,
+                )
         if execution.notebookless and not execution.running:
             self.recorder.forget(execution)
         if placed and not execution.running and not self.attached(execution.kernel_id):
@@ -389,6 +409,20 @@ class CaptureManager(LoggingConfigurable):
     async def flush(self, path: str) -> None:
         """Write the unwritten outputs of one notebook, unless a client owns it now."""
         await self.flusher.flush(path, ignore_clients=self._stopping)
+
+    async def flush_now(self, path: str | None = None) -> dict[str, str]:
+        """Journal everything now and write one notebook (or all) without waiting.
+
+        For the REST API: skips the write pacing, but still never writes a notebook an
+        attached client owns. Returns each notebook's outcome (see ``Flusher.flush``).
+        """
+        self.recorder.tick()
+        paths = [path] if path is not None else sorted(self.store.paths_to_write())
+        return {p: await self.flusher.flush(p, ignore_pause=True) for p in paths}
+
+    def notebook_paths(self) -> set[str]:
+        """Notebooks with outputs tracked in memory."""
+        return {e.path for e in self.store.executions() if e.path is not None}
 
 
 def debug_logged(log: Any) -> bool:

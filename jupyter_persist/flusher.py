@@ -42,33 +42,45 @@ class Flusher(LoggingConfigurable):
         self.max_write_share = max_write_share
         #: Per notebook, the monotonic time before which it is not written again.
         self.not_before: dict[str, float] = {}
+        #: Per notebook, when we last wrote it (seconds since the epoch).
+        self.last_written: dict[str, float] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._warned: dict[str, str] = {}
         #: Notebooks being saved by us right now (the save guard sees our saves too).
         self.saving: set[str] = set()
 
-    async def flush_all(self, ignore_clients: bool = False) -> None:
+    async def flush_all(self, ignore_clients: bool = False, ignore_pause: bool = False) -> None:
         """Write every notebook with unwritten outputs."""
         for path in sorted(self.store.paths_to_write()):
-            await self.flush(path, ignore_clients)
+            await self.flush(path, ignore_clients, ignore_pause)
 
-    async def flush(self, path: str, ignore_clients: bool = False) -> None:
-        """Write the unwritten outputs of one notebook; never raises."""
+    async def flush(
+        self, path: str, ignore_clients: bool = False, ignore_pause: bool = False
+    ) -> str:
+        """Write the unwritten outputs of one notebook; never raises. Returns the outcome.
+
+        The outcome is one of ``written``, ``up to date``, ``client attached`` (an open
+        tab saves the notebook), ``paused`` (see ``max_write_share``), ``unavailable``
+        (the notebook cannot be read; outputs kept in memory) or ``error``.
+        """
         lock = self._locks.setdefault(path, asyncio.Lock())
         async with lock:
             try:
-                await self._write(path, ignore_clients)
+                return await self._write(path, ignore_clients, ignore_pause)
             except Exception:
                 self.log.exception("jupyter_persist: error writing %s", path)
+                return "error"
 
-    async def _write(self, path: str, ignore_clients: bool) -> None:
+    async def _write(self, path: str, ignore_clients: bool, ignore_pause: bool) -> str:
         executions = self.store.to_write(path)
         if not executions:
-            return
+            return "up to date"
         if not ignore_clients and any(self.attached(e.kernel_id) for e in executions):
-            return
-        if not ignore_clients and time.monotonic() < self.not_before.get(path, 0.0):
-            return
+            return "client attached"
+        if not (ignore_clients or ignore_pause) and time.monotonic() < self.not_before.get(
+            path, 0.0
+        ):
+            return "paused"
         versions = {e.cell_id: (e, e.version) for e in executions if e.cell_id is not None}
         updates = {
             cell_id: CellUpdate(e.area.to_json(), e.area.execution_count, e.code)
@@ -81,7 +93,7 @@ class Flusher(LoggingConfigurable):
             self._warn_once(
                 path, f"jupyter_persist: not writing {path}: {err}; outputs kept in memory"
             )
-            return
+            return "unavailable"
         finally:
             self.saving.discard(path)
         self._warned.pop(path, None)
@@ -94,17 +106,20 @@ class Flusher(LoggingConfigurable):
                 f"jupyter_persist: {len(result.missing)} cell(s) of {path} no longer exist "
                 f"({', '.join(sorted(result.missing))}); their outputs are kept in memory",
             )
-        if result.saved:
-            self.not_before[path] = time.monotonic() + pause_after_write(
-                result.seconds, self.max_write_share
-            )
-            self.log.info(
-                "jupyter_persist: wrote %s (%d cell(s), %d bytes, %.0f ms)",
-                path,
-                len(result.merged),
-                result.bytes,
-                result.seconds * 1000,
-            )
+        if not result.saved:
+            return "up to date"
+        self.last_written[path] = time.time()
+        self.not_before[path] = time.monotonic() + pause_after_write(
+            result.seconds, self.max_write_share
+        )
+        self.log.info(
+            "jupyter_persist: wrote %s (%d cell(s), %d bytes, %.0f ms)",
+            path,
+            len(result.merged),
+            result.bytes,
+            result.seconds * 1000,
+        )
+        return "written"
 
     def _warn_once(self, path: str, message: str) -> None:
         if self._warned.get(path) != message:

@@ -81,6 +81,7 @@ class KernelListener(LoggingConfigurable):
             ports = tuple(getattr(kernel, "ports", ()) or ())
         except KeyError:
             return False
+        self._lift_watcher_limit(kernel_id, kernel)
         current = self._subscriptions.get(kernel_id)
         if current is not None:
             if current.ports == ports and not current.stream.closed():
@@ -99,7 +100,29 @@ class KernelListener(LoggingConfigurable):
         self.log.debug("jupyter_persist: subscribed to IOPub of kernel %s", kernel_id)
         return True
 
-    def _never_drop(self, kernel_id: str, kernel: Any, stream: Any) -> None:
+    def _lift_watcher_limit(self, kernel_id: str, kernel: Any) -> None:
+        """Give jupyter_server's activity watcher of a kernel the same unlimited queue.
+
+        The server learns a kernel's ``execution_state`` from its own IOPub subscription,
+        which keeps ZMQ's 1,000-message limit: during a flood of output, with the
+        extension's work on the same event loop, it fell behind, missed the kernel's
+        final ``idle``, and ``GET /api/kernels`` said ``busy`` for good (measured: a
+        200,000-line ``print(..., flush=True)`` loop; an idle culler would never cull that
+        kernel). Its stream is ``_activity_stream`` (private to jupyter_server, there
+        since 2015); a server without one is left alone.
+        """
+        stream = getattr(kernel, "_activity_stream", None)
+        socket = getattr(stream, "socket", None)
+        try:
+            if socket is None or stream.closed() or socket.getsockopt(zmq.RCVHWM) == 0:
+                return
+        except zmq.ZMQError:
+            return
+        self._never_drop(kernel_id, kernel, stream, "the server's activity watcher")
+
+    def _never_drop(
+        self, kernel_id: str, kernel: Any, stream: Any, whose: str = "the extension's"
+    ) -> None:
         """Lift our IOPub socket's receive limit, so a burst waits instead of being lost.
 
         With ZMQ's default high-water mark (1000 messages), a kernel that publishes
@@ -115,8 +138,9 @@ class KernelListener(LoggingConfigurable):
             socket.connect(url)
         except Exception as err:
             self.log.warning(
-                "jupyter_persist: could not lift the IOPub queue limit for kernel %s (%s); "
-                "a kernel publishing faster than the server reads may lose output",
+                "jupyter_persist: could not lift the IOPub queue limit of %s for kernel %s "
+                "(%s); a kernel publishing faster than the server reads may lose messages",
+                whose,
                 kernel_id,
                 err,
             )

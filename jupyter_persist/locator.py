@@ -28,7 +28,7 @@ class ExecutionLocator(LoggingConfigurable):
         """Drop what is known of a kernel that went away."""
         self._session_paths.pop(kernel_id, None)
 
-    async def _notebook_paths(self) -> dict[str, str]:
+    async def notebook_paths(self) -> dict[str, str]:
         """Kernel id → API path of its notebook session, from the session manager."""
         paths: dict[str, str] = {}
         for session in await ensure_async(self.session_manager.list_sessions()):
@@ -44,7 +44,7 @@ class ExecutionLocator(LoggingConfigurable):
         Returns True once the execution is placed. An execution whose kernel has no
         notebook is marked ``notebookless`` (and forgotten if it already ended).
         """
-        path = (await self._notebook_paths()).get(execution.kernel_id)
+        path = (await self.notebook_paths()).get(execution.kernel_id)
         self._session_paths[execution.kernel_id] = path
         if self.store.get(execution.msg_id) is not execution:
             return False  # replaced or forgotten meanwhile
@@ -107,7 +107,7 @@ class ExecutionLocator(LoggingConfigurable):
         kernels = {e.kernel_id for e in self.store.executions() if e.path is not None}
         if not kernels:
             return
-        current = await self._notebook_paths()
+        current = await self.notebook_paths()
         for kernel_id in kernels:
             before, after = self._session_paths.get(kernel_id), current.get(kernel_id)
             self._session_paths[kernel_id] = after

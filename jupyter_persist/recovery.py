@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+
+from nbformat import NotebookNode
 
 from .guard import normalized_outputs
 from .journal import Journal, JournaledCell, fold
@@ -34,6 +37,46 @@ async def restore_journals(journal: Journal, writer: NotebookWriter, log: loggin
             file.unlink(missing_ok=True)
 
 
+@dataclass
+class RestorePlan:
+    """What merging a notebook's journaled cells into it would do."""
+
+    updates: dict[str, CellUpdate]
+    #: Journaled cells whose outputs or count differ from the notebook's.
+    differs: list[JournaledCell]
+    #: Journaled cells the notebook no longer has.
+    missing: list[JournaledCell]
+    #: The notebook was saved after the journal's last record, with other outputs: the
+    #: user changed it since, and restoring would undo that.
+    changed_since: datetime | None
+    last_record: datetime
+
+
+def plan_restore(
+    notebook: NotebookNode, modified: datetime | None, journaled: list[JournaledCell]
+) -> RestorePlan:
+    """Compare a notebook with its journaled cells (pure: nothing is written)."""
+    on_disk = {c.get("id"): c for c in notebook.cells if c.get("cell_type") == "code"}
+    differs = [
+        cell
+        for cell in journaled
+        if cell.cell_id in on_disk
+        and (
+            normalized_outputs(on_disk[cell.cell_id].get("outputs")) != cell.outputs
+            or on_disk[cell.cell_id].get("execution_count") != cell.execution_count
+        )
+    ]
+    last_record = max(cell.time for cell in journaled)
+    changed = differs and modified is not None and modified.timestamp() > last_record + 1
+    return RestorePlan(
+        updates={c.cell_id: CellUpdate(c.outputs, c.execution_count) for c in journaled},
+        differs=differs,
+        missing=[cell for cell in journaled if cell.cell_id not in on_disk],
+        changed_since=modified if changed else None,
+        last_record=datetime.fromtimestamp(last_record, tz=timezone.utc),
+    )
+
+
 async def _restore_notebook(
     writer: NotebookWriter,
     path: str,
@@ -47,29 +90,18 @@ async def _restore_notebook(
     except NotebookUnavailable as err:
         log.warning("jupyter_persist: cannot restore outputs from %s: %s; journal kept", file, err)
         return False
-    on_disk = {c.get("id"): c for c in notebook.cells if c.get("cell_type") == "code"}
-    differs = [
-        cell
-        for cell in journaled
-        if cell.cell_id in on_disk
-        and (
-            normalized_outputs(on_disk[cell.cell_id].get("outputs")) != cell.outputs
-            or on_disk[cell.cell_id].get("execution_count") != cell.execution_count
-        )
-    ]
-    last_record = max(cell.time for cell in journaled)
-    if differs and modified is not None and modified.timestamp() > last_record + 1:
+    plan = plan_restore(notebook, modified, journaled)
+    if plan.changed_since is not None:
         log.warning(
             "jupyter_persist: %s changed after the journal %s was last written "
             "(%s > %s); not restoring over it, journal kept",
             path,
             file,
-            modified.isoformat(),
-            datetime.fromtimestamp(last_record, tz=timezone.utc).isoformat(),
+            plan.changed_since.isoformat(),
+            plan.last_record.isoformat(),
         )
         return False
-    updates = {c.cell_id: CellUpdate(c.outputs, c.execution_count) for c in journaled}
-    result = await writer.merge(path, updates)
+    result = await writer.merge(path, plan.updates)
     if result.missing:
         log.warning(
             "jupyter_persist: %d journaled cell(s) of %s no longer exist; journal %s kept",
@@ -80,7 +112,7 @@ async def _restore_notebook(
         return False
     log.info(
         "jupyter_persist: restored %d cell(s) of %s from the journal %s",
-        len(differs),
+        len(plan.differs),
         path,
         file,
     )

@@ -42,6 +42,8 @@ class Execution:
     notebookless: bool = False
     #: Order in which executions began; an older one never replaces a newer one.
     seq: int = 0
+    #: Characters of output received, before the caps (for status reports).
+    received_chars: int = 0
 
     @property
     def dirty(self) -> bool:

@@ -110,7 +110,7 @@ class TextLog(LoggingConfigurable):
             pending.add(output_text({"output_type": msg_type, **content}))
         if pending.size >= WRITE_AT_BYTES and execution.path and execution.cell_id:
             # A flood is written as it comes, not held for a whole tick.
-            self._write(self.file_for(execution.path), self._take(execution, pending))
+            self._write(execution.path, self._take(execution, pending))
 
     def note(self, execution: Execution, text: str) -> None:
         """Add a line of our own (such as "waiting for input") to an execution's log."""
@@ -131,7 +131,7 @@ class TextLog(LoggingConfigurable):
             if text:
                 chunks.setdefault(execution.path, []).append(text)
         for path, texts in chunks.items():
-            self._write(self.file_for(path), "".join(texts))
+            self._write(path, "".join(texts))
 
     def forget(self, execution: Execution) -> None:
         """Drop what is pending for an execution that goes to no notebook."""
@@ -153,13 +153,17 @@ class TextLog(LoggingConfigurable):
         pending.size = 0
         return "".join(parts)
 
-    def _write(self, file: Path, text: str) -> None:
+    def _write(self, notebook_path: str, text: str) -> None:
+        file = self.file_for(notebook_path)
         if "\x1b" in text:
             text = ANSI_ESCAPE.sub("", text)
         data = text.encode("utf-8", "replace")
         try:
             if file.exists() and file.stat().st_size + len(data) > self.max_bytes:
                 os.replace(file, file.with_suffix(".log.1"))
+            if not file.exists():
+                # Names the notebook: the file name only holds a hash of its path.
+                data = title_line(notebook_path).encode("utf-8", "replace") + data
             fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             try:
                 os.write(fd, data)
@@ -167,3 +171,23 @@ class TextLog(LoggingConfigurable):
                 os.close(fd)
         except OSError as err:
             self.log.warning("jupyter_persist: cannot write the text log %s: %s", file, err)
+
+
+TITLE_PREFIX = "# jupyter-persist text log of "
+
+
+def title_line(notebook_path: str) -> str:
+    """The first line of a notebook's text log."""
+    return f"{TITLE_PREFIX}{notebook_path}\n"
+
+
+def notebook_of_log(file: Path) -> str | None:
+    """The notebook path a text log names in its first line, if it does."""
+    try:
+        with file.open("rb") as handle:
+            first = handle.readline(4096).decode("utf-8", "replace")
+    except OSError:
+        return None
+    if first.startswith(TITLE_PREFIX) and first.endswith("\n"):
+        return first[len(TITLE_PREFIX) : -1]
+    return None

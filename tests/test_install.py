@@ -59,7 +59,11 @@ def test_disable_then_enable(tmp_path: Path) -> None:
     assert EXTENSION_LOADED not in log
     jupyter(env, "server", "extension", "enable", "jupyter_persist")
     assert listed_state(jupyter(env, "server", "extension", "list")) == ("enabled", True)
-    assert EXTENSION_LOADED in run_server_briefly(env, tmp_path)
+    log = run_server_briefly(env, tmp_path)
+    # The one start line: effective configuration and where the state lives.
+    [start_line] = [line for line in log.splitlines() if EXTENSION_LOADED in line]
+    assert "save_interval=5.0s" in start_line
+    assert f"state_dir={env['JUPYTER_DATA_DIR']}/jupyter_persist" in start_line
 
 
 def run_server_briefly(env: dict[str, str], tmp_path: Path) -> str:

@@ -12,7 +12,7 @@ from test_store import idle_msg, stream_msg
 
 from jupyter_persist.caps import Limits
 from jupyter_persist.store import CaptureStore
-from jupyter_persist.textlog import TextLog
+from jupyter_persist.textlog import TextLog, notebook_of_log
 
 
 def feed(log: TextLog, store: CaptureStore, execution: Any, message: dict[str, Any]) -> None:
@@ -60,7 +60,10 @@ def test_lines_are_logged_once_final(tmp_path: Path) -> None:
     feed(log, store, execution, idle_msg("m1"))
     log.flush([execution])
     assert file.name.startswith("My_Notebook-")
-    header, body = file.read_text().strip("\n").split("\n", 1)
+    title, rest = file.read_text().split("\n", 1)
+    header, body = rest.strip("\n").split("\n", 1)
+    assert title == "# jupyter-persist text log of folder/My Notebook.ipynb"
+    assert notebook_of_log(file) == "folder/My Notebook.ipynb"
     assert header.startswith("=== ")
     assert header.endswith("In [7]  cell cell-m1 ===")
     assert body == "one\ntwo\n100%\nunfinished\nValueError: bad"

@@ -1,0 +1,116 @@
+"""``jupyter persist status``: what the running servers capture, and journals on disk."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from typing import Any
+
+from traitlets import Bool
+
+from ..ondisk import journal_files
+from .base import PersistCommand, RunningServer
+
+
+class StatusApp(PersistCommand):
+    """Show the running servers and, per notebook captured, what its cells are doing."""
+
+    name = "jupyter persist status"
+    description = """Show the running Jupyter servers (as `jupyter server list` finds them)
+    and, per notebook whose outputs they capture: kernel state, cells running, output
+    captured, last write, whether a client is attached. Also lists the crash journals on
+    disk: a journal holds outputs not yet written into their notebook."""
+    examples = "jupyter persist status\njupyter persist status --json"
+
+    as_json = Bool(False, config=True, help="Print the status as JSON.")
+    flags = {"json": ({"StatusApp": {"as_json": True}}, "Print the status as JSON.")}
+
+    def run(self) -> None:
+        """Print the status."""
+        servers = self.running_servers()
+        journals = journal_files(self.journal())
+        if self.as_json:
+            report = {
+                "servers": [
+                    {"url": s.url, "root_dir": s.root_dir, "pid": s.pid, "status": s.status}
+                    | ({"problem": s.problem} if s.problem else {})
+                    for s in servers
+                ],
+                "journals": [
+                    {"file": str(j.file), "notebooks": j.notebooks, "bytes": j.size}
+                    | {"modified": datetime.fromtimestamp(j.modified).astimezone().isoformat()}
+                    for j in journals
+                ],
+            }
+            print(json.dumps(report, indent=2))
+            return
+        if not servers:
+            print("No Jupyter server is running.")
+        for server in servers:
+            print("\n".join(server_lines(server)))
+        if journals:
+            print(f"\nCrash journals in {self.journal().directory}:")
+            for journal in journals:
+                damaged = " (damaged tail)" if journal.damaged else ""
+                print(
+                    f"  {', '.join(journal.notebooks) or '(empty)'}: {size(journal.size)}, "
+                    f"modified {ago(journal.modified)}{damaged}"
+                )
+        else:
+            print(f"\nNo crash journals in {self.journal().directory}.")
+
+
+def server_lines(server: RunningServer) -> list[str]:
+    """A running server and its notebooks, as lines for a terminal."""
+    lines = [f"Server {server.url} (pid {server.pid}, root {server.root_dir})"]
+    status = server.status
+    if status is None:
+        return [*lines, f"  {server.problem}"]
+    lines.append(f"  jupyter_persist {status['version']}, state in {status['state_dir']}")
+    if not status["notebooks"]:
+        lines.append("  no notebook is being captured")
+    for notebook in status["notebooks"]:
+        lines.extend(notebook_lines(notebook))
+    return lines
+
+
+def notebook_lines(notebook: dict[str, Any]) -> list[str]:
+    """One captured notebook, as lines for a terminal."""
+    kernels = [
+        f"kernel {k['id'][:8]} {k['execution_state']}, "
+        + ("client attached" if k["client_attached"] else "no client attached")
+        for k in notebook["kernels"]
+    ]
+    lines = [f"  {notebook['path']}: {'; '.join(kernels) or 'no kernel'}"]
+    running = notebook["running_cells"]
+    written = notebook["last_write"]
+    lines.append(
+        f"    {'running: cell ' + ', '.join(running) if running else 'no cell running'}; "
+        f"{size(notebook['captured_chars'], 'characters')} captured; "
+        f"last write {ago(datetime.fromisoformat(written).timestamp()) if written else 'none'}"
+        f"; {notebook['unwritten_executions']} execution(s) not written yet"
+    )
+    if notebook["unplaced_executions"]:
+        lines.append(
+            f"    {notebook['unplaced_executions']} execution(s) could not be placed in a cell "
+            "(kept in memory; see the server log)"
+        )
+    return lines
+
+
+def size(count: float, unit: str = "bytes") -> str:
+    """A count with a readable multiple: ``1.2 M bytes``."""
+    for prefix, factor in (("G ", 1e9), ("M ", 1e6), ("k ", 1e3)):
+        if count >= factor:
+            return f"{count / factor:.1f} {prefix}{unit}"
+    return f"{int(count)} {unit}"
+
+
+def ago(timestamp: float) -> str:
+    """How long ago a POSIX time was, roughly."""
+    seconds = max(0.0, time.time() - timestamp)
+    for unit, length in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= length:
+            return f"{seconds / length:.0f} {unit} ago"
+    return f"{seconds:.0f} s ago"
