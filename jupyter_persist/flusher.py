@@ -106,6 +106,8 @@ class Flusher(LoggingConfigurable):
                 f"jupyter_persist: {len(result.missing)} cell(s) of {path} no longer exist "
                 f"({', '.join(sorted(result.missing))}); their outputs are kept in memory",
             )
+        if not any(e.running for e in self.store.executions() if e.path == path):
+            self.writer.forget(path)
         if not result.saved:
             return "up to date"
         self.last_written[path] = time.time()

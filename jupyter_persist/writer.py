@@ -147,6 +147,14 @@ class NotebookWriter(LoggingConfigurable):
         result.seconds = time.perf_counter() - started
         return result
 
+    def forget(self, path: str) -> None:
+        """Drop the parsed copy kept of a notebook (no cell of it is running any more).
+
+        A parsed 50 MB notebook is millions of Python objects: kept for good, it would
+        make every garbage collection of the server slower, long after its run ended.
+        """
+        self._written.pop(path, None)
+
     async def _unchanged_since_written(self, path: str) -> NotebookNode | None:
         """The notebook as we last saved it, if the file has not changed since."""
         written = self._written.get(path)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
-from helpers import make_notebook
+from helpers import make_notebook, run_and_leave, wait_for
 from jupyter_server.services.contents.filemanager import AsyncFileContentsManager
 
 from jupyter_persist.writer import CellUpdate, NotebookUnavailable, NotebookWriter
@@ -174,3 +175,21 @@ async def test_large_notebook_not_read_again_unless_changed(
     assert "".join(saved["cells"][1]["source"]) == "print('edited')"
     assert saved["cells"][1]["execution_count"] == 3
     assert "".join(saved["cells"][0]["outputs"][0]["text"]) == "x" * 1_200_000
+
+
+async def test_the_parsed_copy_of_a_large_notebook_goes_when_its_run_ends(
+    jp_root_dir: Path, jp_ws_fetch: Any, notebook_session: Any, capture: Any
+) -> None:
+    """Kept while a cell runs (no re-read per write); dropped after: it slows every GC."""
+    code = (
+        "import time\nfrom IPython.display import display\nprint('start', flush=True)\n"
+        "display({'text/plain': 'x' * 1_500_000}, raw=True)\ntime.sleep(3)\nprint('DONE')"
+    )
+    make_notebook(jp_root_dir / "big.ipynb", [("c", code)])
+    _, kernel_id = await notebook_session("big.ipynb")
+    msg_id = await run_and_leave(jp_ws_fetch, kernel_id, code, "c")
+    execution = capture.store.get(msg_id)
+    await wait_for(lambda: "big.ipynb" in capture.writer._written, what="the kept copy")
+    assert execution.running
+    await wait_for(lambda: not execution.running and not execution.dirty, timeout=30)
+    assert "big.ipynb" not in capture.writer._written
