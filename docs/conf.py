@@ -13,7 +13,7 @@ from jupyter_persist.app import PersistExtension
 
 project = "jupyter-persist"
 author = "the jupyter-persist developers"
-copyright = "2026, the jupyter-persist developers"  # noqa: A001 (Sphinx's name)
+copyright = "2026, the jupyter-persist developers"
 version = release = __version__
 
 extensions = ["myst_parser"]
