@@ -111,10 +111,12 @@ class KernelListener(LoggingConfigurable):
         kernel). Its stream is ``_activity_stream`` (private to jupyter_server, there
         since 2015); a server without one is left alone.
         """
-        stream = getattr(kernel, "_activity_stream", None)
+        stream: Any = getattr(kernel, "_activity_stream", None)
         socket = getattr(stream, "socket", None)
         try:
-            if socket is None or stream.closed() or socket.getsockopt(zmq.RCVHWM) == 0:
+            if stream is None or socket is None or stream.closed():
+                return
+            if socket.getsockopt(zmq.RCVHWM) == 0:
                 return
         except zmq.ZMQError:
             return
