@@ -420,7 +420,7 @@ class CaptureManager(LoggingConfigurable):
         paths = [path] if path is not None else sorted(self.store.paths_to_write())
         return {p: await self.flusher.flush(p, ignore_pause=True) for p in paths}
 
-    def notebook_paths(self) -> set[str]:
+    def captured_paths(self) -> set[str]:
         """Notebooks with outputs tracked in memory."""
         return {e.path for e in self.store.executions() if e.path is not None}
 

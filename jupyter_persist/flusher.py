@@ -49,10 +49,10 @@ class Flusher(LoggingConfigurable):
         #: Notebooks being saved by us right now (the save guard sees our saves too).
         self.saving: set[str] = set()
 
-    async def flush_all(self, ignore_clients: bool = False, ignore_pause: bool = False) -> None:
+    async def flush_all(self, ignore_clients: bool = False) -> None:
         """Write every notebook with unwritten outputs."""
         for path in sorted(self.store.paths_to_write()):
-            await self.flush(path, ignore_clients, ignore_pause)
+            await self.flush(path, ignore_clients)
 
     async def flush(
         self, path: str, ignore_clients: bool = False, ignore_pause: bool = False

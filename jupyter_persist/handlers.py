@@ -52,7 +52,7 @@ class FlushHandler(PersistHandler):
     async def post(self) -> None:
         """Body: ``{}`` (or none) for every notebook, ``{"path": "dir/nb.ipynb"}`` for one."""
         path = self._requested_path()
-        if path is not None and path not in self.capture.notebook_paths():
+        if path is not None and path not in self.capture.captured_paths():
             raise web.HTTPError(404, f"no captured outputs for {path!r}")
         outcomes = await self.capture.flush_now(path)
         self.finish(json.dumps({"notebooks": outcomes}))

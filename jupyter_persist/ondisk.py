@@ -8,7 +8,7 @@ give into every API path it could have had.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,13 +65,20 @@ def journal_files(journal: Journal) -> list[JournalFile]:
     return found
 
 
-def find_journal(journal: Journal, candidates: list[str]) -> tuple[str, Path] | None:
-    """The first candidate API path that has a journal, and that journal."""
+def first_existing(
+    file_for: Callable[[str], Path], candidates: list[str]
+) -> tuple[str, Path] | None:
+    """The first candidate API path whose file (``file_for(path)``) exists, and that file."""
     for api_path in candidates:
-        file = journal.file_for(api_path)
+        file = file_for(api_path)
         if file.is_file():
             return api_path, file
     return None
+
+
+def find_journal(journal: Journal, candidates: list[str]) -> tuple[str, Path] | None:
+    """The first candidate API path that has a journal, and that journal."""
+    return first_existing(journal.file_for, candidates)
 
 
 def journaled_cells(journal: Journal, file: Path, api_path: str) -> list[JournaledCell]:
@@ -81,8 +88,4 @@ def journaled_cells(journal: Journal, file: Path, api_path: str) -> list[Journal
 
 def find_text_log(text_log: TextLog, candidates: list[str]) -> tuple[str, Path] | None:
     """The first candidate API path that has a text log, and that log."""
-    for api_path in candidates:
-        file = text_log.file_for(api_path)
-        if file.is_file():
-            return api_path, file
-    return None
+    return first_existing(text_log.file_for, candidates)

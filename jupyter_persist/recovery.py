@@ -44,8 +44,6 @@ class RestorePlan:
     updates: dict[str, CellUpdate]
     #: Journaled cells whose outputs or count differ from the notebook's.
     differs: list[JournaledCell]
-    #: Journaled cells the notebook no longer has.
-    missing: list[JournaledCell]
     #: The notebook was saved after the journal's last record, with other outputs: the
     #: user changed it since, and restoring would undo that.
     changed_since: datetime | None
@@ -71,7 +69,6 @@ def plan_restore(
     return RestorePlan(
         updates={c.cell_id: CellUpdate(c.outputs, c.execution_count) for c in journaled},
         differs=differs,
-        missing=[cell for cell in journaled if cell.cell_id not in on_disk],
         changed_since=modified if changed else None,
         last_record=datetime.fromtimestamp(last_record, tz=timezone.utc),
     )

@@ -112,26 +112,7 @@ class NotebookWriter(LoggingConfigurable):
         """
         started = time.perf_counter()
         notebook = await self._unchanged_since_written(path) or await self.read(path)
-        result = WriteResult()
-        code_cells = [cell for cell in notebook.cells if cell.get("cell_type") == "code"]
-        cells = {cell.get("id"): cell for cell in code_cells}
-        without_id = [cell for cell in code_cells if not cell.get("id")]
-        for cell_id, update in updates.items():
-            cell = cells.get(cell_id)
-            if cell is None and without_id and update.source is not None:
-                same = [c for c in without_id if _source(c) == update.source]
-                cell = same[0] if len(same) == 1 else None
-            if cell is None:
-                result.missing.add(cell_id)
-                continue
-            result.merged.add(cell_id)
-            if _plain(cell.get("outputs", [])) == update.outputs and (
-                cell.get("execution_count") == update.execution_count
-            ):
-                continue
-            cell["outputs"] = [nbformat.from_dict(output) for output in update.outputs]
-            cell["execution_count"] = update.execution_count
-            result.saved = True
+        result = merge_outputs(notebook, updates)
         if result.saved:
             model = {"type": "notebook", "format": "json", "content": notebook}
             try:
@@ -169,6 +150,34 @@ class NotebookWriter(LoggingConfigurable):
             self._written.pop(path, None)
             return None
         return notebook
+
+
+def merge_outputs(notebook: NotebookNode, updates: dict[str, CellUpdate]) -> WriteResult:
+    """Give each cell named in ``updates`` its outputs and count, in memory; nothing else.
+
+    ``saved`` in the result says whether any cell changed (the caller writes the file).
+    """
+    result = WriteResult()
+    code_cells = [cell for cell in notebook.cells if cell.get("cell_type") == "code"]
+    cells = {cell.get("id"): cell for cell in code_cells}
+    without_id = [cell for cell in code_cells if not cell.get("id")]
+    for cell_id, update in updates.items():
+        cell = cells.get(cell_id)
+        if cell is None and without_id and update.source is not None:
+            same = [c for c in without_id if _source(c) == update.source]
+            cell = same[0] if len(same) == 1 else None
+        if cell is None:
+            result.missing.add(cell_id)
+            continue
+        result.merged.add(cell_id)
+        if _plain(cell.get("outputs", [])) == update.outputs and (
+            cell.get("execution_count") == update.execution_count
+        ):
+            continue
+        cell["outputs"] = [nbformat.from_dict(output) for output in update.outputs]
+        cell["execution_count"] = update.execution_count
+        result.saved = True
+    return result
 
 
 def _source(cell: NotebookNode) -> str:

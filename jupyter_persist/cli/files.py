@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import nbformat
@@ -15,8 +14,9 @@ from traitlets import Bool, Float, Unicode
 from ..ondisk import find_journal, journal_files, journaled_cells
 from ..recovery import plan_restore
 from ..textlog import notebook_of_log
+from ..writer import merge_outputs
 from .base import CommandError, PersistCommand, RunningServer
-from .outputs import merge_outputs, read_notebook
+from .outputs import modified_time, read_notebook
 from .status import size
 
 
@@ -67,21 +67,20 @@ class RestoreApp(PersistCommand):
         journaled = journaled_cells(journal, journal_file, api_path)
         if not journaled:
             raise CommandError(f"the journal {journal_file} holds no outputs of {notebook_file}")
-        modified = datetime.fromtimestamp(os.path.getmtime(notebook_file), tz=timezone.utc)
-        plan = plan_restore(notebook, modified, journaled)
+        plan = plan_restore(notebook, modified_time(notebook_file), journaled)
         if plan.changed_since is not None and not self.to and not self.force:
             raise CommandError(
                 f"{notebook_file} was saved after the journal's last record "
                 f"({plan.last_record.astimezone():%Y-%m-%d %H:%M:%S}) with other outputs; "
                 "restoring would undo that: use --to to write a merged copy, or --force"
             )
-        merge_outputs(notebook, journaled)
+        merged = merge_outputs(notebook, plan.updates)
         with atomic_writing(str(target), encoding="utf-8") as handle:
             nbformat.write(notebook, handle)
         print(f"Restored {len(plan.differs)} cell(s) into {target}.")
-        if plan.missing:
+        if merged.missing:
             print(
-                f"{len(plan.missing)} journaled cell(s) are no longer in the notebook; "
+                f"{len(merged.missing)} journaled cell(s) are no longer in the notebook; "
                 f"their outputs stay in {journal_file}.",
                 file=sys.stderr,
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from traitlets import Bool, Float, Unicode
 from ..ondisk import find_journal, find_text_log, journaled_cells
 from ..recovery import plan_restore
 from ..textlog import ANSI_ESCAPE, output_text
+from ..writer import merge_outputs
 from .base import CommandError, PersistCommand
 
 
@@ -89,10 +91,9 @@ class ShowApp(PersistCommand):
             api_path, journal_file = found
             journaled = journaled_cells(self.journal(), journal_file, api_path)
             if journaled:
-                modified = os.path.getmtime(notebook_file)
-                plan = plan_restore(notebook, _as_datetime(modified), journaled)
+                plan = plan_restore(notebook, modified_time(notebook_file), journaled)
                 if plan.changed_since is None:
-                    merge_outputs(notebook, journaled)
+                    merge_outputs(notebook, plan.updates)
                     print(f"(merged with the journal {journal_file})\n")
                 else:
                     print(f"(the journal {journal_file} is older than the file: not shown)\n")
@@ -110,16 +111,6 @@ def read_notebook(file: str) -> Any:
         raise CommandError(f"{file} does not exist") from None
     except Exception as err:  # nbformat raises many kinds for a file that is not a notebook
         raise CommandError(f"{file} is not a readable notebook: {err}") from None
-
-
-def merge_outputs(notebook: Any, journaled: list[Any]) -> None:
-    """Give the notebook's cells their journaled outputs (in memory only)."""
-    by_id = {cell.cell_id: cell for cell in journaled}
-    for cell in notebook.cells:
-        update = by_id.get(cell.get("id"))
-        if update is not None and cell.get("cell_type") == "code":
-            cell["outputs"] = [nbformat.from_dict(output) for output in update.outputs]
-            cell["execution_count"] = update.execution_count
 
 
 def select_cells(cells: list[Any], wanted: str) -> list[tuple[int, Any]]:
@@ -157,7 +148,6 @@ def cell_lines(number: int, cell: Any, color: bool) -> list[str]:
     return lines
 
 
-def _as_datetime(timestamp: float) -> Any:
-    from datetime import datetime, timezone  # noqa: PLC0415
-
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc)
+def modified_time(file: str) -> datetime:
+    """A file's modification time (to compare with the journal's records)."""
+    return datetime.fromtimestamp(os.path.getmtime(file), tz=timezone.utc)
