@@ -79,6 +79,14 @@ class Server:
             raw = response.read()
         return json.loads(raw) if raw else None
 
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines of the server's log, for error messages."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError as err:
+            return f"(no log: {err})"
+        return "\n".join(text.splitlines()[-lines:])
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -172,20 +180,25 @@ def make_notebook(
 class KernelClient:
     """A JupyterLab-like client on the v1 kernel websocket protocol."""
 
-    def __init__(self, ws: Any, session_id: str) -> None:
+    def __init__(self, ws: Any, session_id: str, server: Server, kernel_id: str) -> None:
         self.ws = ws
         self.session_id = session_id
+        self.server = server
+        self.kernel_id = kernel_id
 
     @classmethod
     async def connect(cls, server: Server, kernel_id: str) -> KernelClient:
         session_id = uuid.uuid4().hex
+        return cls(await cls._open(server, kernel_id, session_id), session_id, server, kernel_id)
+
+    @staticmethod
+    async def _open(server: Server, kernel_id: str, session_id: str) -> Any:
         url = server.base_url.replace("http", "ws", 1)
         request = HTTPRequest(
             f"{url}api/kernels/{kernel_id}/channels?session_id={session_id}",
             headers={"Authorization": f"token {server.token}"},
         )
-        ws = await websocket_connect(request, subprotocols=[V1], max_message_size=1 << 30)
-        return cls(ws, session_id)
+        return await websocket_connect(request, subprotocols=[V1], max_message_size=1 << 30)
 
     async def send(self, msg_type: str, content: dict[str, Any], metadata: dict[str, Any]) -> str:
         header = {
@@ -211,15 +224,38 @@ class KernelClient:
             "content": json.loads(parts[3]),
         }
 
-    async def ready(self, timeout: float = 60) -> None:
-        msg_id = await self.send("kernel_info_request", {}, {})
-        while True:
-            msg = await self.recv(timeout)
-            if (
-                msg["parent_header"].get("msg_id") == msg_id
-                and msg["header"]["msg_type"] == "kernel_info_reply"
-            ):
-                return
+    async def ready(self, timeout: float = 60, attempts: int = 3) -> None:
+        """Wait for the kernel's reply to a kernel_info request.
+
+        A websocket the server closes before that is reopened with the same session id,
+        as JupyterLab does, after saying why on stderr; a server that died is an error.
+        """
+        for attempt in range(1, attempts + 1):
+            msg_id = await self.send("kernel_info_request", {}, {})
+            try:
+                while True:
+                    msg = await self.recv(timeout)
+                    if (
+                        msg["parent_header"].get("msg_id") == msg_id
+                        and msg["header"]["msg_type"] == "kernel_info_reply"
+                    ):
+                        return
+            except ConnectionError:
+                code = self.server.process.poll()
+                tail = self.server.log_tail()
+                if code is not None or attempt == attempts:
+                    state = f"exited with {code}" if code is not None else "still running"
+                    raise ConnectionError(
+                        f"{self.server.name} server closed the kernel websocket ({state}); "
+                        f"its log ends:\n{tail}"
+                    ) from None
+                print(
+                    f"  note: {self.server.name} server closed a new kernel websocket; "
+                    f"reconnecting. Its log ends:\n{tail}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                self.ws = await self._open(self.server, self.kernel_id, self.session_id)
 
     async def execute(self, code: str) -> str:
         content = {

@@ -74,6 +74,7 @@ class Flusher(LoggingConfigurable):
     async def _write(self, path: str, ignore_clients: bool, ignore_pause: bool) -> str:
         executions = self.store.to_write(path)
         if not executions:
+            self._forget_if_done(path)
             return "up to date"
         if not ignore_clients and any(self.attached(e.kernel_id) for e in executions):
             return "client attached"
@@ -106,8 +107,7 @@ class Flusher(LoggingConfigurable):
                 f"jupyter_persist: {len(result.missing)} cell(s) of {path} no longer exist "
                 f"({', '.join(sorted(result.missing))}); their outputs are kept in memory",
             )
-        if not any(e.running for e in self.store.executions() if e.path == path):
-            self.writer.forget(path)
+        self._forget_if_done(path)
         if not result.saved:
             return "up to date"
         self.last_written[path] = time.time()
@@ -122,6 +122,11 @@ class Flusher(LoggingConfigurable):
             result.seconds * 1000,
         )
         return "written"
+
+    def _forget_if_done(self, path: str) -> None:
+        """Drop the writer's parsed copy of a notebook none of whose cells is running."""
+        if not any(e.running for e in self.store.executions() if e.path == path):
+            self.writer.forget(path)
 
     def _warn_once(self, path: str, message: str) -> None:
         if self._warned.get(path) != message:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import time
 from collections import deque
 from collections.abc import Callable
@@ -12,42 +11,41 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
+from jupyter_client.connect import ConnectionFileMixin
 from jupyter_client.session import Session
 from traitlets import Any as AnyTrait
 from traitlets.config import LoggingConfigurable
-from zmq.eventloop.zmqstream import ZMQStream
 
-#: IOPub message types whose content the capture needs; the rest are skipped unparsed.
-WANTED_MSG_TYPES = frozenset(
-    {
-        "stream",
-        "display_data",
-        "update_display_data",
-        "execute_result",
-        "error",
-        "clear_output",
-        "execute_input",
-        "status",
-    }
-)
+from .iopub import coalesce_streams, decode
 
 MessageCallback = Callable[[str, dict[str, Any]], None]
 
+#: Seconds messages wait before they are handled: a backlog is handled as one batch, in
+#: which consecutive stream messages are merged (far below the journal's 1 s).
+HANDLE_DELAY = 0.02
 #: Seconds of handling messages per event-loop turn, and the pause after a full one.
 #: jupyter_server's own IOPub subscriptions (activity watcher, clients, replay buffer)
 #: keep ZMQ's 1,000-message limit: they must be read first, or a flood overflows them.
 HANDLE_BUDGET = 0.005
 HANDLE_PAUSE = 0.005
+#: Messages read from one socket per event-loop turn.
+READ_BATCH = 1000
 
 
 @dataclass
 class _Subscription:
-    stream: ZMQStream
+    #: The socket as jupyter_client made it (with the server's asyncio context, an
+    #: asyncio socket) and a plain shadow of it for non-blocking reads.
+    owner: zmq.Socket[bytes]
+    socket: zmq.Socket[bytes]
     session: Session
     ports: tuple[Any, ...]
     #: Set by the first message received: from then on nothing the kernel publishes is
     #: missed (a SUB socket connects asynchronously and drops what comes before).
     live: asyncio.Event = field(default_factory=asyncio.Event)
+    fd: int = -1
+    #: When the kernel's latest status message, if it said ``idle``, was handled.
+    idle_since: float | None = None
 
 
 class KernelListener(LoggingConfigurable):
@@ -56,7 +54,12 @@ class KernelListener(LoggingConfigurable):
     The subscription is opened with the kernel manager's own connection info, exactly as
     jupyter_server's activity watcher does, so it works for every kernel the manager
     starts, whatever client started it. Messages are passed to ``on_message`` as
-    deserialized dictionaries (buffers dropped), one call each.
+    deserialized dictionaries (buffers dropped), a run of stream messages of one
+    execution merged into one (see :func:`~jupyter_persist.iopub.coalesce_streams`).
+
+    The socket is read directly, every waiting message at once, rather than through a
+    ``ZMQStream``, which costs an event-loop turn and a socket-option query per message:
+    measured, a third of the capture's cost during a ``print(..., flush=True)`` flood.
     """
 
     kernel_manager = AnyTrait(help="The server's MultiKernelManager.")
@@ -81,71 +84,64 @@ class KernelListener(LoggingConfigurable):
             ports = tuple(getattr(kernel, "ports", ()) or ())
         except KeyError:
             return False
-        self._lift_watcher_limit(kernel_id, kernel)
         current = self._subscriptions.get(kernel_id)
         if current is not None:
-            if current.ports == ports and not current.stream.closed():
+            if current.ports == ports and not current.owner.closed:
                 return True
             self.detach(kernel_id)
+        if not isinstance(kernel, ConnectionFileMixin):
+            self.log.warning(
+                "jupyter_persist: kernel %s (%s) has no local ZMQ connection; not captured",
+                kernel_id,
+                type(kernel).__name__,
+            )
+            return False
         try:
-            stream = kernel.connect_iopub()
+            owner = self._connect_iopub(kernel)
         except Exception as err:  # a kernel still starting has no connection info yet
             self.log.debug("jupyter_persist: cannot subscribe to kernel %s yet: %s", kernel_id, err)
             return False
-        self._never_drop(kernel_id, kernel, stream)
+        socket: zmq.Socket[bytes] = zmq.Socket.shadow(owner.underlying)
         session = Session(config=kernel.session.config, key=kernel.session.key)
-        subscription = _Subscription(stream, session, ports)
+        subscription = _Subscription(owner, socket, session, ports, fd=socket.fileno())
         self._subscriptions[kernel_id] = subscription
-        stream.on_recv(lambda parts: self._enqueue(kernel_id, subscription, parts))
+        loop = asyncio.get_running_loop()
+        loop.add_reader(subscription.fd, self._read, kernel_id, subscription)
+        # The descriptor signals changes only: read what may already be waiting.
+        loop.call_soon(self._read, kernel_id, subscription)
         self.log.debug("jupyter_persist: subscribed to IOPub of kernel %s", kernel_id)
         return True
 
-    def _lift_watcher_limit(self, kernel_id: str, kernel: Any) -> None:
-        """Give jupyter_server's activity watcher of a kernel the same unlimited queue.
+    def _connect_iopub(self, kernel: Any) -> zmq.Socket[bytes]:
+        """An IOPub SUB socket as jupyter_client makes one, with no queue limit from the start.
 
-        The server learns a kernel's ``execution_state`` from its own IOPub subscription,
-        which keeps ZMQ's 1,000-message limit: during a flood of output, with the
-        extension's work on the same event loop, it fell behind, missed the kernel's
-        final ``idle``, and ``GET /api/kernels`` said ``busy`` for good (measured: a
-        200,000-line ``print(..., flush=True)`` loop; an idle culler would never cull that
-        kernel). Its stream is ``_activity_stream`` (private to jupyter_server, there
-        since 2015); a server without one is left alone.
-        """
-        stream: Any = getattr(kernel, "_activity_stream", None)
-        socket = getattr(stream, "socket", None)
-        try:
-            if stream is None or socket is None or stream.closed():
-                return
-            if socket.getsockopt(zmq.RCVHWM) == 0:
-                return
-        except zmq.ZMQError:
-            return
-        self._never_drop(kernel_id, kernel, stream, "the server's activity watcher")
-
-    def _never_drop(
-        self, kernel_id: str, kernel: Any, stream: Any, whose: str = "the extension's"
-    ) -> None:
-        """Lift our IOPub socket's receive limit, so a burst waits instead of being lost.
-
-        With ZMQ's default high-water mark (1000 messages), a kernel that publishes
+        With ZMQ's default high-water mark (1,000 messages), a kernel that publishes
         faster than the server handles messages drops the excess for this subscriber:
-        measured, 86,000 of 200,000 lines lost. A socket's limit applies to connections
-        made after it is set, so the socket jupyter_client connected is reconnected.
+        measured, 86,000 of 200,000 lines lost. The limit applies to connections made
+        after it is set, and disconnecting a SUB socket that holds messages can abort
+        the process in libzmq (zeromq/libzmq#2163), so it is set before connecting.
+        The socket belongs to the kernel manager's context, as jupyter_client's do.
         """
+        owner: zmq.Socket[bytes] = kernel.context.socket(zmq.SUB)
         try:
-            url = kernel._make_url("iopub")
-            socket = stream.socket
-            socket.disconnect(url)
-            socket.setsockopt(zmq.RCVHWM, 0)
-            socket.connect(url)
-        except Exception as err:
-            self.log.warning(
-                "jupyter_persist: could not lift the IOPub queue limit of %s for kernel %s "
-                "(%s); a kernel publishing faster than the server reads may lose messages",
-                whose,
-                kernel_id,
-                err,
-            )
+            owner.linger = 0
+            owner.setsockopt(zmq.RCVHWM, 0)
+            if getattr(kernel, "curve_publickey", None) is not None:
+                # As jupyter_client's _create_connected_socket: the connection file's keys.
+                owner.curve_secretkey = kernel.curve_secretkey
+                owner.curve_publickey = kernel.curve_publickey
+                owner.curve_serverkey = kernel.curve_publickey
+            owner.setsockopt(zmq.SUBSCRIBE, b"")
+            owner.connect(kernel._make_url("iopub"))
+        except BaseException:
+            owner.close(linger=0)
+            raise
+        return owner
+
+    def idle_since(self, kernel_id: str) -> float | None:
+        """Monotonic time since which the kernel is idle by its IOPub status, or None."""
+        subscription = self._subscriptions.get(kernel_id)
+        return subscription.idle_since if subscription is not None else None
 
     def mark_restarting(self, kernel_id: str) -> None:
         """The kernel process is being replaced: the socket must reconnect to the new one.
@@ -183,36 +179,87 @@ class KernelListener(LoggingConfigurable):
             shell.close(linger=0)
         return subscription.live.is_set()
 
-    def _enqueue(self, kernel_id: str, subscription: _Subscription, parts: list[bytes]) -> None:
-        subscription.live.set()
-        self._received.append((kernel_id, subscription, parts))
-        if self._handling is None:
-            self._handling = asyncio.get_running_loop().call_soon(self._handle_some)
+    def _read(self, kernel_id: str, subscription: _Subscription) -> None:
+        """Take the messages waiting on a socket (up to ``READ_BATCH``); never raises."""
+        socket = subscription.socket
+        if subscription.owner.closed or self._subscriptions.get(kernel_id) is not subscription:
+            return
+        received = 0
+        try:
+            while received < READ_BATCH:
+                try:
+                    parts = socket.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._received.append((kernel_id, subscription, parts))
+                received += 1
+            else:
+                # More may wait, and the edge-triggered descriptor will not say so again.
+                asyncio.get_running_loop().call_soon(self._read, kernel_id, subscription)
+        except zmq.ZMQError as err:
+            self.log.debug("jupyter_persist: reading IOPub of kernel %s: %s", kernel_id, err)
+        if received:
+            subscription.live.set()
+            if self._handling is None:
+                loop = asyncio.get_running_loop()
+                self._handling = loop.call_later(HANDLE_DELAY, self._handle_some)
 
     def _handle_some(self) -> None:
         """Handle received messages for up to ``HANDLE_BUDGET`` seconds, then yield."""
         self._handling = None
         deadline = time.perf_counter() + HANDLE_BUDGET
         while self._received and time.perf_counter() < deadline:
-            self._receive(*self._received.popleft())
+            self._handle_batch(64)
         if self._received:
             loop = asyncio.get_running_loop()
             self._handling = loop.call_later(HANDLE_PAUSE, self._handle_some)
 
+    def catch_up(self) -> None:
+        """Read every socket and handle everything received, now (before a save)."""
+        for kernel_id, subscription in list(self._subscriptions.items()):
+            self._read(kernel_id, subscription)
+        self.handle_all()
+
     def handle_all(self) -> None:
         """Handle every message received so far, now (before a detach or a stop)."""
         while self._received:
-            self._receive(*self._received.popleft())
+            self._handle_batch(len(self._received))
+
+    def _handle_batch(self, size: int) -> None:
+        """Decode up to ``size`` received messages, merge stream runs, pass them on."""
+        decoded: list[tuple[str, dict[str, Any]]] = []
+        for _ in range(min(size, len(self._received))):
+            kernel_id, subscription, parts = self._received.popleft()
+            msg = self._decode(kernel_id, subscription, parts)
+            if msg is None:
+                continue
+            decoded.append((kernel_id, msg))
+            if msg["header"].get("msg_type") == "status":
+                state = (msg.get("content") or {}).get("execution_state")
+                subscription.idle_since = time.monotonic() if state == "idle" else None
+        start = 0
+        while start < len(decoded):
+            kernel_id = decoded[start][0]
+            end = start
+            while end < len(decoded) and decoded[end][0] == kernel_id:
+                end += 1
+            for msg in coalesce_streams(msg for _, msg in decoded[start:end]):
+                self._deliver(kernel_id, msg)
+            start = end
 
     def detach(self, kernel_id: str) -> None:
         """Close the subscription of a kernel, if any."""
+        subscription = self._subscriptions.get(kernel_id)
+        if subscription is not None:
+            self._read(kernel_id, subscription)
         self.handle_all()
         subscription = self._subscriptions.pop(kernel_id, None)
         if subscription is None:
             return
-        if not subscription.stream.closed():
-            subscription.stream.on_recv(None)
-            subscription.stream.close(linger=0)
+        if not subscription.owner.closed:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(subscription.fd)
+            subscription.owner.close(linger=0)
         self.log.debug("jupyter_persist: unsubscribed from kernel %s", kernel_id)
 
     def close(self) -> None:
@@ -224,40 +271,18 @@ class KernelListener(LoggingConfigurable):
             self._handling.cancel()
             self._handling = None
 
-    def _receive(self, kernel_id: str, subscription: _Subscription, parts: list[bytes]) -> None:
+    def _decode(
+        self, kernel_id: str, subscription: _Subscription, parts: list[bytes]
+    ) -> dict[str, Any] | None:
         try:
-            msg = decode(subscription.session, parts)
+            return decode(subscription.session, parts)
         except Exception as err:
             self.log.debug("jupyter_persist: undecodable IOPub message from %s: %s", kernel_id, err)
-            return
-        if msg is None:
-            return
+            return None
+
+    def _deliver(self, kernel_id: str, msg: dict[str, Any]) -> None:
         try:
             self._on_message(kernel_id, msg)
         except Exception:
             # A callback must never break the subscription: log and keep listening.
             self.log.exception("jupyter_persist: error handling a message of kernel %s", kernel_id)
-
-
-def decode(session: Session, parts: list[bytes]) -> dict[str, Any] | None:
-    """Check a message's signature and decode what the capture needs; None to skip it.
-
-    Leaner than ``Session.deserialize``, which this runs beside for every IOPub message:
-    no date parsing, no replay history (an IOPub SUB socket only receives), and the
-    parent header and content are only decoded for the message types we use.
-    """
-    _, fed = session.feed_identities(parts)  # copies: every part is bytes
-    if len(fed) < 5:
-        raise ValueError("too few message parts")
-    signature: Any = fed[0]
-    if session.auth is not None and not hmac.compare_digest(signature, session.sign(fed[1:5])):
-        raise ValueError("invalid signature")
-    header = session.unpack(fed[1])
-    if header.get("msg_type") not in WANTED_MSG_TYPES:
-        return None
-    return {
-        "header": header,
-        "parent_header": session.unpack(fed[2]),
-        "content": session.unpack(fed[4]),
-        "buffers": [],
-    }
