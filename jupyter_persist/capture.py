@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import Counter
 from collections.abc import Coroutine
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from traitlets.config import LoggingConfigurable
 from .caps import Limits, output_message_size
 from .flusher import Flusher
 from .guard import reconcile_save
+from .idle import correct_missed_idle
 from .journal import Journal
 from .listener import KernelListener
 from .locator import ExecutionLocator
@@ -36,9 +35,6 @@ from .writer import NotebookWriter
 
 KERNEL_ACTIONS_SCHEMA = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
 CONTENTS_SCHEMA = "https://events.jupyter.org/jupyter_server/contents_service/v1"
-#: Seconds our subscription must have seen a kernel idle before the server's "busy" is
-#: taken as a missed status (the server's own watcher reads the same messages sooner).
-MISSED_IDLE_AFTER = 2.0
 OUTPUT_MSG_TYPES = frozenset(
     {"stream", "display_data", "update_display_data", "execute_result", "error"}
 )
@@ -374,8 +370,8 @@ class CaptureManager(LoggingConfigurable):
             if not isinstance(cells, list):
                 return
             path = path.strip("/")
-            # What the kernel sent before this save, and a client may have shown, first.
-            self.listener.catch_up()
+            if path not in self.flusher.saving:
+                self._catch_up_before(path)
             report = reconcile_save(self.store, path, cells)
             # Our own save may also get output that arrived while it was being prepared.
             level = logging.DEBUG if path in self.flusher.saving else logging.INFO
@@ -395,6 +391,13 @@ class CaptureManager(LoggingConfigurable):
         except Exception as err:
             self.log.warning("jupyter_persist: could not check a save of %s: %s", path, err)
 
+    def _catch_up_before(self, path: str) -> None:
+        """Handle what the kernels sent before a client's save, which it may have shown."""
+        try:
+            self.listener.catch_up()
+        except Exception as err:
+            self.log.warning("jupyter_persist: could not catch up before saving %s: %s", path, err)
+
     # -- writing ---------------------------------------------------------------------
 
     async def _tick(self) -> None:
@@ -406,46 +409,11 @@ class CaptureManager(LoggingConfigurable):
                 self._track_kernel(kernel_id)
             for kernel_id in self.listener.kernel_ids - known:
                 self._kernel_gone(kernel_id)
-            self._correct_missed_idle()
+            correct_missed_idle(self.kernel_manager, self.listener, self.log)
             await self.locator.follow_sessions()
             await self.flush_all()
         except Exception:
             self.log.exception("jupyter_persist: error in the flush loop")
-
-    def _correct_missed_idle(self) -> None:
-        """Tell the server a kernel is idle when its own activity watcher missed it.
-
-        jupyter_server learns a kernel's ``execution_state`` from its own IOPub
-        subscription, which keeps ZMQ's 1,000-message limit: when its event loop falls
-        behind a flood of output, the kernel drops messages for it, the final ``idle``
-        among them, and ``GET /api/kernels`` says ``busy`` for good (an idle culler would
-        never cull that kernel). Our subscription drops nothing: once it has seen the
-        kernel idle for ``MISSED_IDLE_AFTER`` seconds with no status since, the server's
-        ``busy`` is stale.
-        """
-        now = time.monotonic()
-        stale = [
-            kernel_id
-            for kernel_id in self.listener.kernel_ids
-            if now - (self.listener.idle_since(kernel_id) or now) >= MISSED_IDLE_AFTER
-        ]
-        if stale:
-            self.listener.catch_up()  # a new execution's "busy" may be waiting for us
-        for kernel_id in stale:
-            since = self.listener.idle_since(kernel_id)
-            if since is None or now - since < MISSED_IDLE_AFTER:
-                continue
-            try:
-                kernel = self.kernel_manager.get_kernel(kernel_id)
-            except KeyError:
-                continue
-            if getattr(kernel, "execution_state", None) == "busy" and _quiet(kernel):
-                kernel.execution_state = "idle"
-                self.log.warning(
-                    "jupyter_persist: the server missed kernel %s going idle (its IOPub queue "
-                    "overflowed during a burst of output); marked it idle",
-                    kernel_id,
-                )
 
     async def flush_all(self) -> None:
         """Write every notebook with unwritten outputs whose kernel has no client attached."""
@@ -468,19 +436,6 @@ class CaptureManager(LoggingConfigurable):
     def captured_paths(self) -> set[str]:
         """Notebooks with outputs tracked in memory."""
         return {e.path for e in self.store.executions() if e.path is not None}
-
-
-def _quiet(kernel: Any) -> bool:
-    """Whether the server's activity watcher has handled no message of the kernel lately.
-
-    It handles a new execution's ``busy`` before we may: then it is not quiet.
-    """
-    last = getattr(kernel, "last_activity", None)
-    if not isinstance(last, datetime):
-        return False
-    if last.tzinfo is None:
-        last = last.replace(tzinfo=timezone.utc)
-    return (datetime.now(timezone.utc) - last).total_seconds() >= MISSED_IDLE_AFTER / 2
 
 
 def debug_logged(log: Any) -> bool:

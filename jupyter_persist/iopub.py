@@ -69,7 +69,8 @@ def coalesce_streams(messages: Iterable[dict[str, Any]]) -> Iterator[dict[str, A
 
     JupyterLab appends a stream message to the previous output when it is of the same
     stream, and interprets ``\\r`` and ``\\b`` across message boundaries, so one message
-    carrying the concatenated text gives the same outputs. A kernel printing with
+    carrying the concatenated text gives the same outputs (once a stream is over its
+    size caps, the cut between head and tail may fall a little elsewhere). A kernel printing with
     ``flush=True`` sends one message per line: merged, the capture handles a backlog of
     them at the cost of one. The merged message keeps the first one's header.
     """

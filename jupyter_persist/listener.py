@@ -28,8 +28,14 @@ HANDLE_DELAY = 0.02
 #: keep ZMQ's 1,000-message limit: they must be read first, or a flood overflows them.
 HANDLE_BUDGET = 0.005
 HANDLE_PAUSE = 0.005
-#: Messages read from one socket per event-loop turn.
+#: Messages and bytes read from one socket per event-loop turn.
 READ_BATCH = 1000
+READ_BYTES = 4 * 1024 * 1024
+#: Bytes received and not yet handled past which sockets are left unread for a while.
+BACKLOG_BYTES = 16 * 1024 * 1024
+#: Messages and bytes decoded and merged at a time within a handling slice.
+HANDLE_BATCH = 64
+HANDLE_BATCH_BYTES = 1024 * 1024
 
 
 @dataclass
@@ -69,8 +75,13 @@ class KernelListener(LoggingConfigurable):
         self._on_message = on_message
         self._subscriptions: dict[str, _Subscription] = {}
         #: Received, not yet handled (our socket's queue has no limit; this is its tail).
-        self._received: deque[tuple[str, _Subscription, list[bytes]]] = deque()
+        self._received: deque[tuple[str, _Subscription, list[bytes], int]] = deque()
+        self._received_bytes = 0
+        #: Kernels whose socket is not read until the backlog shrinks.
+        self._paused: set[str] = set()
         self._handling: asyncio.Handle | asyncio.TimerHandle | None = None
+        #: Kernels with no local ZMQ connection, warned about once.
+        self._not_capturable: set[str] = set()
 
     @property
     def kernel_ids(self) -> set[str]:
@@ -90,6 +101,9 @@ class KernelListener(LoggingConfigurable):
                 return True
             self.detach(kernel_id)
         if not isinstance(kernel, ConnectionFileMixin):
+            if kernel_id in self._not_capturable:
+                return False
+            self._not_capturable.add(kernel_id)
             self.log.warning(
                 "jupyter_persist: kernel %s (%s) has no local ZMQ connection; not captured",
                 kernel_id,
@@ -179,43 +193,69 @@ class KernelListener(LoggingConfigurable):
             shell.close(linger=0)
         return subscription.live.is_set()
 
-    def _read(self, kernel_id: str, subscription: _Subscription) -> None:
-        """Take the messages waiting on a socket (up to ``READ_BATCH``); never raises."""
+    def _read(self, kernel_id: str, subscription: _Subscription, bounded: bool = True) -> int:
+        """Take messages waiting on a socket; return how many. Never raises.
+
+        Bounded (the default), a call takes at most ``READ_BATCH`` messages or
+        ``READ_BYTES``, and none while ``BACKLOG_BYTES`` wait to be handled: the rest
+        stays in the socket's queue until the handler catches up (a flood of 1 MB prints
+        read eagerly blocked the event loop for seconds and doubled the server's memory).
+        """
         socket = subscription.socket
         if subscription.owner.closed or self._subscriptions.get(kernel_id) is not subscription:
-            return
-        received = 0
+            return 0
+        received = read_bytes = 0
+        loop = asyncio.get_running_loop()
         try:
-            while received < READ_BATCH:
+            while True:
+                if bounded and self._received_bytes >= BACKLOG_BYTES:
+                    self._paused.add(kernel_id)
+                    break
+                if bounded and (received >= READ_BATCH or read_bytes >= READ_BYTES):
+                    # More may wait, and the edge-triggered descriptor will not say so again.
+                    loop.call_soon(self._read, kernel_id, subscription)
+                    break
                 try:
                     parts = socket.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                self._received.append((kernel_id, subscription, parts))
+                size = sum(len(part) for part in parts)
+                self._received.append((kernel_id, subscription, parts, size))
+                self._received_bytes += size
                 received += 1
-            else:
-                # More may wait, and the edge-triggered descriptor will not say so again.
-                asyncio.get_running_loop().call_soon(self._read, kernel_id, subscription)
+                read_bytes += size
         except zmq.ZMQError as err:
             self.log.debug("jupyter_persist: reading IOPub of kernel %s: %s", kernel_id, err)
         if received:
             subscription.live.set()
             if self._handling is None:
-                loop = asyncio.get_running_loop()
                 self._handling = loop.call_later(HANDLE_DELAY, self._handle_some)
+        return received
 
     def _handle_some(self) -> None:
         """Handle received messages for up to ``HANDLE_BUDGET`` seconds, then yield."""
         self._handling = None
         deadline = time.perf_counter() + HANDLE_BUDGET
         while self._received and time.perf_counter() < deadline:
-            self._handle_batch(64)
+            self._handle_batch(HANDLE_BATCH, HANDLE_BATCH_BYTES)
+        self._resume_reading()
         if self._received:
             loop = asyncio.get_running_loop()
             self._handling = loop.call_later(HANDLE_PAUSE, self._handle_some)
 
+    def _resume_reading(self) -> None:
+        """Read the sockets left unread again once the backlog is down to half."""
+        if not self._paused or self._received_bytes >= BACKLOG_BYTES // 2:
+            return
+        loop = asyncio.get_running_loop()
+        for kernel_id in self._paused:
+            subscription = self._subscriptions.get(kernel_id)
+            if subscription is not None:
+                loop.call_soon(self._read, kernel_id, subscription)
+        self._paused.clear()
+
     def catch_up(self) -> None:
-        """Read every socket and handle everything received, now (before a save)."""
+        """Read every socket (within the bounds) and handle what was received, now."""
         for kernel_id, subscription in list(self._subscriptions.items()):
             self._read(kernel_id, subscription)
         self.handle_all()
@@ -223,20 +263,25 @@ class KernelListener(LoggingConfigurable):
     def handle_all(self) -> None:
         """Handle every message received so far, now (before a detach or a stop)."""
         while self._received:
-            self._handle_batch(len(self._received))
+            self._handle_batch(len(self._received), None)
+        self._resume_reading()
 
-    def _handle_batch(self, size: int) -> None:
-        """Decode up to ``size`` received messages, merge stream runs, pass them on."""
+    def _handle_batch(self, size: int, max_bytes: int | None) -> None:
+        """Decode up to ``size`` messages (or ``max_bytes``), merge stream runs, pass them on."""
         decoded: list[tuple[str, dict[str, Any]]] = []
-        for _ in range(min(size, len(self._received))):
-            kernel_id, subscription, parts = self._received.popleft()
+        taken = 0
+        while self._received and len(decoded) < size:
+            if max_bytes is not None and decoded and taken >= max_bytes:
+                break
+            kernel_id, subscription, parts, nbytes = self._received.popleft()
+            self._received_bytes -= nbytes
+            taken += nbytes
             msg = self._decode(kernel_id, subscription, parts)
             if msg is None:
                 continue
             decoded.append((kernel_id, msg))
             if msg["header"].get("msg_type") == "status":
-                state = (msg.get("content") or {}).get("execution_state")
-                subscription.idle_since = time.monotonic() if state == "idle" else None
+                self._note_status(subscription, msg)
         start = 0
         while start < len(decoded):
             kernel_id = decoded[start][0]
@@ -247,18 +292,36 @@ class KernelListener(LoggingConfigurable):
                 self._deliver(kernel_id, msg)
             start = end
 
+    def _note_status(self, subscription: _Subscription, msg: dict[str, Any]) -> None:
+        """Follow the kernel's state as jupyter_server's activity watcher does.
+
+        Like it, only statuses of tracked requests count: the busy/idle around a
+        control request (an interrupt, a debugger request) answered while a cell runs
+        must not make the kernel look idle.
+        """
+        parent_type = (msg.get("parent_header") or {}).get("msg_type", "")
+        tracked = getattr(self.kernel_manager, "track_message_type", None)
+        if callable(tracked) and not tracked(parent_type):
+            return
+        state = (msg.get("content") or {}).get("execution_state")
+        subscription.idle_since = time.monotonic() if state == "idle" else None
+
     def detach(self, kernel_id: str) -> None:
-        """Close the subscription of a kernel, if any."""
+        """Close the subscription of a kernel, if any, after handling all it holds."""
         subscription = self._subscriptions.get(kernel_id)
         if subscription is not None:
-            self._read(kernel_id, subscription)
+            while self._read(kernel_id, subscription, bounded=False):
+                self.handle_all()
         self.handle_all()
         subscription = self._subscriptions.pop(kernel_id, None)
+        self._paused.discard(kernel_id)
         if subscription is None:
             return
+        # Also for a socket closed under us (a destroyed context): its descriptor
+        # number may be reused, and a stale registration would shadow the new one.
+        with contextlib.suppress(Exception):
+            asyncio.get_running_loop().remove_reader(subscription.fd)
         if not subscription.owner.closed:
-            with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_reader(subscription.fd)
             subscription.owner.close(linger=0)
         self.log.debug("jupyter_persist: unsubscribed from kernel %s", kernel_id)
 

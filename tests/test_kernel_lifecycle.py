@@ -140,8 +140,9 @@ async def test_fifty_kernel_cycles_leak_no_descriptors(jp_fetch: Any, capture: A
         await cycle()
     await asyncio.sleep(0.5)
     assert capture.listener.kernel_ids == set()
-    assert process.num_fds() <= fds_before, "file descriptors grew over 50 kernel cycles"
-    assert len(process.net_connections(kind="all")) <= sockets_before, "sockets grew"
+    # A leak shows as one or more per cycle (50 or more); a few may still be closing.
+    assert process.num_fds() <= fds_before + 5, "file descriptors grew over 50 kernel cycles"
+    assert len(process.net_connections(kind="all")) <= sockets_before + 5, "sockets grew"
 
 
 async def test_bare_kernel_outputs_go_to_no_notebook(

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 import zmq
-from helpers import LabLikeClient, make_notebook, wait_for
+from helpers import LabLikeClient, make_notebook, run_and_leave, wait_for
 from jupyter_client.session import Session
 
-from jupyter_persist import reducer
+from jupyter_persist import listener, reducer
 from jupyter_persist.iopub import coalesce_streams, decode
 
 
@@ -178,3 +178,58 @@ async def test_the_server_still_sees_the_kernel_go_idle_after_a_flood(
     assert await kernel_state() == "idle"
     missed = [r for r in caplog.records if "the server missed kernel" in r.getMessage()]
     assert [r.levelname for r in missed] == ["WARNING"]
+
+
+async def test_a_control_request_during_a_silent_cell_does_not_look_idle(
+    jp_serverapp: Any, jp_root_dir: Path, jp_ws_fetch: Any, notebook_session: Any, capture: Any
+) -> None:
+    """The busy/idle around a control request answered mid-cell is not the kernel's state.
+
+    jupyter_server ignores those statuses (``untracked_message_types``); so must the
+    missed-idle correction, or it would mark a running kernel idle for the culler.
+    """
+    code = "import time\nprint('start', flush=True)\ntime.sleep(8)\nprint('DONE')"
+    make_notebook(jp_root_dir / "silent.ipynb", [("c", code)])
+    _, kernel_id = await notebook_session("silent.ipynb")
+    msg_id = await run_and_leave(jp_ws_fetch, kernel_id, code, "c")
+    kernel = jp_serverapp.kernel_manager.get_kernel(kernel_id)
+    control = kernel.connect_control()
+    try:
+        kernel.session.send(control, "kernel_info_request")
+        await asyncio.sleep(4)  # past MISSED_IDLE_AFTER, with ticks every 0.5 s
+    finally:
+        control.close(linger=0)
+    assert capture.store.get(msg_id).running
+    assert capture.listener.idle_since(kernel_id) is None
+    assert kernel.execution_state == "busy"
+
+
+async def test_a_flood_of_large_messages_waits_in_the_socket(
+    jp_root_dir: Path, jp_ws_fetch: Any, notebook_session: Any, capture: Any
+) -> None:
+    """1 MB prints as fast as the kernel sends: the received backlog stays bounded."""
+    code = (
+        "chunk = ('x' * 99 + '\\n') * 10_000\nprint('start', flush=True)\n"
+        "for i in range(80):\n    print(chunk, end='', flush=True)\nprint('DONE', flush=True)"
+    )
+    make_notebook(jp_root_dir / "chunks.ipynb", [("c", code)])
+    _, kernel_id = await notebook_session("chunks.ipynb")
+    peak = 0
+    stop = asyncio.Event()
+
+    async def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, capture.listener._received_bytes)
+            await asyncio.sleep(0.005)
+
+    sampler = asyncio.ensure_future(sample())
+    try:
+        msg_id = await run_and_leave(jp_ws_fetch, kernel_id, code, "c")
+        execution = capture.store.get(msg_id)
+        await wait_for(lambda: not execution.running, timeout=120)
+    finally:
+        stop.set()
+        await sampler
+    assert execution.area.to_json()[0]["text"].endswith("x\nDONE\n")
+    assert 0 < peak <= listener.BACKLOG_BYTES + listener.READ_BYTES + 2_000_000
