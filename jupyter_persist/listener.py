@@ -8,6 +8,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 import zmq
@@ -282,15 +284,9 @@ class KernelListener(LoggingConfigurable):
             decoded.append((kernel_id, msg))
             if msg["header"].get("msg_type") == "status":
                 self._note_status(subscription, msg)
-        start = 0
-        while start < len(decoded):
-            kernel_id = decoded[start][0]
-            end = start
-            while end < len(decoded) and decoded[end][0] == kernel_id:
-                end += 1
-            for msg in coalesce_streams(msg for _, msg in decoded[start:end]):
+        for kernel_id, run in groupby(decoded, key=itemgetter(0)):
+            for msg in coalesce_streams(msg for _, msg in run):
                 self._deliver(kernel_id, msg)
-            start = end
 
     def _note_status(self, subscription: _Subscription, msg: dict[str, Any]) -> None:
         """Follow the kernel's state as jupyter_server's activity watcher does.
