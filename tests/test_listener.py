@@ -149,8 +149,10 @@ async def test_the_server_still_sees_the_kernel_go_idle_after_a_flood(
     falls behind during a flood, its queue overflows, it misses the kernel's final
     ``idle``, and ``GET /api/kernels`` says ``busy`` for good (an idle culler would
     never cull that kernel). Here the loop is held while a kernel prints 10,000 lines
-    and finishes, which overflows it; our subscription, which drops nothing, tells the
-    server. The watcher's own socket is left alone (reconnecting it can abort libzmq).
+    and finishes, which overflows it, though the final ``idle`` sometimes still gets
+    through the TCP buffers; so the test then leaves the server's state at ``busy`` as
+    such a watcher does, and our subscription, which drops nothing, must correct it.
+    The watcher's own socket is left alone (reconnecting it can abort libzmq).
     """
     code = "for i in range(10000):\n    print(i, flush=True)\nprint('DONE', flush=True)"
     make_notebook(jp_root_dir / "flood.ipynb", [("c", code)])
@@ -172,12 +174,19 @@ async def test_the_server_still_sees_the_kernel_go_idle_after_a_flood(
         response = await jp_fetch("api", "kernels", kernel_id)
         return str(json.loads(response.body)["execution_state"])
 
-    deadline = time.monotonic() + 10
-    while await kernel_state() != "idle" and time.monotonic() < deadline:  # noqa: ASYNC110 (polls the server)
-        await asyncio.sleep(0.2)
-    assert await kernel_state() == "idle"
+    async def until_idle() -> None:
+        deadline = time.monotonic() + 10
+        while await kernel_state() != "idle" and time.monotonic() < deadline:  # noqa: ASYNC110 (polls the server)
+            await asyncio.sleep(0.2)
+        assert await kernel_state() == "idle"
+
+    await until_idle()
+    # As the watcher leaves it when the final idle is among the messages it lost.
+    jp_serverapp.kernel_manager.get_kernel(kernel_id).execution_state = "busy"
+    await until_idle()
     missed = [r for r in caplog.records if "the server missed kernel" in r.getMessage()]
-    assert [r.levelname for r in missed] == ["WARNING"]
+    assert missed
+    assert {r.levelname for r in missed} == {"WARNING"}
 
 
 async def test_a_control_request_during_a_silent_cell_does_not_look_idle(
