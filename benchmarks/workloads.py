@@ -7,6 +7,8 @@ import json
 import os
 import re
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,13 +18,19 @@ from servers import KernelClient, Server, make_notebook
 
 from jupyter_persist.journal import Journal
 
+#: Measures the server from outside this process (see ServerSampler).
+SAMPLER = Path(__file__).with_name("sampler.py")
 #: A line the kernels print in the lag workloads: kernel index, line number, send time.
 STAMP = re.compile(r"k(\d+) (\d+) (\d+\.\d{6})")
 WROTE = re.compile(r"jupyter_persist: wrote (\S+) \((\d+) cell\(s\), (\d+) bytes, (\d+) ms\)")
 
 
 class ServerSampler:
-    """While a workload runs: GET /api/status latency and the server's peak RSS."""
+    """While a workload runs: GET /api/status latency and the server's peak RSS.
+
+    Measured by ``sampler.py`` in a process of its own, so that the workload's threads
+    in this process (the lag watcher parses notebooks) do not delay its requests.
+    """
 
     def __init__(self, server: Server, latencies: list[float]) -> None:
         self.server = server
@@ -30,28 +38,30 @@ class ServerSampler:
         self.latencies = latencies  # every sample of the run, for the pooled p99
         self.start_rss = server.rss()
         self.peak_rss = self.start_rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> ServerSampler:
-        self._thread.start()
+        command = [sys.executable, str(SAMPLER), self.server.base_url, self.server.token]
+        self._process = subprocess.Popen(
+            [*command, str(self.server.process.pid)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        assert self._process is not None
+        output, _ = self._process.communicate(timeout=60)
+        if self._process.returncode != 0:
+            raise RuntimeError(f"the latency sampler failed ({self._process.returncode})")
+        result = json.loads(output)
+        self.samples = result["latencies_ms"]
+        self.peak_rss = max(self.peak_rss, result["peak_rss"])
         self.latencies.extend(self.samples)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            started = time.perf_counter()
-            try:
-                self.server.request("api/status", timeout=10)
-            except OSError:
-                continue
-            self.samples.append((time.perf_counter() - started) * 1000)
-            self.peak_rss = max(self.peak_rss, self.server.rss())
-            self._stop.wait(0.05)
+        if os.environ.get("PERSIST_BENCH_SAMPLES"):
+            with open(os.environ["PERSIST_BENCH_SAMPLES"], "a") as file:
+                for at, latency in zip(result["times"], self.samples, strict=True):
+                    print(f"{self.server.name} {at:.3f} {latency:.1f}", file=file)
 
     def p99(self) -> float:
         return p99(self.samples)

@@ -411,13 +411,18 @@ class CaptureManager(LoggingConfigurable):
                 self._kernel_gone(kernel_id)
             correct_missed_idle(self.kernel_manager, self.listener, self.log)
             await self.locator.follow_sessions()
-            await self.flush_all()
+            await self.flush_all(spread=self.save_interval / 2)
         except Exception:
             self.log.exception("jupyter_persist: error in the flush loop")
 
-    async def flush_all(self) -> None:
-        """Write every notebook with unwritten outputs whose kernel has no client attached."""
-        await self.flusher.flush_all(ignore_clients=self._stopping)
+    async def flush_all(self, spread: float = 0.0) -> None:
+        """Write every notebook with unwritten outputs whose kernel has no client attached.
+
+        The flush loop spreads the writes (see ``Flusher.flush_all``); a stop does not.
+        """
+        await self.flusher.flush_all(
+            ignore_clients=self._stopping, spread=0.0 if self._stopping else spread
+        )
 
     async def flush(self, path: str) -> None:
         """Write the unwritten outputs of one notebook, unless a client owns it now."""

@@ -15,6 +15,7 @@ from typing import Any
 import zmq
 from jupyter_client.connect import ConnectionFileMixin
 from jupyter_client.session import Session
+from tornado.ioloop import PeriodicCallback
 from traitlets import Any as AnyTrait
 from traitlets.config import LoggingConfigurable
 
@@ -35,6 +36,8 @@ READ_BATCH = 1000
 READ_BYTES = 4 * 1024 * 1024
 #: Bytes received and not yet handled past which sockets are left unread for a while.
 BACKLOG_BYTES = 16 * 1024 * 1024
+#: Seconds between polls of every subscription (see ``KernelListener.poll``).
+POLL_INTERVAL = 1.0
 #: Messages and bytes decoded and merged at a time within a handling slice.
 HANDLE_BATCH = 64
 HANDLE_BATCH_BYTES = 1024 * 1024
@@ -82,6 +85,7 @@ class KernelListener(LoggingConfigurable):
         #: Kernels whose socket is not read until the backlog shrinks.
         self._paused: set[str] = set()
         self._handling: asyncio.Handle | asyncio.TimerHandle | None = None
+        self._poller: PeriodicCallback | None = None
         #: Kernels with no local ZMQ connection, warned about once.
         self._not_capturable: set[str] = set()
 
@@ -121,6 +125,9 @@ class KernelListener(LoggingConfigurable):
         session = Session(config=kernel.session.config, key=kernel.session.key)
         subscription = _Subscription(owner, socket, session, ports, fd=socket.fileno())
         self._subscriptions[kernel_id] = subscription
+        if self._poller is None:
+            self._poller = PeriodicCallback(self.poll, POLL_INTERVAL * 1000)
+            self._poller.start()
         loop = asyncio.get_running_loop()
         loop.add_reader(subscription.fd, self._read, kernel_id, subscription)
         # The descriptor signals changes only: read what may already be waiting.
@@ -238,12 +245,17 @@ class KernelListener(LoggingConfigurable):
         """Handle received messages for up to ``HANDLE_BUDGET`` seconds, then yield."""
         self._handling = None
         deadline = time.perf_counter() + HANDLE_BUDGET
-        while self._received and time.perf_counter() < deadline:
-            self._handle_batch(HANDLE_BATCH, HANDLE_BATCH_BYTES)
-        self._resume_reading()
-        if self._received:
-            loop = asyncio.get_running_loop()
-            self._handling = loop.call_later(HANDLE_PAUSE, self._handle_some)
+        try:
+            while self._received and time.perf_counter() < deadline:
+                self._handle_batch(HANDLE_BATCH, HANDLE_BATCH_BYTES)
+        except Exception:
+            # Never leave the backlog unhandled and the sockets unread: log, go on.
+            self.log.exception("jupyter_persist: error handling IOPub messages")
+        finally:
+            self._resume_reading()
+            if self._received:
+                loop = asyncio.get_running_loop()
+                self._handling = loop.call_later(HANDLE_PAUSE, self._handle_some)
 
     def _resume_reading(self) -> None:
         """Read the sockets left unread again once the backlog is down to half."""
@@ -255,6 +267,28 @@ class KernelListener(LoggingConfigurable):
             if subscription is not None:
                 loop.call_soon(self._read, kernel_id, subscription)
         self._paused.clear()
+
+    def poll(self) -> None:
+        """Read every socket not paused, and see that what was received gets handled.
+
+        Called periodically as a safety net: the sockets' descriptors signal changes
+        only, so a change missed would leave a socket unread until the next message;
+        once, during a flood of 1 MB prints, a subscription stopped after 5 MB and the
+        kernel dropped the rest for it (cause not found).
+        """
+        try:
+            for kernel_id, subscription in list(self._subscriptions.items()):
+                if kernel_id not in self._paused and self._read(kernel_id, subscription):
+                    self.log.debug("jupyter_persist: polled messages of kernel %s", kernel_id)
+            self._resume_reading()
+            if self._received and self._handling is None:
+                self.log.warning(
+                    "jupyter_persist: %d IOPub messages were left unhandled; handling them",
+                    len(self._received),
+                )
+                self._handling = asyncio.get_running_loop().call_soon(self._handle_some)
+        except Exception:
+            self.log.exception("jupyter_persist: error polling IOPub subscriptions")
 
     def catch_up(self) -> None:
         """Read every socket (within the bounds) and handle what was received, now."""
@@ -295,11 +329,13 @@ class KernelListener(LoggingConfigurable):
         control request (an interrupt, a debugger request) answered while a cell runs
         must not make the kernel look idle.
         """
-        parent_type = (msg.get("parent_header") or {}).get("msg_type", "")
-        tracked = getattr(self.kernel_manager, "track_message_type", None)
-        if callable(tracked) and not tracked(parent_type):
+        parent, content = msg.get("parent_header"), msg.get("content")
+        if not isinstance(parent, dict) or not isinstance(content, dict):
             return
-        state = (msg.get("content") or {}).get("execution_state")
+        tracked = getattr(self.kernel_manager, "track_message_type", None)
+        if callable(tracked) and not tracked(parent.get("msg_type", "")):
+            return
+        state = content.get("execution_state")
         subscription.idle_since = time.monotonic() if state == "idle" else None
 
     def detach(self, kernel_id: str) -> None:
@@ -323,6 +359,9 @@ class KernelListener(LoggingConfigurable):
 
     def close(self) -> None:
         """Close every subscription (handling what they received first)."""
+        if self._poller is not None:
+            self._poller.stop()
+            self._poller = None
         for kernel_id in list(self._subscriptions):
             self.detach(kernel_id)
         self.handle_all()

@@ -242,3 +242,58 @@ async def test_a_flood_of_large_messages_waits_in_the_socket(
         await sampler
     assert execution.area.to_json()[0]["text"].endswith("x\nDONE\n")
     assert 0 < peak <= listener.BACKLOG_BYTES + listener.READ_BYTES + 2_000_000
+
+
+async def test_an_error_while_handling_does_not_stop_the_capture(
+    caplog: pytest.LogCaptureFixture,
+    jp_root_dir: Path,
+    jp_ws_fetch: Any,
+    notebook_session: Any,
+    capture: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The slice that fails is logged; the backlog is handled on, not left to the poll."""
+    code = (
+        "import time\nprint('\\n'.join(str(i) for i in range(20)), flush=True)\n"
+        "time.sleep(3)\nprint('end', flush=True)"
+    )
+    make_notebook(jp_root_dir / "error.ipynb", [("c", code)])
+    _, kernel_id = await notebook_session("error.ipynb")
+    handle_batch = capture.listener._handle_batch
+    failed = False
+
+    def fail_at_the_lines(size: int, max_bytes: int | None) -> None:
+        nonlocal failed
+        received = capture.listener._received
+        if not failed and any(b"19\\n" in part for _, _, parts, _ in received for part in parts):
+            failed = True  # then the kernel is quiet for 3 s: nothing else would come
+            raise RuntimeError("unexpected")
+        handle_batch(size, max_bytes)
+
+    monkeypatch.setattr(capture.listener, "_handle_batch", fail_at_the_lines)
+    msg_id = await run_and_leave(jp_ws_fetch, kernel_id, code, "c", wait_text="19")
+    execution = capture.store.get(msg_id)
+    await wait_for(
+        lambda: "19\n" in "".join(o.get("text", "") for o in execution.area.to_json()), timeout=2
+    )
+    assert failed
+    assert "error handling IOPub messages" in caplog.text
+    assert "left unhandled" not in caplog.text
+    await wait_for(lambda: not execution.running, timeout=30)
+    assert execution.area.to_json()[0]["text"] == "".join(f"{i}\n" for i in range(20)) + "end\n"
+
+
+async def test_a_socket_whose_signal_is_missed_is_still_read(
+    jp_root_dir: Path, jp_ws_fetch: Any, notebook_session: Any, capture: Any
+) -> None:
+    """The periodic poll: without the descriptor's signal, the outputs still arrive."""
+    code = "print('one', flush=True)\nprint('two', flush=True)"
+    make_notebook(jp_root_dir / "poll.ipynb", [("c", code)])
+    _, kernel_id = await notebook_session("poll.ipynb")
+    subscription = capture.listener._subscriptions[kernel_id]
+    await wait_for(subscription.live.is_set, what="a live subscription")
+    asyncio.get_running_loop().remove_reader(subscription.fd)
+    msg_id = await run_and_leave(jp_ws_fetch, kernel_id, code, "c", wait_text="two")
+    execution = capture.store.get(msg_id)
+    await wait_for(lambda: not execution.running, timeout=30)
+    assert execution.area.to_json()[0]["text"] == "one\ntwo\n"

@@ -1,16 +1,20 @@
-"""A notebook whose writes are slow is written less often: writing keeps to its share."""
+"""Pacing of writes: a slow notebook keeps to its share of the time; a round is spread."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers import make_notebook, read_cells, run_and_leave, stream_text, wait_for
+from jupyter_server.services.contents.filemanager import AsyncFileContentsManager
 
-from jupyter_persist.flusher import pause_after_write
+from jupyter_persist.flusher import Flusher, pause_after_write
+from jupyter_persist.store import CaptureStore
+from jupyter_persist.writer import NotebookWriter
 
 
 def test_pause_keeps_writing_to_its_share_of_the_time() -> None:
@@ -58,3 +62,44 @@ async def test_next_write_waits_for_the_pause_then_server_stop_writes_the_rest(
     text = stream_text(read_cells(nb_path)["c"])
     assert text.startswith("start\n0\n1\n")
     assert text.endswith("39\nDONE\n")
+
+
+async def test_the_writes_of_one_round_are_spread_out(tmp_path: Path) -> None:
+    """Most of a save runs on the event loop: a round's writes are not made back to back."""
+    store = CaptureStore()
+    writer = NotebookWriter(contents_manager=AsyncFileContentsManager(root_dir=str(tmp_path)))
+    for index in range(4):
+        make_notebook(tmp_path / f"n{index}.ipynb", [("a", "print(1)")])
+        execution = store.begin("busy" if index == 0 else "k", f"m{index}", cell_id="a")
+        store.place(execution, f"n{index}.ipynb", "a")
+        store.apply(
+            {
+                "header": {"msg_type": "stream"},
+                "parent_header": {"msg_id": f"m{index}"},
+                "content": {"name": "stdout", "text": f"{index}\n"},
+            },
+            detached=True,
+        )
+    # The first notebook's kernel has a client attached: not written, and no wait after it.
+    flusher = Flusher(store, writer, attached=lambda kernel_id: kernel_id == "busy")
+    written: list[float] = []
+    merge = writer.merge
+
+    async def timed_merge(path: str, updates: Any) -> Any:
+        result = await merge(path, updates)
+        written.append(time.monotonic())
+        return result
+
+    writer.merge = timed_merge  # type: ignore[method-assign]
+    started = time.monotonic()
+    await flusher.flush_all(spread=1.2)
+    elapsed = time.monotonic() - started
+    assert len(written) == 3
+    assert all(later - earlier >= 0.29 for earlier, later in pairwise(written))  # 1.2 / 4
+    assert elapsed < written[-1] - started + 0.29  # no wait after the last write
+    assert [stream_text(read_cells(tmp_path / f"n{i}.ipynb")["a"]) for i in range(4)] == [
+        "",
+        "1\n",
+        "2\n",
+        "3\n",
+    ]

@@ -11,6 +11,7 @@ import pytest
 from helpers import make_notebook, run_and_leave, wait_for
 from jupyter_server.services.contents.filemanager import AsyncFileContentsManager
 
+from jupyter_persist import writer as writer_module
 from jupyter_persist.writer import CellUpdate, NotebookUnavailable, NotebookWriter
 
 STREAM = {"output_type": "stream", "name": "stdout", "text": "hello\n"}
@@ -146,12 +147,13 @@ async def test_ten_thousand_cells(tmp_path: Path, writer: NotebookWriter) -> Non
     assert cells[501]["outputs"] == []
 
 
-async def test_large_notebook_not_read_again_unless_changed(
+async def test_a_notebook_we_wrote_is_not_read_again_unless_changed(
     tmp_path: Path, writer: NotebookWriter
 ) -> None:
-    path = tmp_path / "large.ipynb"
+    """Each read is a trust check and a validation on the event loop: not once per write."""
+    path = tmp_path / "kept.ipynb"
     make_notebook(path, [("a", "print(1)"), ("b", "print(2)")])
-    big = [{"output_type": "stream", "name": "stdout", "text": "x" * 1_200_000}]
+    first = [{"output_type": "stream", "name": "stdout", "text": "1\n"}]
     reads = 0
     read = writer.read
 
@@ -161,20 +163,36 @@ async def test_large_notebook_not_read_again_unless_changed(
         return await read(notebook_path)
 
     writer.read = counting_read  # type: ignore[method-assign,assignment]
-    await writer.merge("large.ipynb", {"a": CellUpdate(big, 1)})
+    await writer.merge("kept.ipynb", {"a": CellUpdate(first, 1)})
     small = [{"output_type": "stream", "name": "stdout", "text": "2\n"}]
-    await writer.merge("large.ipynb", {"b": CellUpdate(small, 2)})
+    await writer.merge("kept.ipynb", {"b": CellUpdate(small, 2)})
     assert reads == 1  # the second write used the notebook as saved
     # Someone else changes the file (a user's edit): the next write reads it again.
     on_disk = json.loads(path.read_text())
     on_disk["cells"][1]["source"] = "print('edited')"
     path.write_text(json.dumps(on_disk))
-    await writer.merge("large.ipynb", {"b": CellUpdate(small, 3)})
+    await writer.merge("kept.ipynb", {"b": CellUpdate(small, 3)})
     assert reads == 2
     saved = json.loads(path.read_text())
     assert "".join(saved["cells"][1]["source"]) == "print('edited')"
     assert saved["cells"][1]["execution_count"] == 3
-    assert "".join(saved["cells"][0]["outputs"][0]["text"]) == "x" * 1_200_000
+    assert "".join(saved["cells"][0]["outputs"][0]["text"]) == "1\n"
+
+
+async def test_the_copies_kept_are_bounded_in_bytes(
+    tmp_path: Path, writer: NotebookWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big = [{"output_type": "stream", "name": "stdout", "text": "x" * 40_000}]
+    for name in ("one", "two", "three"):
+        make_notebook(tmp_path / f"{name}.ipynb", [("a", "print(1)")])
+    monkeypatch.setattr(writer_module, "CACHE_MAX_BYTES", 100_000)
+    for name in ("one", "two", "three"):
+        await writer.merge(f"{name}.ipynb", {"a": CellUpdate(big, 1)})
+    # About 40 kB each: the one written longest ago goes.
+    assert list(writer._written) == ["two.ipynb", "three.ipynb"]
+    await writer.merge("two.ipynb", {"a": CellUpdate(big, 2)})
+    await writer.merge("one.ipynb", {"a": CellUpdate(big, 2)})
+    assert list(writer._written) == ["two.ipynb", "one.ipynb"]
 
 
 async def test_the_parsed_copy_of_a_large_notebook_goes_when_its_run_ends(
