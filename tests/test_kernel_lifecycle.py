@@ -77,11 +77,13 @@ async def test_rest_restart_mid_run_then_capture_continues(
     _, kernel_id = await notebook_session(nb_path.name)
     await start_detached_run(jp_ws_fetch, kernel_id, "long")
     await jp_fetch("api", "kernels", kernel_id, "restart", method="POST", body="")
+    # The client saw "line 2" before it left, so the file must come to hold at least
+    # lines 0-2 (a write made before the restart may hold fewer: wait, do not sample once).
     await wait_for(
-        lambda: read_cells(nb_path)["long"]["outputs"] != [], what="the interrupted run on disk"
+        lambda: stream_text(read_cells(nb_path)["long"]).count("\n") >= 3,
+        what="the interrupted run's first three lines on disk",
     )
-    before_restart = contiguous_lines(stream_text((await load_cells(nb_path))["long"]))
-    assert before_restart >= 3
+    contiguous_lines(stream_text((await load_cells(nb_path))["long"]))
     await run_attached_then_leave(jp_ws_fetch, kernel_id, "after")
     await wait_for(
         lambda: stream_text(read_cells(nb_path)["after"]) == "first\ndone\n",
