@@ -97,9 +97,10 @@ class PersistExtension(ExtensionApp):
         help="""Largest share of time spent writing any one notebook. After a write that
         took t seconds, the notebook is not written again for t × (1/share − 1) seconds,
         even if `save_interval` is shorter: small notebooks are written every
-        `save_interval`, a 50 MB one (about a second per write) every ~20 s. The crash
-        journal still records every output within `journal_interval`. Between 0
-        (exclusive) and 1; 1 turns the pause off.""",
+        `save_interval`, a 50 MB one (about a second per write) every ~20 s. The pause
+        holds only while a cell of the notebook runs: once none does, the notebook is
+        written at the next tick. The crash journal still records every output within
+        `journal_interval`. Between 0 (exclusive) and 1; 1 turns the pause off.""",
     )
 
     replay_buffer_max_bytes = Integer(
