@@ -353,7 +353,7 @@ async def many_kernels(
             "    time.sleep(max(0.0, t0 + (i + 1) / 100 - time.time()))\n"
             "print('DONE', flush=True)"
         )
-        paths.append(make_notebook(server, f"lag-{run}-{index}.ipynb", code))
+        paths.append(make_notebook(server, f"lag-{run}-{kernels}k-{index}.ipynb", code))
         codes.append(code)
     # Start every kernel first: 20 kernel starts at once are a load of their own.
     clients = []
