@@ -138,12 +138,15 @@ def test_status_without_a_server_shows_journals(state_dir: Path, tmp_path: Path)
 async def test_status_of_a_running_server(
     jp_serverapp: Any,
     jp_root_dir: Path,
+    jp_fetch: Any,
     jp_ws_fetch: Any,
     notebook_session: Any,
     capture: Any,
 ) -> None:
     jp_serverapp.write_server_info_file()
-    code = "import time\nprint('start', flush=True)\ntime.sleep(4)"
+    # Long enough to outlast two CLI runs on a slow machine (4 s did not, once); the
+    # test interrupts it when done.
+    code = "import time\nprint('start', flush=True)\ntime.sleep(120)"
     make_notebook(jp_root_dir / "run.ipynb", [("slow", code)])
     _, kernel_id = await notebook_session("run.ipynb")
     msg_id = await run_and_leave(jp_ws_fetch, kernel_id, code, "slow")
@@ -158,6 +161,8 @@ async def test_status_of_a_running_server(
     code_, out, _ = await cli_async("status", "--json")
     [server] = json.loads(out)["servers"]
     assert server["status"]["notebooks"][0]["running_cells"] == ["slow"]
+    await jp_fetch("api", "kernels", kernel_id, "interrupt", method="POST", body="")
+    await wait_for(lambda: not capture.store.get(msg_id).running, what="the interrupted cell")
 
 
 async def test_log_follows_a_running_cell(
