@@ -101,18 +101,52 @@ SAVE_INTERVAL = 5.0
 STREAM_CAP_MB = (100_000 + 1.25 * 400_000) / 1e6 * 1.1
 
 
+#: The many-kernels workload's measures and the suffix of their rows' keys.
+LAG_MEASURES = {
+    "journal_p99": "journal",
+    "journal_p99_end": "journal_end",
+    "ipynb_p99": "ipynb",
+    "complete": "done",
+    "cpu_share": "cpu",
+    "rss_mb": "rss",
+}
+#: Row keys of the many-kernels workload, with all kernels and with half of them.
+LAG_PREFIXES = ("lag", "half")
+
 OURS_ONLY = {
-    "lag_journal",
-    "lag_journal_end",
-    "lag_ipynb",
-    "half_journal",
-    "half_journal_end",
-    "half_ipynb",
+    *(
+        f"{prefix}_{suffix}"
+        for prefix in LAG_PREFIXES
+        for suffix in ("journal", "journal_end", "ipynb")
+    ),
     "nb_share",
     "nb_writes",
     "nb_rate",
     "nb_journal",
 }
+
+
+def lag_specs(prefix: str, workload: str) -> dict[str, tuple[Any, ...]]:
+    """The rows of one many-kernels workload, keyed ``<prefix>_<suffix>``."""
+    return {
+        f"{prefix}_journal": (workload, "message → journal p99 s", "≤1.5 s", None, 1.5),
+        f"{prefix}_journal_end": (workload, "same, last 10 s only", "≤1.5 s", None, 1.5),
+        f"{prefix}_ipynb": (
+            workload,
+            "message → .ipynb p99 s",
+            f"≤{2 * SAVE_INTERVAL:g} s",
+            None,
+            2 * SAVE_INTERVAL,
+        ),
+        f"{prefix}_done": (workload, "every line on disk (1=yes)", "=1", None, None, 1),
+        f"{prefix}_cpu": (workload, "server CPU share of one core", "info"),
+        f"{prefix}_rss": (workload, "server peak RSS growth MB", "≤100 MB", None, 100),
+    }
+
+
+def lag_mapping(prefix: str) -> dict[str, str]:
+    """Which row each measure of a many-kernels workload goes to."""
+    return {measure: f"{prefix}_{suffix}" for measure, suffix in LAG_MEASURES.items()}
 
 
 def make_rows(z: Sizes) -> dict[str, Row]:
@@ -151,31 +185,9 @@ def make_rows(z: Sizes) -> dict[str, Row]:
         "fast_rss": (fast, "server peak RSS growth MB", "info (see docs)"),
         "fast_rate": (fast, "MB/s the kernel sent", "info"),
         "fast_done": (fast, "last line on disk (1=yes)", "=1", None, None, 1),
-        "lag_journal": (lag, "message → journal p99 s", "≤1.5 s", None, 1.5),
-        "lag_journal_end": (lag, "same, last 10 s only", "≤1.5 s", None, 1.5),
-        "lag_ipynb": (
-            lag,
-            "message → .ipynb p99 s",
-            f"≤{2 * SAVE_INTERVAL:g} s",
-            None,
-            2 * SAVE_INTERVAL,
-        ),
-        "lag_done": (lag, "every line on disk (1=yes)", "=1", None, None, 1),
-        "lag_cpu": (lag, "server CPU share of one core", "info"),
-        "lag_rss": (lag, "server peak RSS growth MB", "≤100 MB", None, 100),
+        **lag_specs("lag", lag),
         # Half the kernels: a load the machine can carry (see docs/benchmarks.md).
-        "half_journal": (half, "message → journal p99 s", "≤1.5 s", None, 1.5),
-        "half_journal_end": (half, "same, last 10 s only", "≤1.5 s", None, 1.5),
-        "half_ipynb": (
-            half,
-            "message → .ipynb p99 s",
-            f"≤{2 * SAVE_INTERVAL:g} s",
-            None,
-            2 * SAVE_INTERVAL,
-        ),
-        "half_done": (half, "every line on disk (1=yes)", "=1", None, None, 1),
-        "half_cpu": (half, "server CPU share of one core", "info"),
-        "half_rss": (half, "server peak RSS growth MB", "≤100 MB", None, 100),
+        **lag_specs("half", half),
         "nb_share": (nb, "time writing / wall", "≤0.10", None, 0.10),
         "nb_writes": (nb, ".ipynb writes", "info"),
         "nb_rate": (nb, ".ipynb MB written per s", "info"),
@@ -223,25 +235,11 @@ async def run_side(
         ),
         (
             many_kernels(server, z.kernels, z.kernel_seconds, run, latencies),
-            {
-                "journal_p99": "lag_journal",
-                "journal_p99_end": "lag_journal_end",
-                "ipynb_p99": "lag_ipynb",
-                "complete": "lag_done",
-                "cpu_share": "lag_cpu",
-                "rss_mb": "lag_rss",
-            },
+            lag_mapping("lag"),
         ),
         (
             many_kernels(server, z.kernels // 2, z.kernel_seconds, run, latencies),
-            {
-                "journal_p99": "half_journal",
-                "journal_p99_end": "half_journal_end",
-                "ipynb_p99": "half_ipynb",
-                "complete": "half_done",
-                "cpu_share": "half_cpu",
-                "rss_mb": "half_rss",
-            },
+            lag_mapping("half"),
         ),
         (
             big_notebook(
