@@ -118,6 +118,9 @@ def test_the_jupyter_command_finds_it(jp_environ: Any) -> None:
         (("log", "missing.ipynb"), "no text log for missing.ipynb"),
         (("restore", "missing.ipynb"), "no journal for missing.ipynb"),
         (("clean", "--older-than=-1"), "--older-than must be 0 or more days"),
+        (("clean", "--older-than", "abc"), "expected a float, not the str 'abc'"),
+        (("show", "--bogus", "x.ipynb"), "unknown option --bogus"),
+        (("status", "--PersistExtension.save_interval=0"), "save_interval must be > 0"),
     ],
 )
 def test_errors_are_one_line(args: tuple[str, ...], message: str, jp_environ: Any) -> None:
@@ -161,6 +164,38 @@ async def test_status_of_a_running_server(
     code_, out, _ = await cli_async("status", "--json")
     [server] = json.loads(out)["servers"]
     assert server["status"]["notebooks"][0]["running_cells"] == ["slow"]
+    await jp_fetch("api", "kernels", kernel_id, "interrupt", method="POST", body="")
+    await wait_for(lambda: not capture.store.get(msg_id).running, what="the interrupted cell")
+
+
+async def test_restore_and_clean_leave_a_notebook_being_captured_alone(
+    jp_serverapp: Any,
+    jp_root_dir: Path,
+    jp_fetch: Any,
+    jp_ws_fetch: Any,
+    notebook_session: Any,
+    capture: Any,
+) -> None:
+    jp_serverapp.write_server_info_file()
+    code = "import time\nprint('start', flush=True)\ntime.sleep(120)"
+    make_notebook(jp_root_dir / "run.ipynb", [("slow", code)])
+    _, kernel_id = await notebook_session("run.ipynb")
+    msg_id = await run_and_leave(jp_ws_fetch, kernel_id, code, "slow")
+    journal = capture.recorder.journal.file_for("run.ipynb")
+    await wait_for(journal.exists, what="the journal")
+
+    code_, _, err = await cli_async("restore", "run.ipynb", cwd=jp_root_dir)
+    assert code_ == 1
+    assert "run.ipynb is being captured by the server at" in err
+    assert "Traceback" not in err
+    old = time.time() - 40 * 86400
+    os.utime(journal, (old, old))  # old enough to go, if it were not in use
+    code_, out, err = await cli_async(
+        "clean", "--root-dir", str(jp_root_dir), "--older-than", "30", "--yes"
+    )
+    assert code_ == 0, err
+    assert "Removed 0 file(s)" in out
+    assert journal.exists()
     await jp_fetch("api", "kernels", kernel_id, "interrupt", method="POST", body="")
     await wait_for(lambda: not capture.store.get(msg_id).running, what="the interrupted cell")
 
@@ -270,6 +305,15 @@ def test_restore_to_a_copy_keeps_the_original_and_the_journal(
     assert journal.exists()
     again = cli("restore", "train.ipynb", "--to", "copy.ipynb", cwd=tmp_path)
     assert_one_line_error(again, "copy.ipynb exists; add --force")
+
+
+def test_restore_to_a_folder_that_does_not_exist(state_dir: Path, tmp_path: Path) -> None:
+    make_notebook(tmp_path / "train.ipynb", [("a", "print(1)")])
+    journal = journal_a_run(state_dir, "train.ipynb", "a", ["1"])
+    target = tmp_path / "missing" / "copy.ipynb"
+    result = cli("restore", "train.ipynb", "--to", str(target), cwd=tmp_path)
+    assert_one_line_error(result, f"No such file or directory: {target}")
+    assert journal.exists()
 
 
 def test_restore_refuses_a_corrupt_notebook(state_dir: Path, tmp_path: Path) -> None:

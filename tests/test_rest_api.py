@@ -93,6 +93,29 @@ async def test_flush_writes_at_once(
     assert reply["notebooks"] == {}  # nothing new since
 
 
+async def test_flush_without_a_path_writes_every_notebook(
+    jp_fetch: Any, jp_ws_fetch: Any, jp_root_dir: Path, notebook_session: Any, capture: Any
+) -> None:
+    # Runs until interrupted: a cell that ended first would be written by the flush loop.
+    code = "import time\nprint('start', flush=True)\ntime.sleep(120)"
+    executions, kernel_ids = {}, []
+    for name in ("one.ipynb", "two.ipynb"):
+        make_notebook(jp_root_dir / name, [("c", code)])
+        _, kernel_id = await notebook_session(name)
+        kernel_ids.append(kernel_id)
+        capture.flusher.not_before[name] = float("inf")  # as if paced by a slow write
+        executions[name] = capture.store.get(await run_and_leave(jp_ws_fetch, kernel_id, code, "c"))
+    await wait_for(lambda: all(e.placed for e in executions.values()))
+
+    reply = await fetch_json(jp_fetch, "api", "persist", "flush", method="POST", body="{}")
+    assert reply == {"notebooks": {"one.ipynb": "written", "two.ipynb": "written"}}
+    for name in executions:
+        assert stream_text(read_cells(jp_root_dir / name)["c"]) == "start\n"
+    for kernel_id in kernel_ids:
+        await jp_fetch("api", "kernels", kernel_id, "interrupt", method="POST", body="")
+    await wait_for(lambda: not any(e.running for e in executions.values()))
+
+
 async def test_flush_leaves_a_notebook_an_open_tab_owns(
     jp_fetch: Any, jp_ws_fetch: Any, jp_root_dir: Path, notebook_session: Any, capture: Any
 ) -> None:

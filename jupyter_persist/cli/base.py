@@ -12,7 +12,9 @@ from typing import Any
 
 from jupyter_core.application import JupyterApp
 from jupyter_server.serverapp import list_running_servers
-from traitlets import Unicode
+from traitlets import TraitError, Unicode
+from traitlets.config import Application
+from traitlets.config.loader import ArgumentError, KVArgParseConfigLoader
 
 from .. import __version__
 from ..app import PersistExtension
@@ -23,6 +25,17 @@ from ..textlog import TextLog
 
 class CommandError(Exception):
     """An expected failure: shown as one line, and the command exits with status 1."""
+
+
+class StrictOptionsLoader(KVArgParseConfigLoader):
+    """Refuses an option the command does not know.
+
+    traitlets only warns and goes on, and the option swallows the next argument as its
+    value: ``show --bogus train.ipynb`` would then complain of a missing NOTEBOOK.
+    """
+
+    def _handle_unrecognized_alias(self, arg: str) -> None:
+        raise ArgumentError(f"unknown option --{arg}")
 
 
 @dataclass
@@ -90,15 +103,50 @@ class PersistCommand(JupyterApp):
             raise CommandError(f"expected one NOTEBOOK argument, got {len(self.extra_args)}")
         return str(self.extra_args[0])
 
+    def _create_loader(
+        self,
+        argv: list[str] | None,
+        aliases: dict[str, Any],
+        flags: dict[str, Any],
+        classes: Any,
+    ) -> KVArgParseConfigLoader:
+        return StrictOptionsLoader(
+            argv, aliases, flags, classes=classes, log=self.log, subcommands=self.subcommands
+        )
+
+    def parse_command_line(self, argv: Any = None) -> None:
+        """Read the options; a bad one is one line on stderr and status 1."""
+        try:
+            # Undecorated: traitlets' own handler logs a CRITICAL line of another format.
+            Application.parse_command_line.__wrapped__(self, argv)  # type: ignore[attr-defined]
+        except (TraitError, ArgumentError) as err:
+            self.fail(f"{err} (see --help)")
+
+    def initialize(self, argv: Any = None) -> None:
+        """Read the options and config files; check the extension's settings in them."""
+        super().initialize(argv)
+        try:
+            self.settings  # noqa: B018  (built to be validated)
+        except TraitError as err:
+            self.fail(str(err))
+
     def start(self) -> None:
         """Run the command; an expected failure is one line on stderr and status 1."""
         try:
             self.run()
         except CommandError as err:
-            print(f"jupyter persist {self.name.split()[-1]}: error: {err}", file=sys.stderr)
-            self.exit(1)
+            self.fail(str(err))
+        except OSError as err:
+            # A file that cannot be read or written: say which, and why, in one line.
+            where = f": {err.filename}" if err.filename else ""
+            self.fail(f"{err.strerror or err}{where}")
         except KeyboardInterrupt:
             self.exit(130)
+
+    def fail(self, message: str) -> None:
+        """Print ``message`` as the command's one error line and exit with status 1."""
+        print(f"jupyter persist {self.name.split()[-1]}: error: {message}", file=sys.stderr)
+        self.exit(1)
 
     def run(self) -> None:
         """The command itself."""
