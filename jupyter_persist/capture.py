@@ -22,7 +22,7 @@ from traitlets.config import LoggingConfigurable
 
 from .caps import Limits, output_message_size
 from .flusher import Flusher
-from .guard import reconcile_save
+from .guard import SaveReport, reconcile_save
 from .idle import correct_missed_idle
 from .journal import Journal
 from .listener import KernelListener
@@ -82,6 +82,8 @@ class CaptureManager(LoggingConfigurable):
             self.store, self.writer, session_manager=self.session_manager, parent=self
         )
         self._clients: Counter[str] = Counter()
+        #: Per notebook, the save guard's report of a save not known to have succeeded.
+        self._saves_in_flight: dict[str, SaveReport] = {}
         #: Notebooks each kernel's outputs went to, for the log lines of start and stop.
         self._notebooks: dict[str, set[str]] = {}
         self._restart_callbacks: dict[str, tuple[Any, Any]] = {}
@@ -373,6 +375,10 @@ class CaptureManager(LoggingConfigurable):
             if path not in self.flusher.saving:
                 self._catch_up_before(path)
             report = reconcile_save(self.store, path, cells)
+            # Committed by on_post_save, which the ContentsManager calls only when the
+            # save succeeded. Keyed by path: two saves of one notebook in flight at once
+            # (ours are serialized per notebook) would share the later one's report.
+            self._saves_in_flight[path] = report
             # Our own save may also get output that arrived while it was being prepared.
             level = logging.DEBUG if path in self.flusher.saving else logging.INFO
             for execution in report.restored:
@@ -390,6 +396,15 @@ class CaptureManager(LoggingConfigurable):
                 )
         except Exception as err:
             self.log.warning("jupyter_persist: could not check a save of %s: %s", path, err)
+
+    def on_post_save(self, model: dict[str, Any], os_path: str, **kwargs: Any) -> None:
+        """ContentsManager post-save hook: the save's outputs are on disk now."""
+        try:
+            report = self._saves_in_flight.pop(str(model.get("path", "")).strip("/"), None)
+            if report is not None:
+                report.commit()
+        except Exception as err:
+            self.log.warning("jupyter_persist: could not note a save of %s: %s", os_path, err)
 
     def _catch_up_before(self, path: str) -> None:
         """Handle what the kernels sent before a client's save, which it may have shown."""

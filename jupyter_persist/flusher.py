@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from tornado.web import HTTPError
 from traitlets.config import LoggingConfigurable
 
 from .store import CaptureStore
@@ -74,7 +75,8 @@ class Flusher(LoggingConfigurable):
 
         The outcome is one of ``written``, ``up to date``, ``client attached`` (an open
         tab saves the notebook), ``paused`` (see ``max_write_share``), ``unavailable``
-        (the notebook cannot be read; outputs kept in memory) or ``error``.
+        (the notebook cannot be read; outputs kept in memory), ``save failed`` (the
+        ContentsManager could not save it; outputs kept in memory) or ``error``.
         """
         lock = self._locks.setdefault(path, asyncio.Lock())
         async with lock:
@@ -110,6 +112,16 @@ class Flusher(LoggingConfigurable):
                 path, f"jupyter_persist: not writing {path}: {err}; outputs kept in memory"
             )
             return "unavailable"
+        except (HTTPError, OSError) as err:
+            # The ContentsManager could not save (disk full, quota, permissions); it
+            # logs its own error. Ours is one WARNING until a write succeeds again.
+            reason = err.log_message if isinstance(err, HTTPError) else str(err)
+            self._warn_once(
+                path,
+                f"jupyter_persist: cannot save {path} ({reason}); outputs kept in memory "
+                "and in the journal, tried again at every save interval",
+            )
+            return "save failed"
         finally:
             self.saving.discard(path)
         self._warned.pop(path, None)

@@ -6,6 +6,8 @@ ran and JupyterLab never shows output of executions it did not start. When such 
 saves (autosave, Ctrl+S, "Overwrite"), the saved cell gets the captured outputs instead.
 A client that saw a whole execution keeps the last word: what it saves (for example
 cleared outputs) is what the user wants. Pure: it edits the save's model, no I/O.
+Nothing counts as written until the save succeeds (:meth:`SaveReport.commit`): a save
+that fails (a full disk) must leave the outputs to be written again.
 """
 
 from __future__ import annotations
@@ -28,6 +30,14 @@ class SaveReport:
     restored: list[Execution] = field(default_factory=list)
     #: The user cleared complete outputs that were on disk: they stay cleared.
     cleared: list[Execution] = field(default_factory=list)
+    #: Each execution whose outputs the file will hold once the save succeeds, and the
+    #: version it will hold (output may arrive while the save is being written).
+    saved_versions: list[tuple[Execution, int]] = field(default_factory=list)
+
+    def commit(self) -> None:
+        """The save succeeded: its executions' outputs are on disk, as of the save."""
+        for execution, version in self.saved_versions:
+            execution.written_version = max(execution.written_version, version)
 
 
 def normalized_outputs(outputs: Any) -> list[dict[str, Any]] | None:
@@ -66,22 +76,21 @@ def reconcile_save(store: CaptureStore, path: str, cells: list[Any]) -> SaveRepo
         saved = normalized_outputs(cell.get("outputs"))
         count = cell.get("execution_count")
         if saved == captured and count == execution.area.execution_count:
-            execution.written_version = execution.version
             report.clean.append(execution)
         elif not execution.server_owned:
-            # Every message reached a client. Once the run is over, what it saves wins.
-            if not execution.running:
-                execution.written_version = execution.version
-                report.clean.append(execution)
+            # Every message reached a client. Once the run is over, what it saves wins;
+            # while it runs, the client's copy is still growing.
+            if execution.running:
+                continue
+            report.clean.append(execution)
         elif saved == [] and count is None and not execution.running and not execution.dirty:
             # The complete outputs were on disk and the user cleared them.
             execution.area = OutputArea()
             execution.version += 1
-            execution.written_version = execution.version
             report.cleared.append(execution)
         else:
             cell["outputs"] = copy.deepcopy(captured)
             cell["execution_count"] = execution.area.execution_count
-            execution.written_version = execution.version
             report.restored.append(execution)
+        report.saved_versions.append((execution, execution.version))
     return report

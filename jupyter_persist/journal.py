@@ -9,6 +9,7 @@ records are folded back into outputs and merged into the notebooks.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -142,6 +143,8 @@ class Journal(LoggingConfigurable):
         self._compact_at: dict[str, int] = {}
         #: Per execution: the outputs and path as last journaled.
         self._journaled: dict[str, tuple[tuple[NotebookNode, ...], str, int]] = {}
+        #: Notebooks whose last append failed: their journal is rewritten whole next.
+        self._failed: set[str] = set()
 
     def ensure_directory(self) -> None:
         """Create the journal directory, owner-only."""
@@ -173,19 +176,34 @@ class Journal(LoggingConfigurable):
             lines.setdefault(execution.path, []).append(line)
             self._journaled[execution.msg_id] = (area.outputs, execution.path, execution.version)
         written = 0
-        for path, path_lines in lines.items():
-            data = ("\n".join(path_lines) + "\n").encode("utf-8", "surrogatepass")
+        failure: OSError | None = None
+        for path in [*lines, *sorted(self._failed - lines.keys())]:
+            path_executions = [e for e in executions if e.path == path]
             file = self.file_for(path)
-            written += self._append_bytes(file, data)
-            if file.stat().st_size > self._compact_at.get(path, self.compact_bytes):
-                self.compact(path, [e for e in executions if e.path == path])
+            try:
+                if path in self._failed:
+                    # A record went missing or was cut short: its successors would hold
+                    # only what changed since it, so start over from whole records.
+                    written += self.compact(path, path_executions)
+                    self._failed.discard(path)
+                    continue
+                data = ("\n".join(lines[path]) + "\n").encode("utf-8", "surrogatepass")
+                written += _write_all(self._append_bytes(file, data), data, file)
+                if file.stat().st_size > self._compact_at.get(path, self.compact_bytes):
+                    self.compact(path, path_executions)
+            except OSError as err:
+                self._failed.add(path)
+                failure = failure or err
+        if failure is not None:
+            raise failure
         return written
 
-    def compact(self, notebook_path: str, executions: list[Execution]) -> None:
+    def compact(self, notebook_path: str, executions: list[Execution]) -> int:
         """Rewrite a notebook's journal as one full record per current execution.
 
         The journal then holds only what rebuilds the current outputs, so it never grows
-        without bound however long a cell prints.
+        without bound however long a cell prints. Returns the bytes written. The old
+        journal stays in place if the new one cannot be written whole.
         """
         records = []
         for execution in sorted(executions, key=lambda e: e.seq):
@@ -199,10 +217,15 @@ class Journal(LoggingConfigurable):
         temporary = file.with_suffix(".compacting")
         data = "".join(line + "\n" for line in records).encode("utf-8", "surrogatepass")
         temporary.unlink(missing_ok=True)
-        self._append_bytes(temporary, data)
+        try:
+            _write_all(self._append_bytes(temporary, data), data, temporary)
+        except OSError:
+            temporary.unlink(missing_ok=True)
+            raise
         os.replace(temporary, file)
         self._compact_at[notebook_path] = max(self.compact_bytes, 2 * len(data))
         self.log.debug("jupyter_persist: compacted %s to %d bytes", file, len(data))
+        return len(data)
 
     def _append_bytes(self, file: Path, data: bytes) -> int:
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
@@ -237,6 +260,7 @@ class Journal(LoggingConfigurable):
     def remove(self, notebook_path: str) -> None:
         """Delete a notebook's journal (its outputs are all on disk)."""
         self.file_for(notebook_path).unlink(missing_ok=True)
+        self._failed.discard(notebook_path)
         for msg_id in [m for m, (_, path, _) in self._journaled.items() if path == notebook_path]:
             del self._journaled[msg_id]
 
@@ -245,3 +269,10 @@ class Journal(LoggingConfigurable):
         if not self.directory.is_dir():
             return []
         return sorted(self.directory.glob(f"*{JOURNAL_SUFFIX}"))
+
+
+def _write_all(count: int, data: bytes, file: Path) -> int:
+    """``count``, if it is all of ``data``; raises otherwise (a full disk's short write)."""
+    if count < len(data):
+        raise OSError(errno.ENOSPC, f"wrote {count} of {len(data)} bytes", str(file))
+    return count

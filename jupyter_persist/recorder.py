@@ -39,6 +39,8 @@ class Recorder(LoggingConfigurable):
         self._loop: PeriodicCallback | None = None
         self._stopped = False
         self._journaled_paths: set[str] = set()
+        #: Why the last journal append failed; None once one succeeds.
+        self._journal_error: str | None = None
 
     async def start(self) -> None:
         """Restore old journals, then record every ``interval`` seconds."""
@@ -84,7 +86,12 @@ class Recorder(LoggingConfigurable):
             return
         try:
             placed = [e for e in self.store.executions() if e.placed]
-            self.journal.append(placed)
+            try:
+                self.journal.append(placed)
+            except OSError as err:
+                self._journal_failed(err)
+            else:
+                self._journal_works()
             if self.text_log is not None:
                 self.text_log.flush(placed)
             current = {str(e.path) for e in placed}
@@ -94,3 +101,19 @@ class Recorder(LoggingConfigurable):
             self._journaled_paths = pending
         except Exception:
             self.log.exception("jupyter_persist: error writing the journal or the text log")
+
+    def _journal_failed(self, err: OSError) -> None:
+        """One WARNING while appends fail (a full disk would otherwise log every second)."""
+        if self._journal_error is None:
+            self.log.warning(
+                "jupyter_persist: cannot write the crash journal (%s); outputs are kept in "
+                "memory and still written to the notebooks; trying again every %s s",
+                err,
+                self.interval,
+            )
+        self._journal_error = str(err)
+
+    def _journal_works(self) -> None:
+        if self._journal_error is not None:
+            self.log.info("jupyter_persist: the crash journal can be written again")
+            self._journal_error = None

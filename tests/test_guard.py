@@ -52,7 +52,17 @@ def test_a_save_holding_the_outputs_makes_them_clean() -> None:
     store, execution = tracked(["line\n"])
     report = reconcile_save(store, "nb.ipynb", [cell([stream(["line\n"])], 3)])
     assert report.clean == [execution]
+    assert execution.dirty  # until the save succeeds
+    report.commit()
     assert not execution.dirty
+
+
+def test_a_save_commits_the_version_it_saved() -> None:
+    store, execution = tracked(["line\n"])
+    report = reconcile_save(store, "nb.ipynb", [cell([], None)])
+    store.apply(stream_msg("m1", "more\n"), detached=True)  # while the file is written
+    report.commit()
+    assert execution.dirty
 
 
 def test_a_gap_save_gets_the_captured_outputs() -> None:
@@ -64,6 +74,7 @@ def test_a_gap_save_gets_the_captured_outputs() -> None:
     assert report.restored == [execution]
     assert saved["outputs"] == [stream("".join(lines))]
     assert saved["execution_count"] == 3
+    report.commit()
     assert not execution.dirty
 
 
@@ -91,6 +102,7 @@ def test_clearing_complete_outputs_that_were_on_disk_wins() -> None:
     assert report.cleared == [execution]
     assert saved["outputs"] == []
     assert execution.area.outputs == ()
+    report.commit()
     assert not execution.dirty
     # A later save with the cleared cell stays as it is.
     assert reconcile_save(store, "nb.ipynb", [cell([], None)]).clean == [execution]
