@@ -201,17 +201,14 @@ class PersistExtension(ExtensionApp):
             schema_id=CONTENTS_SCHEMA, listener=self.capture.locator.on_contents_event
         )
         serverapp.log.info(
-            "jupyter_persist: capturing kernel outputs; save_interval=%ss; journal_interval=%ss; "
-            "max_write_share=%s; replay_buffer_max_bytes=%s; state_dir=%s; text log %s; "
-            "websocket class %s",
-            self.save_interval,
-            self.journal_interval,
-            self.max_write_share,
-            self.replay_buffer_max_bytes,
-            self.state_dir,
-            self.text_log_dir if self.text_log else "off",
+            "jupyter_persist: capturing kernel outputs; %s; websocket class %s",
+            "; ".join(f"{name}={value}" for name, value in self.effective_config().items()),
             f"{configured.__module__}.{configured.__qualname__}",
         )
+
+    def effective_config(self) -> dict[str, Any]:
+        """Every setting of the extension, as in effect (for the start line of the log)."""
+        return {name: getattr(self, name) for name in sorted(self.class_own_traits(config=True))}
 
     def initialize_handlers(self) -> None:
         """Add the REST API (``/api/persist/...``)."""

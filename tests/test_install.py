@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from browser import EXTENSION_LOADED, free_port, jupyter_server_process
 
+from jupyter_persist.app import PersistExtension
+
 
 def isolated_env(tmp_path: Path) -> dict[str, str]:
     env = dict(os.environ)
@@ -62,8 +64,13 @@ def test_disable_then_enable(tmp_path: Path) -> None:
     log = run_server_briefly(env, tmp_path)
     # The one start line: effective configuration and where the state lives.
     [start_line] = [line for line in log.splitlines() if EXTENSION_LOADED in line]
-    assert "save_interval=5.0s" in start_line
-    assert f"state_dir={env['JUPYTER_DATA_DIR']}/jupyter_persist" in start_line
+    settings = PersistExtension()
+    for name in settings.class_own_traits(config=True):
+        assert f"{name}=" in start_line, name
+    assert "save_interval=5.0;" in start_line
+    assert "stream_tail_chars=400000;" in start_line
+    assert f"state_dir={env['JUPYTER_DATA_DIR']}/jupyter_persist;" in start_line
+    assert f"text_log_dir={env['JUPYTER_DATA_DIR']}/jupyter_persist/logs;" in start_line
 
 
 def run_server_briefly(env: dict[str, str], tmp_path: Path) -> str:
