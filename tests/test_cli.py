@@ -254,9 +254,10 @@ def test_show_merges_a_newer_journal(state_dir: Path, tmp_path: Path) -> None:
     notebook = tmp_path / "proj" / "train.ipynb"
     make_notebook(notebook, [("a", "print('epoch 1')"), ("b", "1 + 1")])
     os.utime(notebook, (time.time() - 60, time.time() - 60))  # saved before the run
-    journal_a_run(state_dir, "proj/train.ipynb", "a", ["epoch 1", "epoch 2"])
+    journal = journal_a_run(state_dir, "proj/train.ipynb", "a", ["epoch 1", "epoch 2"])
     result = cli("show", str(notebook))
     assert result.returncode == 0, result.stderr
+    assert f"Reading {journal} (" in result.stderr  # progress on stderr, outputs on stdout
     assert "merged with the journal" in result.stdout
     assert "── cell 1 · In [ ] · print('epoch 1')\nepoch 1\nepoch 2\n" in result.stdout
     assert "── cell 2" in result.stdout
@@ -349,6 +350,7 @@ def test_clean_is_a_dry_run_until_yes(state_dir: Path, tmp_path: Path) -> None:
 
     dry = cli("clean", "--root-dir", str(tmp_path))
     assert dry.returncode == 0, dry.stderr
+    assert f"Checking 2 journal(s) in {state_dir / 'journals'}..." in dry.stderr
     assert f"would remove {gone}: journal; deleted.ipynb no longer exists" in dry.stdout
     assert f"would remove {gone_log}: text log; deleted.ipynb no longer exists" in dry.stdout
     assert str(kept) not in dry.stdout

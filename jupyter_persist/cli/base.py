@@ -143,6 +143,14 @@ class PersistCommand(JupyterApp):
         except KeyboardInterrupt:
             self.exit(130)
 
+    def progress(self, message: str) -> None:
+        """Say on stderr what a step that may take a while is doing (stdout stays data)."""
+        print(message, file=sys.stderr, flush=True)
+
+    def reading(self, journal_file: Path) -> None:
+        """Say that a journal is being read, and how big it is."""
+        self.progress(f"Reading {journal_file} ({size(journal_file.stat().st_size)})...")
+
     def fail(self, message: str) -> None:
         """Print ``message`` as the command's one error line and exit with status 1."""
         print(f"jupyter persist {self.name.split()[-1]}: error: {message}", file=sys.stderr)
@@ -169,3 +177,11 @@ def fetch_status(server: RunningServer) -> tuple[dict[str, Any] | None, str | No
         return None, f"the server answered {err.code} {err.reason}"
     except (OSError, ValueError) as err:
         return None, f"the server does not answer ({err})"
+
+
+def size(count: float, unit: str = "bytes") -> str:
+    """A count with a readable multiple: ``1.2 M bytes``."""
+    for prefix, factor in (("G ", 1e9), ("M ", 1e6), ("k ", 1e3)):
+        if count >= factor:
+            return f"{count / factor:.1f} {prefix}{unit}"
+    return f"{int(count)} {unit}"

@@ -15,9 +15,8 @@ from ..ondisk import find_journal, journal_files, journaled_cells
 from ..recovery import plan_restore
 from ..textlog import notebook_of_log
 from ..writer import merge_outputs
-from .base import CommandError, PersistCommand, RunningServer
+from .base import CommandError, PersistCommand, RunningServer, size
 from .outputs import modified_time, read_notebook
-from .status import size
 
 
 class RestoreApp(PersistCommand):
@@ -63,7 +62,7 @@ class RestoreApp(PersistCommand):
         if self.to and target.exists() and not self.force:
             raise CommandError(f"{target} exists; add --force to replace it")
         notebook = read_notebook(notebook_file)
-        print(f"Reading {journal_file} ({size(journal_file.stat().st_size)})", file=sys.stderr)
+        self.reading(journal_file)
         journaled = journaled_cells(journal, journal_file, api_path)
         if not journaled:
             raise CommandError(f"the journal {journal_file} holds no outputs of {notebook_file}")
@@ -126,6 +125,9 @@ class CleanApp(PersistCommand):
             if server.status is not None
             for notebook in server.status["notebooks"]
         }
+        self.progress(
+            f"Checking {len(self.journal().files())} journal(s) in {self.journal().directory}..."
+        )
         doomed = self._journals(root, in_use) + self._logs(root, in_use)
         for file, reason in doomed:
             print(f"{'removing' if self.yes else 'would remove'} {file}: {reason}")

@@ -89,6 +89,7 @@ class ShowApp(PersistCommand):
         found = find_journal(self.journal(), self.candidates(notebook_file, self.running_servers()))
         if found is not None:
             api_path, journal_file = found
+            self.reading(journal_file)
             journaled = journaled_cells(self.journal(), journal_file, api_path)
             if journaled:
                 plan = plan_restore(notebook, modified_time(notebook_file), journaled)

@@ -10,7 +10,7 @@ from typing import Any
 from traitlets import Bool
 
 from ..ondisk import journal_files
-from .base import PersistCommand, RunningServer
+from .base import PersistCommand, RunningServer, size
 
 
 class StatusApp(PersistCommand):
@@ -97,14 +97,6 @@ def notebook_lines(notebook: dict[str, Any]) -> list[str]:
             "(kept in memory; see the server log)"
         )
     return lines
-
-
-def size(count: float, unit: str = "bytes") -> str:
-    """A count with a readable multiple: ``1.2 M bytes``."""
-    for prefix, factor in (("G ", 1e9), ("M ", 1e6), ("k ", 1e3)):
-        if count >= factor:
-            return f"{count / factor:.1f} {prefix}{unit}"
-    return f"{int(count)} {unit}"
 
 
 def ago(timestamp: float) -> str:
