@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -154,6 +155,7 @@ async def test_status_of_a_running_server(
     _, kernel_id = await notebook_session("run.ipynb")
     msg_id = await run_and_leave(jp_ws_fetch, kernel_id, code, "slow")
     await wait_for(lambda: capture.store.get(msg_id).placed and not capture.attached(kernel_id))
+    await wait_for(lambda: "run.ipynb" in capture.flusher.last_written, what="the first write")
 
     code_, out, err = await cli_async("status")
     assert code_ == 0, err
@@ -161,11 +163,29 @@ async def test_status_of_a_running_server(
     assert "run.ipynb: kernel " in out
     assert "busy, no client attached" in out
     assert "running: cell slow" in out
+    assert "; 6 characters captured; last write " in out  # "start\n"
+    assert re.search(r"last write \d+ (s|min) ago; 0 execution\(s\) not written yet", out)
     code_, out, _ = await cli_async("status", "--json")
     [server] = json.loads(out)["servers"]
     assert server["status"]["notebooks"][0]["running_cells"] == ["slow"]
     await jp_fetch("api", "kernels", kernel_id, "interrupt", method="POST", body="")
     await wait_for(lambda: not capture.store.get(msg_id).running, what="the interrupted cell")
+
+
+class TestServerWithoutTheExtension:
+    @pytest.fixture
+    def jp_server_config(self) -> dict[str, Any]:
+        return {"ServerApp": {"jpserver_extensions": {"jupyter_persist": False}}}
+
+    async def test_status_says_so(self, jp_serverapp: Any, jp_fetch: Any) -> None:
+        # (jp_fetch's fixtures make the server listen on its port.)
+        assert not jp_serverapp.extension_manager.extension_apps.get("jupyter_persist")
+        assert "jupyter_persist_capture" not in jp_serverapp.web_app.settings
+        jp_serverapp.write_server_info_file()
+        code_, out, err = await cli_async("status")
+        assert code_ == 0, err
+        assert f"Server {jp_serverapp.connection_url}" in out
+        assert "  jupyter_persist is not enabled on this server" in out
 
 
 async def test_restore_and_clean_leave_a_notebook_being_captured_alone(
