@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import nbformat
 import pytest
 from helpers import make_notebook, read_cells, run_and_leave, stream_text, wait_for
 from test_store import idle_msg, stream_msg
@@ -287,6 +288,20 @@ def test_show_merges_a_newer_journal(state_dir: Path, tmp_path: Path) -> None:
     assert "── cell 2" in only.stdout
     assert cli("show", str(notebook), "--cell", "b").stdout == only.stdout
     assert_one_line_error(cli("show", str(notebook), "--cell", "9"), "the notebook has 2 cells")
+
+
+def test_show_leaves_out_a_journal_older_than_the_file(state_dir: Path, tmp_path: Path) -> None:
+    notebook = tmp_path / "train.ipynb"
+    journal = journal_a_run(state_dir, "train.ipynb", "a", ["old run"])
+    nb = make_notebook(notebook, [("a", "print('new')")])
+    nb.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text="new run\n")]
+    nbformat.write(nb, str(notebook))
+    os.utime(notebook, (time.time() + 60, time.time() + 60))  # saved after the journal
+    result = cli("show", "train.ipynb", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"(the journal {journal} is older than the file: not shown)" in result.stdout
+    assert "new run" in result.stdout
+    assert "old run" not in result.stdout
 
 
 def test_show_refuses_a_corrupt_notebook(tmp_path: Path, jp_environ: Any) -> None:
