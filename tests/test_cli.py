@@ -263,6 +263,43 @@ async def test_log_follows_a_running_cell(
     assert body == "".join(f"tick {i}\n" for i in range(8)) + "DONE\n"
 
 
+async def test_log_follows_across_a_rotation(state_dir: Path, tmp_path: Path) -> None:
+    log_file = log_a_run(state_dir, "train.ipynb", ["before"])
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "jupyter_persist.cli",
+        "log",
+        "-f",
+        "--LogApp.poll_interval=0.1",
+        "train.ipynb",
+        stdout=asyncio.subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    assert process.stdout is not None
+
+    async def read_until(text: str) -> str:
+        assert process.stdout is not None
+        seen = ""
+        while text not in seen:
+            line = await asyncio.wait_for(process.stdout.readline(), 30)
+            assert line, f"the log ended before {text!r}"
+            seen += line.decode()
+        return seen
+
+    try:
+        await read_until("before\n")
+        # As the server rotates: renamed aside, a new file started, here already longer
+        # than what was read of the old one.
+        log_file.rename(log_file.with_name(log_file.name + ".1"))
+        log_file.write_text("".join(f"after {i}\n" for i in range(100)))
+        seen = await read_until("after 99\n")
+    finally:
+        process.kill()
+        await process.wait()
+    assert seen == "".join(f"after {i}\n" for i in range(100))
+
+
 def test_log_prints_the_whole_log(state_dir: Path, tmp_path: Path) -> None:
     log_a_run(state_dir, "notes/a.ipynb", ["one", "two"])
     (tmp_path / "notes").mkdir()

@@ -45,25 +45,30 @@ class LogApp(PersistCommand):
         if found is None:
             raise CommandError(f"no text log for {notebook} in {text_log.directory}")
         _, file = found
-        position = self._print_from(file, 0)
+        where = self._print_from(file, (None, 0))
         while self.follow:
             time.sleep(self.poll_interval)
-            position = self._print_from(file, position)
+            where = self._print_from(file, where)
 
-    def _print_from(self, file: Path, position: int) -> int:
-        """Print the log from byte ``position`` on; return where it ends now."""
+    def _print_from(self, file: Path, where: tuple[int | None, int]) -> tuple[int | None, int]:
+        """Print the log from ``where`` (the file's inode, a byte offset) on; return the end.
+
+        The server rotates a log by renaming it to ``.log.1`` and starting a new file: a
+        new inode, or a file shorter than the offset, is read from its start.
+        """
+        inode, position = where
         try:
-            size = file.stat().st_size
+            with file.open("rb") as handle:
+                stat = os.fstat(handle.fileno())
+                if stat.st_ino != inode or stat.st_size < position:
+                    position = 0
+                handle.seek(position)
+                data = handle.read()
         except FileNotFoundError:
-            return 0  # being rotated: the new file starts again from 0
-        if size < position:
-            position = 0  # rotated (renamed to .log.1, a new file started)
-        with file.open("rb") as handle:
-            handle.seek(position)
-            data = handle.read()
+            return None, 0  # being rotated: the new file starts again from 0
         sys.stdout.write(data.decode("utf-8", "replace"))
         sys.stdout.flush()
-        return position + len(data)
+        return stat.st_ino, position + len(data)
 
 
 class ShowApp(PersistCommand):
