@@ -291,7 +291,9 @@ async def test_a_socket_whose_signal_is_missed_is_still_read(
     make_notebook(jp_root_dir / "poll.ipynb", [("c", code)])
     _, kernel_id = await notebook_session("poll.ipynb")
     subscription = capture.listener._subscriptions[kernel_id]
-    await wait_for(subscription.live.is_set, what="a live subscription")
+    # Nudged: a kernel's first messages can go out before the socket is connected
+    # (seen on a slow CI host), and then nothing arrives until a client asks.
+    assert await capture.listener.wait_live(kernel_id, 30), "no live subscription"
     asyncio.get_running_loop().remove_reader(subscription.fd)
     msg_id = await run_and_leave(jp_ws_fetch, kernel_id, code, "c", wait_text="two")
     execution = capture.store.get(msg_id)
