@@ -104,6 +104,31 @@ class TestCulling:
             lambda: kernel_id not in capture.listener.kernel_ids, timeout=30, what="culled"
         )
 
+    async def test_a_busy_kernel_with_no_client_is_not_culled(
+        self,
+        jp_fetch: Any,
+        jp_ws_fetch: Any,
+        jp_root_dir: Path,
+        notebook_session: Any,
+        capture: Any,
+    ) -> None:
+        """With cull_busy off (the default), a running cell is never culled.
+
+        Even one silent for three times the idle timeout with no client attached (the
+        output of a long computation comes at its end).
+        """
+        code = "import time\nprint('start', flush=True)\ntime.sleep(6)\nprint('DONE')"
+        nb_path = jp_root_dir / "long.ipynb"
+        make_notebook(nb_path, [("c", code)])
+        _, kernel_id = await notebook_session(nb_path.name)
+        msg_id = await run_and_leave(jp_ws_fetch, kernel_id, code, "c")
+        execution = capture.store.get(msg_id)
+        await wait_for(lambda: not execution.running, timeout=60, what="the end of the run")
+        assert kernel_id in capture.listener.kernel_ids
+        response = await jp_fetch("api", "kernels", kernel_id)
+        assert json.loads(response.body)["id"] == kernel_id
+        await wait_for(lambda: stream_text(read_cells(nb_path)["c"]) == "start\nDONE\n", timeout=30)
+
 
 async def test_malformed_iopub_messages_never_raise(jp_fetch: Any, capture: Any) -> None:
     execution = capture.store.begin("k", "m")
