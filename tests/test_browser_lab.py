@@ -76,3 +76,13 @@ def test_lab_closed_mid_run_keeps_outputs(tmp_path: Path) -> None:
             log = server.log()
             assert "jupyter_persist: last client left kernel" in log
             assert f"jupyter_persist: wrote {name}" in log
+
+        # Reopened after the run: the page shows every line, with the cell's prompt.
+        with chromium() as session, report_failure(server, session):
+            page = session.page
+            lab_open_notebook(page, server, name)
+            lab_wait_kernel_idle(page, name)
+            shown = "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
+            assert shown.strip() == EXPECTED.strip(), shown[-200:]
+            prompt = page.locator(".jp-InputArea-prompt").first.inner_text()
+            assert prompt.strip() == "[1]:", prompt

@@ -111,3 +111,13 @@ def test_notebook7_closed_mid_run_keeps_outputs(tmp_path: Path) -> None:
             log = server.log()
             assert "jupyter_persist: last client left kernel" in log
             assert f"jupyter_persist: wrote {name}" in log
+
+        # Reopened after the run: the page shows every line, with the cell's prompt.
+        with chromium() as session, report_failure(server, session):
+            page = session.page
+            notebook7_open(page, server, name)
+            notebook7_wait_kernel_ready(page, name)
+            shown = "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
+            assert shown.strip() == EXPECTED.strip(), shown[-200:]
+            prompt = page.locator(".jp-Cell .jp-InputPrompt").first.inner_text()
+            assert prompt.strip() == "[1]:", prompt
