@@ -135,7 +135,7 @@ def _stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
 @contextmanager
 def jupyter_server_process(
     tmp_path: Path,
-    app: str = "lab",
+    app: str = "lab",  # or "notebook" (Notebook 7), "nbclassic"
     save_interval: float = 1,
     extra_args: Sequence[str] = (),
     startup_timeout: float = 60,
@@ -162,7 +162,9 @@ def jupyter_server_process(
     env["PYTHONUNBUFFERED"] = "1"
     port = free_port()
     token = uuid.uuid4().hex
-    app_class = {"lab": "LabApp", "notebook": "JupyterNotebookApp"}.get(app, "LabApp")
+    # nbclassic has no window.jupyterapp to expose.
+    app_class = {"lab": "LabApp", "notebook": "JupyterNotebookApp"}.get(app)
+    expose = [f"--{app_class}.expose_app_in_browser=True"] if app_class else []
     cmd = [
         sys.executable,
         "-m",
@@ -175,7 +177,7 @@ def jupyter_server_process(
         "--ServerApp.port_retries=0",
         f"--IdentityProvider.token={token}",
         f"--ServerApp.root_dir={root_dir}",
-        f"--{app_class}.expose_app_in_browser=True",
+        *expose,
         f"--PersistExtension.save_interval={save_interval}",
         *extra_args,
     ]
