@@ -93,7 +93,7 @@ class Recorder(LoggingConfigurable):
             else:
                 self._journal_works()
             if self.text_log is not None:
-                self.text_log.flush(placed)
+                self.text_log.flush([e for e in self.store.executions() if e.path is not None])
             current = {str(e.path) for e in placed}
             pending = {str(e.path) for e in placed if e.dirty or e.running}
             for path in (self._journaled_paths | current) - pending:

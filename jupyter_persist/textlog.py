@@ -108,9 +108,10 @@ class TextLog(LoggingConfigurable):
         else:
             pending.end_line()
             pending.add(output_text({"output_type": msg_type, **content}))
-        if pending.size >= WRITE_AT_BYTES and execution.path and execution.cell_id:
+        path = _log_path(execution)
+        if pending.size >= WRITE_AT_BYTES and path is not None:
             # A flood is written as it comes, not held for a whole tick.
-            self._write(execution.path, self._take(execution, pending))
+            self._write(path, self._take(execution, pending))
 
     def note(self, execution: Execution, text: str) -> None:
         """Add a line of our own (such as "waiting for input") to an execution's log."""
@@ -123,13 +124,14 @@ class TextLog(LoggingConfigurable):
         chunks: dict[str, list[str]] = {}
         for execution in executions:
             pending = self._pending.get(execution.msg_id)
-            if pending is None or execution.path is None or execution.cell_id is None:
+            path = _log_path(execution)
+            if pending is None or path is None:
                 continue
             text = self._take(execution, pending)
             if not execution.running:
                 del self._pending[execution.msg_id]
             if text:
-                chunks.setdefault(execution.path, []).append(text)
+                chunks.setdefault(path, []).append(text)
         for path, texts in chunks.items():
             self._write(path, "".join(texts))
 
@@ -145,7 +147,12 @@ class TextLog(LoggingConfigurable):
             stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime())
             count = execution.area.execution_count
             prompt = count if count is not None else " "
-            parts.append(f"\n=== {stamp}  In [{prompt}]  cell {execution.cell_id} ===\n")
+            cell = (
+                f"cell {execution.cell_id}"
+                if execution.cell_id is not None
+                else "no cell (not placed: see the server log)"
+            )
+            parts.append(f"\n=== {stamp}  In [{prompt}]  {cell} ===\n")
         if not execution.running:
             pending.end_line()
         parts.extend(pending.rendered)
@@ -174,6 +181,17 @@ class TextLog(LoggingConfigurable):
 
 
 TITLE_PREFIX = "# jupyter-persist text log of "
+
+
+def _log_path(execution: Execution) -> str | None:
+    """The notebook whose log an execution's text goes to now, if any.
+
+    Also when it could not be placed in a cell: the log is then the only file that
+    holds its outputs. Not while its cell is still being looked up.
+    """
+    if execution.cell_id is None and not execution.unplaced:
+        return None
+    return execution.path
 
 
 def title_line(notebook_path: str) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from helpers import (
     LEGACY,
+    V1,
     load_cells,
     make_notebook,
     read_cells,
@@ -33,19 +34,27 @@ async def start_and_leave(
 
 
 @pytest.mark.parametrize(
-    "metadata",
+    ("metadata", "protocol"),
     [
-        pytest.param({}, id="nbclassic"),
-        pytest.param({"vscode": {"cellUri": "vscode-notebook-cell:/x.ipynb#W1"}}, id="vscode"),
+        # nbclassic: the legacy JSON protocol, empty metadata.
+        pytest.param({}, LEGACY, id="nbclassic"),
+        # VS Code's Jupyter extension on a remote server (@jupyterlab/services, so the
+        # v1 protocol): its own cell URI instead of a cellId.
+        pytest.param({"vscode": {"cellUri": "vscode-notebook-cell:/x.ipynb#W1"}}, V1, id="vscode"),
     ],
 )
 async def test_no_cell_id_falls_back_to_the_one_matching_source(
-    jp_root_dir: Path, jp_ws_fetch: Any, notebook_session: Any, capture: Any, metadata: Any
+    jp_root_dir: Path,
+    jp_ws_fetch: Any,
+    notebook_session: Any,
+    capture: Any,
+    metadata: Any,
+    protocol: str,
 ) -> None:
     nb_path = jp_root_dir / "fallback.ipynb"
     make_notebook(nb_path, [("other", "print('other')"), ("target", SLOW)])
     _, kernel_id = await notebook_session(nb_path.name)
-    await start_and_leave(jp_ws_fetch, kernel_id, SLOW, None, metadata)
+    await run_and_leave(jp_ws_fetch, kernel_id, SLOW, None, protocol=protocol, metadata=metadata)
     await wait_for(
         lambda: stream_text(read_cells(nb_path)["target"]) == "start\nend\n", what="fallback write"
     )
@@ -77,6 +86,11 @@ async def test_ambiguous_source_keeps_outputs_and_warns(
     assert any(
         "2 cells of ambiguous.ipynb have its source" in r.getMessage() for r in caplog.records
     )
+    # The text log is then the one file that holds them.
+    log_file = capture.recorder.text_log.file_for("ambiguous.ipynb")
+    await wait_for(lambda: log_file.exists() and "end\n" in log_file.read_text())
+    text = log_file.read_text()
+    assert "no cell (not placed: see the server log) ===\nstart\nend\n" in text
 
 
 async def test_session_path_change_is_followed(
