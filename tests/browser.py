@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from helpers import read_cells
+from helpers import read_cells, stream_text
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
@@ -79,6 +79,42 @@ def read_cells_retrying(path: Path, timeout: float = 5) -> dict[str, Any]:
     """:func:`helpers.read_cells`, retrying while the file is half-written."""
     cells: dict[str, Any] = wait_until(lambda: read_cells(path), timeout, f"{path} to parse")
     return cells
+
+
+#: Lines the slow printer prints, one every 0.1 s: long enough to close a browser mid-run.
+SLOW_PRINTER_LINES = 80
+#: What the slow printer's cell holds once it has run.
+SLOW_PRINTER_OUTPUT = "".join(f"line {i}\n" for i in range(SLOW_PRINTER_LINES)) + "DONE\n"
+
+
+def slow_printer(lines: int = SLOW_PRINTER_LINES) -> str:
+    """The code of a cell that prints ``line 0``, ``line 1``... every 0.1 s, then ``DONE``."""
+    return (
+        "import time\n"
+        f"for i in range({lines}):\n"
+        '    print(f"line {i}", flush=True)\n'
+        "    time.sleep(0.1)\n"
+        'print("DONE", flush=True)\n'
+    )
+
+
+def wait_complete_on_disk(path: Path, cell_id: str, expected: str, timeout: float = 60) -> None:
+    """Wait until the cell on disk holds ``expected`` and an execution count.
+
+    On a timeout, the error says what the file holds instead.
+    """
+
+    def complete() -> bool:
+        cell = read_cells_retrying(path)[cell_id]
+        return stream_text(cell) == expected and isinstance(cell["execution_count"], int)
+
+    try:
+        wait_until(complete, timeout, "all outputs in the notebook on disk", interval=0.25)
+    except AssertionError:
+        cell = read_cells_retrying(path)[cell_id]
+        raise AssertionError(
+            f"outputs on disk: {stream_text(cell)!r}, execution_count {cell['execution_count']!r}"
+        ) from None
 
 
 @dataclass

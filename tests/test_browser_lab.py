@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from browser import (
     PYTHON3_KERNELSPEC,
+    SLOW_PRINTER_OUTPUT,
     chromium,
     jupyter_server_process,
     lab_dialogs,
@@ -16,29 +17,21 @@ from browser import (
     lab_wait_output,
     read_cells_retrying,
     report_failure,
-    wait_until,
+    slow_printer,
+    wait_complete_on_disk,
 )
-from helpers import make_notebook, stream_text
+from helpers import make_notebook
 
 pytestmark = pytest.mark.browser
 
 CELL_ID = "slow-printer"
-LINES = 80
-SOURCE = f"""\
-import time
-for i in range({LINES}):
-    print(f"line {{i}}", flush=True)
-    time.sleep(0.1)
-print("DONE", flush=True)
-"""
-EXPECTED = "".join(f"line {i}\n" for i in range(LINES)) + "DONE\n"
 
 
 def test_lab_closed_mid_run_keeps_outputs(tmp_path: Path) -> None:
     with jupyter_server_process(tmp_path, save_interval=1) as server:
         name = "closed_mid_run.ipynb"
         nb_path = server.root_dir / name
-        make_notebook(nb_path, [(CELL_ID, SOURCE)], kernelspec=PYTHON3_KERNELSPEC)
+        make_notebook(nb_path, [(CELL_ID, slow_printer())], kernelspec=PYTHON3_KERNELSPEC)
 
         with chromium() as session, report_failure(server, session):
             page = session.page
@@ -59,19 +52,7 @@ def test_lab_closed_mid_run_keeps_outputs(tmp_path: Path) -> None:
             session.close()  # every websocket of the page goes away mid-run
 
         with report_failure(server):
-
-            def complete() -> bool:
-                cell = read_cells_retrying(nb_path)[CELL_ID]
-                return stream_text(cell) == EXPECTED and isinstance(cell["execution_count"], int)
-
-            try:
-                wait_until(complete, 60, "all outputs in the notebook on disk", interval=0.25)
-            except AssertionError:
-                cell = read_cells_retrying(nb_path)[CELL_ID]
-                raise AssertionError(
-                    f"outputs on disk: {stream_text(cell)!r}, "
-                    f"execution_count {cell['execution_count']!r}"
-                ) from None
+            wait_complete_on_disk(nb_path, CELL_ID, SLOW_PRINTER_OUTPUT)
 
             log = server.log()
             assert "jupyter_persist: last client left kernel" in log
@@ -83,6 +64,6 @@ def test_lab_closed_mid_run_keeps_outputs(tmp_path: Path) -> None:
             lab_open_notebook(page, server, name)
             lab_wait_kernel_idle(page, name)
             shown = "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
-            assert shown.strip() == EXPECTED.strip(), shown[-200:]
+            assert shown.strip() == SLOW_PRINTER_OUTPUT.strip(), shown[-200:]
             prompt = page.locator(".jp-InputArea-prompt").first.inner_text()
             assert prompt.strip() == "[1]:", prompt

@@ -12,28 +12,21 @@ from pathlib import Path
 import pytest
 from browser import (
     PYTHON3_KERNELSPEC,
+    SLOW_PRINTER_OUTPUT,
     LabServer,
     chromium,
     jupyter_server_process,
     read_cells_retrying,
     report_failure,
-    wait_until,
+    slow_printer,
+    wait_complete_on_disk,
 )
-from helpers import make_notebook, stream_text
+from helpers import make_notebook
 from playwright.sync_api import Page
 
 pytestmark = pytest.mark.browser
 
 CELL_ID = "slow-printer"
-LINES = 80
-SOURCE = f"""\
-import time
-for i in range({LINES}):
-    print(f"line {{i}}", flush=True)
-    time.sleep(0.1)
-print("DONE", flush=True)
-"""
-EXPECTED = "".join(f"line {i}\n" for i in range(LINES)) + "DONE\n"
 
 
 def nbclassic_open(page: Page, server: LabServer, path: str) -> None:
@@ -53,7 +46,7 @@ def test_nbclassic_closed_mid_run_keeps_outputs(tmp_path: Path) -> None:
         nb_path = server.root_dir / name
         make_notebook(
             nb_path,
-            [(CELL_ID, SOURCE), ("other", "x = 1")],
+            [(CELL_ID, slow_printer()), ("other", "x = 1")],
             kernelspec=PYTHON3_KERNELSPEC,
         )
 
@@ -70,12 +63,7 @@ def test_nbclassic_closed_mid_run_keeps_outputs(tmp_path: Path) -> None:
             session.close()
 
         with report_failure(server):
-
-            def complete() -> bool:
-                cell = read_cells_retrying(nb_path)[CELL_ID]
-                return stream_text(cell) == EXPECTED and isinstance(cell["execution_count"], int)
-
-            wait_until(complete, 60, "all outputs in the notebook on disk", interval=0.25)
+            wait_complete_on_disk(nb_path, CELL_ID, SLOW_PRINTER_OUTPUT)
             cells = read_cells_retrying(nb_path)
             assert "".join(cells["other"]["source"]) == "x = 1"
             assert cells["other"]["outputs"] == []
@@ -86,6 +74,6 @@ def test_nbclassic_closed_mid_run_keeps_outputs(tmp_path: Path) -> None:
         with chromium() as session, report_failure(server, session):
             page = session.page
             nbclassic_open(page, server, name)
-            assert nbclassic_outputs(page).strip() == EXPECTED.strip()
+            assert nbclassic_outputs(page).strip() == SLOW_PRINTER_OUTPUT.strip()
             prompt = page.locator(".input_prompt").first.inner_text()
             assert prompt.replace("\xa0", " ").strip() == "In [1]:", prompt

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from browser import (
     PYTHON3_KERNELSPEC,
+    SLOW_PRINTER_OUTPUT,
     LabServer,
     chromium,
     jupyter_server_process,
@@ -22,23 +23,15 @@ from browser import (
     lab_wait_output,
     read_cells_retrying,
     report_failure,
-    wait_until,
+    slow_printer,
+    wait_complete_on_disk,
 )
-from helpers import make_notebook, stream_text
+from helpers import make_notebook
 from playwright.sync_api import Page
 
 pytestmark = pytest.mark.browser
 
 CELL_ID = "slow-printer"
-LINES = 80
-SOURCE = f"""\
-import time
-for i in range({LINES}):
-    print(f"line {{i}}", flush=True)
-    time.sleep(0.1)
-print("DONE", flush=True)
-"""
-EXPECTED = "".join(f"line {i}\n" for i in range(LINES)) + "DONE\n"
 
 
 def notebook7_open(page: Page, server: LabServer, path: str) -> None:
@@ -67,7 +60,7 @@ def test_notebook7_closed_mid_run_keeps_outputs(tmp_path: Path) -> None:
     with jupyter_server_process(tmp_path, app="notebook", save_interval=1) as server:
         name = "closed_mid_run.ipynb"
         nb_path = server.root_dir / name
-        make_notebook(nb_path, [(CELL_ID, SOURCE)], kernelspec=PYTHON3_KERNELSPEC)
+        make_notebook(nb_path, [(CELL_ID, slow_printer())], kernelspec=PYTHON3_KERNELSPEC)
 
         with chromium() as session, report_failure(server, session):
             page = session.page
@@ -94,19 +87,7 @@ def test_notebook7_closed_mid_run_keeps_outputs(tmp_path: Path) -> None:
             session.close()  # every websocket of the page goes away mid-run
 
         with report_failure(server):
-
-            def complete() -> bool:
-                cell = read_cells_retrying(nb_path)[CELL_ID]
-                return stream_text(cell) == EXPECTED and isinstance(cell["execution_count"], int)
-
-            try:
-                wait_until(complete, 60, "all outputs in the notebook on disk", interval=0.25)
-            except AssertionError:
-                cell = read_cells_retrying(nb_path)[CELL_ID]
-                raise AssertionError(
-                    f"outputs on disk: {stream_text(cell)!r}, "
-                    f"execution_count {cell['execution_count']!r}"
-                ) from None
+            wait_complete_on_disk(nb_path, CELL_ID, SLOW_PRINTER_OUTPUT)
 
             log = server.log()
             assert "jupyter_persist: last client left kernel" in log
@@ -118,6 +99,6 @@ def test_notebook7_closed_mid_run_keeps_outputs(tmp_path: Path) -> None:
             notebook7_open(page, server, name)
             notebook7_wait_kernel_ready(page, name)
             shown = "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
-            assert shown.strip() == EXPECTED.strip(), shown[-200:]
+            assert shown.strip() == SLOW_PRINTER_OUTPUT.strip(), shown[-200:]
             prompt = page.locator(".jp-Cell .jp-InputPrompt").first.inner_text()
             assert prompt.strip() == "[1]:", prompt

@@ -14,6 +14,7 @@ import pytest
 from browser import (
     EXTENSION_LOADED,
     PYTHON3_KERNELSPEC,
+    SLOW_PRINTER_OUTPUT,
     BrowserSession,
     chromium,
     lab_run_all_cells,
@@ -21,6 +22,8 @@ from browser import (
     lab_wait_output,
     read_cells_retrying,
     report_failure,
+    slow_printer,
+    wait_complete_on_disk,
     wait_until,
 )
 from helpers import LabLikeClient, make_notebook, stream_text
@@ -32,15 +35,6 @@ from jupyter_persist import __version__
 pytestmark = [pytest.mark.browser, pytest.mark.hub]
 
 CELL_ID = "printer"
-LINES = 80
-SOURCE = f"""\
-import time
-for i in range({LINES}):
-    print(f"line {{i}}", flush=True)
-    time.sleep(0.1)
-print("DONE", flush=True)
-"""
-EXPECTED = "".join(f"line {i}\n" for i in range(LINES)) + "DONE\n"
 
 
 def log_in(page: Page, hub: Hub) -> None:
@@ -66,7 +60,7 @@ def test_browser_closed_mid_run_under_the_hub(tmp_path: Path) -> None:
     with jupyterhub(tmp_path) as hub:
         name = "hub_closed.ipynb"
         nb_path = hub.home() / name
-        make_notebook(nb_path, [(CELL_ID, SOURCE)], kernelspec=PYTHON3_KERNELSPEC)
+        make_notebook(nb_path, [(CELL_ID, slow_printer())], kernelspec=PYTHON3_KERNELSPEC)
 
         with chromium() as session, report_failure(hub, session):  # type: ignore[arg-type]
             page = open_notebook(session, hub, name)
@@ -79,12 +73,7 @@ def test_browser_closed_mid_run_under_the_hub(tmp_path: Path) -> None:
             session.close()  # the laptop lid: every websocket goes away mid-run
 
         with report_failure(hub):  # type: ignore[arg-type]
-
-            def complete() -> bool:
-                cell = read_cells_retrying(nb_path)[CELL_ID]
-                return stream_text(cell) == EXPECTED and isinstance(cell["execution_count"], int)
-
-            wait_until(complete, 60, "all outputs in the notebook on disk", interval=0.25)
+            wait_complete_on_disk(nb_path, CELL_ID, SLOW_PRINTER_OUTPUT)
             assert f"jupyter_persist: wrote {name}" in hub.log()
 
         # Reopened later: the page shows what the file holds, with the cell's prompt.
@@ -103,7 +92,7 @@ def test_server_stopped_through_the_hub_mid_run_and_the_api_through_its_proxy(
     with jupyterhub(tmp_path) as hub, report_failure(hub):  # type: ignore[arg-type]
         name = "hub_stopped.ipynb"
         nb_path = hub.home() / name
-        source = SOURCE.replace(f"range({LINES})", "range(100_000)")
+        source = slow_printer(100_000)
         make_notebook(nb_path, [(CELL_ID, source)], kernelspec=PYTHON3_KERNELSPEC)
         hub.start_server()
         token = hub.user_token()
