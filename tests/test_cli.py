@@ -140,6 +140,26 @@ def test_status_without_a_server_shows_journals(state_dir: Path, tmp_path: Path)
     assert report["journals"][0]["notebooks"] == ["work/train.ipynb"]
 
 
+async def run_long_cell_detached(
+    jp_serverapp: Any, jp_root_dir: Path, jp_ws_fetch: Any, notebook_session: Any
+) -> tuple[str, str]:
+    """Cell ``slow`` of run.ipynb runs, its client gone, on a server the CLI can find.
+
+    Returns (kernel id, msg id). The cell sleeps long enough to outlast several CLI
+    runs on a slow machine (4 s did not, once): end it with :func:`interrupt`.
+    """
+    jp_serverapp.write_server_info_file()
+    code = "import time\nprint('start', flush=True)\ntime.sleep(120)"
+    make_notebook(jp_root_dir / "run.ipynb", [("slow", code)])
+    _, kernel_id = await notebook_session("run.ipynb")
+    return kernel_id, await run_and_leave(jp_ws_fetch, kernel_id, code, "slow")
+
+
+async def interrupt(jp_fetch: Any, capture: Any, kernel_id: str, msg_id: str) -> None:
+    await jp_fetch("api", "kernels", kernel_id, "interrupt", method="POST", body="")
+    await wait_for(lambda: not capture.store.get(msg_id).running, what="the interrupted cell")
+
+
 async def test_status_of_a_running_server(
     jp_serverapp: Any,
     jp_root_dir: Path,
@@ -148,13 +168,9 @@ async def test_status_of_a_running_server(
     notebook_session: Any,
     capture: Any,
 ) -> None:
-    jp_serverapp.write_server_info_file()
-    # Long enough to outlast two CLI runs on a slow machine (4 s did not, once); the
-    # test interrupts it when done.
-    code = "import time\nprint('start', flush=True)\ntime.sleep(120)"
-    make_notebook(jp_root_dir / "run.ipynb", [("slow", code)])
-    _, kernel_id = await notebook_session("run.ipynb")
-    msg_id = await run_and_leave(jp_ws_fetch, kernel_id, code, "slow")
+    kernel_id, msg_id = await run_long_cell_detached(
+        jp_serverapp, jp_root_dir, jp_ws_fetch, notebook_session
+    )
     await wait_for(lambda: capture.store.get(msg_id).placed and not capture.attached(kernel_id))
     await wait_for(lambda: "run.ipynb" in capture.flusher.last_written, what="the first write")
 
@@ -169,8 +185,7 @@ async def test_status_of_a_running_server(
     code_, out, _ = await cli_async("status", "--json")
     [server] = json.loads(out)["servers"]
     assert server["status"]["notebooks"][0]["running_cells"] == ["slow"]
-    await jp_fetch("api", "kernels", kernel_id, "interrupt", method="POST", body="")
-    await wait_for(lambda: not capture.store.get(msg_id).running, what="the interrupted cell")
+    await interrupt(jp_fetch, capture, kernel_id, msg_id)
 
 
 class TestServerWithoutTheExtension:
@@ -197,11 +212,9 @@ async def test_restore_and_clean_leave_a_notebook_being_captured_alone(
     notebook_session: Any,
     capture: Any,
 ) -> None:
-    jp_serverapp.write_server_info_file()
-    code = "import time\nprint('start', flush=True)\ntime.sleep(120)"
-    make_notebook(jp_root_dir / "run.ipynb", [("slow", code)])
-    _, kernel_id = await notebook_session("run.ipynb")
-    msg_id = await run_and_leave(jp_ws_fetch, kernel_id, code, "slow")
+    kernel_id, msg_id = await run_long_cell_detached(
+        jp_serverapp, jp_root_dir, jp_ws_fetch, notebook_session
+    )
     journal = capture.recorder.journal.file_for("run.ipynb")
     await wait_for(journal.exists, what="the journal")
 
@@ -217,8 +230,7 @@ async def test_restore_and_clean_leave_a_notebook_being_captured_alone(
     assert code_ == 0, err
     assert "Removed 0 file(s)" in out
     assert journal.exists()
-    await jp_fetch("api", "kernels", kernel_id, "interrupt", method="POST", body="")
-    await wait_for(lambda: not capture.store.get(msg_id).running, what="the interrupted cell")
+    await interrupt(jp_fetch, capture, kernel_id, msg_id)
 
 
 async def test_log_follows_a_running_cell(
