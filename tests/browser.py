@@ -176,9 +176,13 @@ def jupyter_server_process(
     extra_args: Sequence[str] = (),
     startup_timeout: float = 60,
     stop_timeout: float = 20,
+    python: str = sys.executable,
 ) -> Iterator[LabServer]:
     """Run ``python -m jupyter <app>`` isolated under ``tmp_path``; yield a :class:`LabServer`.
 
+    ``python`` may be another environment's interpreter (the one with real-time
+    collaboration installed); its ``bin`` comes first on ``PATH``, since ``jupyter <app>``
+    runs the ``jupyter-<app>`` it finds there.
     The notebooks live in ``tmp_path / "root"``, the server's output goes to
     ``tmp_path / "server.log"``. The environment's ``etc/jupyter`` still applies, which is
     what enables the installed extension; the server must have logged that the extension
@@ -196,13 +200,14 @@ def jupyter_server_process(
         (tmp_path / folder).mkdir(exist_ok=True)
         env[name] = str(tmp_path / folder)
     env["PYTHONUNBUFFERED"] = "1"
+    env["PATH"] = os.pathsep.join([str(Path(python).parent), env.get("PATH", "")])
     port = free_port()
     token = uuid.uuid4().hex
     # nbclassic has no window.jupyterapp to expose.
     app_class = {"lab": "LabApp", "notebook": "JupyterNotebookApp"}.get(app)
     expose = [f"--{app_class}.expose_app_in_browser=True"] if app_class else []
     cmd = [
-        sys.executable,
+        python,
         "-m",
         "jupyter",
         app,

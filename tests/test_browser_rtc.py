@@ -1,0 +1,142 @@
+"""JupyterLab with real-time collaboration on (jupyter-collaboration installed).
+
+The server runs from ``.ci/rtc/venv`` (``bash .ci/run`` creates it): installed in the
+main test environment, jupyter-collaboration would turn RTC on for every other test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from browser import (
+    PYTHON3_KERNELSPEC,
+    SLOW_PRINTER_OUTPUT,
+    chromium,
+    jupyter_server_process,
+    lab_open_notebook,
+    lab_run_all_cells,
+    lab_wait_kernel_idle,
+    lab_wait_output,
+    read_cells_retrying,
+    report_failure,
+    slow_printer,
+    wait_complete_on_disk,
+    wait_until,
+)
+from helpers import make_notebook, stream_text
+from playwright.sync_api import Page
+from test_browser_save_guard import CLOSE_KERNEL_SOCKETS, RECORD_WEBSOCKETS, TAB_CELL
+
+pytestmark = [pytest.mark.browser, pytest.mark.rtc]
+
+RTC_PYTHON = Path(__file__).resolve().parent.parent / ".ci" / "rtc" / "venv" / "bin" / "python"
+CELL_ID = "slow-printer"
+
+
+@pytest.fixture
+def rtc_python() -> str:
+    assert RTC_PYTHON.exists(), (
+        f"{RTC_PYTHON} is missing: bash .ci/run creates it (.ci/rtc/requirements.txt)"
+    )
+    return str(RTC_PYTHON)
+
+
+def test_rtc_closed_mid_run_then_reopened(tmp_path: Path, rtc_python: str) -> None:
+    with jupyter_server_process(tmp_path, save_interval=1, python=rtc_python) as server:
+        name = "shared.ipynb"
+        nb_path = server.root_dir / name
+        make_notebook(nb_path, [(CELL_ID, slow_printer())], kernelspec=PYTHON3_KERNELSPEC)
+
+        with chromium() as session, report_failure(server, session):
+            page = session.page
+            lab_open_notebook(page, server, name)
+            lab_wait_kernel_idle(page, name)
+            # The premise: the page edits the notebook through a shared document room.
+            server.wait_for_log("Content in room")
+            lab_run_all_cells(page)
+            lab_wait_output(page, "line 5")
+            shown = "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
+            assert "DONE" not in shown, "the cell finished before the browser closed"
+            session.close()
+
+        with report_failure(server):
+            wait_complete_on_disk(nb_path, CELL_ID, SLOW_PRINTER_OUTPUT)
+            # The room takes the file's new content (and never saves its stale copy over it).
+            server.wait_for_log("Out-of-band changes. Overwriting the content in room")
+
+        with chromium() as session, report_failure(server, session):
+            page = session.page
+            lab_open_notebook(page, server, name)
+            lab_wait_kernel_idle(page, name)
+
+            def shown() -> str:
+                return "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
+
+            wait_until(lambda: "DONE" in shown(), 30, "the outputs in the reopened page")
+            # Each line once: the room's copy and the file's are not both shown.
+            assert shown().strip() == SLOW_PRINTER_OUTPUT.strip(), shown()[-300:]
+            prompt = page.locator(".jp-InputArea-prompt").first.inner_text()
+            assert prompt.strip() == "[1]:", prompt  # not stuck as running ([*])
+        # The room may save again once the page is gone: still everything, once.
+        assert read_cells_retrying(nb_path)[CELL_ID]["execution_count"] == 1
+        wait_complete_on_disk(nb_path, CELL_ID, SLOW_PRINTER_OUTPUT)
+
+
+def test_rtc_two_tabs_show_each_output_once(tmp_path: Path, rtc_python: str) -> None:
+    """Two tabs on one notebook: the one that runs the cell owns its outputs; no doubles."""
+    with jupyter_server_process(tmp_path, save_interval=1, python=rtc_python) as server:
+        name = "two_tabs.ipynb"
+        nb_path = server.root_dir / name
+        make_notebook(nb_path, [(CELL_ID, slow_printer())], kernelspec=PYTHON3_KERNELSPEC)
+
+        with chromium() as session, report_failure(server, session):
+            first, second = session.page, session.context.new_page()
+            for page in (first, second):
+                lab_open_notebook(page, server, name)
+                lab_wait_kernel_idle(page, name)
+            lab_run_all_cells(first)
+
+            def shown(page: Page) -> str:
+                return "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
+
+            for page in (first, second):
+                wait_until(lambda p=page: "DONE" in shown(p), 60, "the whole run in each tab")
+                assert shown(page).strip() == SLOW_PRINTER_OUTPUT.strip(), shown(page)[-300:]
+            # While the tabs are attached, the extension leaves the file to them.
+            assert "jupyter_persist: wrote" not in server.log()
+            session.close()
+
+        with report_failure(server):
+            # Saved by the room (or by the extension once both tabs are gone), once.
+            wait_complete_on_disk(nb_path, CELL_ID, SLOW_PRINTER_OUTPUT)
+
+
+def test_rtc_tab_offline_mid_run_comes_back(tmp_path: Path, rtc_python: str) -> None:
+    """The connection drops mid-run and comes back: nothing lost, nothing twice."""
+    with jupyter_server_process(tmp_path, save_interval=1, python=rtc_python) as server:
+        name = "offline.ipynb"
+        nb_path = server.root_dir / name
+        make_notebook(nb_path, [(CELL_ID, slow_printer())], kernelspec=PYTHON3_KERNELSPEC)
+        with chromium() as session, report_failure(server, session):
+            page = session.page
+            page.add_init_script(RECORD_WEBSOCKETS)
+            lab_open_notebook(page, server, name)
+            lab_wait_kernel_idle(page, name)
+            server.wait_for_log("Content in room")
+            lab_run_all_cells(page)
+            lab_wait_output(page, "line 3")
+            session.context.set_offline(True)
+            page.wait_for_timeout(1000)
+            assert len(page.evaluate(CLOSE_KERNEL_SOCKETS)) == 1
+            server.wait_for_log("Starting buffering")
+            wait_complete_on_disk(nb_path, CELL_ID, SLOW_PRINTER_OUTPUT)
+            session.context.set_offline(False)
+
+            def tab_text() -> str:
+                return stream_text(page.evaluate(TAB_CELL, [name, CELL_ID]) or {})
+
+            wait_until(lambda: "DONE" in tab_text(), 60, "the tab back with the whole run", 0.5)
+            page.wait_for_timeout(3000)  # let the room and the tab settle
+            assert tab_text() == SLOW_PRINTER_OUTPUT, tab_text()[-300:]
+        wait_complete_on_disk(nb_path, CELL_ID, SLOW_PRINTER_OUTPUT)
