@@ -386,6 +386,11 @@ def lab_wait_output(page: Page, text: str, timeout_ms: float = 30_000) -> None:
     page.locator(".jp-OutputArea-output", has_text=text).first.wait_for(timeout=timeout_ms)
 
 
+def lab_outputs_text(page: Page) -> str:
+    """The text of every cell output the page shows, one output a line."""
+    return "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
+
+
 def lab_dialogs(page: Page) -> list[str]:
     """Texts of the dialogs open on the page (e.g. "Server Connection Error")."""
     return [text.strip() for text in page.locator(".jp-Dialog").all_inner_texts()]

@@ -12,6 +12,7 @@ from browser import (
     jupyter_server_process,
     lab_dialogs,
     lab_open_notebook,
+    lab_outputs_text,
     lab_run_all_cells,
     lab_wait_kernel_idle,
     lab_wait_output,
@@ -42,7 +43,7 @@ def test_lab_closed_mid_run_keeps_outputs(tmp_path: Path) -> None:
 
             # The premise: the run is still going and nothing of it is on disk yet (the
             # editor owns the file while attached, and JupyterLab autosaves only every 120 s).
-            shown = "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
+            shown = lab_outputs_text(page)
             assert "DONE" not in shown, "the cell finished before the browser closed"
             assert not lab_dialogs(page), lab_dialogs(page)
             cell = read_cells_retrying(nb_path)[CELL_ID]
@@ -63,7 +64,7 @@ def test_lab_closed_mid_run_keeps_outputs(tmp_path: Path) -> None:
             page = session.page
             lab_open_notebook(page, server, name)
             lab_wait_kernel_idle(page, name)
-            shown = "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
+            shown = lab_outputs_text(page)
             assert shown.strip() == SLOW_PRINTER_OUTPUT.strip(), shown[-200:]
             prompt = page.locator(".jp-InputArea-prompt").first.inner_text()
             assert prompt.strip() == "[1]:", prompt

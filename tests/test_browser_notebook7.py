@@ -18,6 +18,7 @@ from browser import (
     jupyter_server_process,
     lab_dialogs,
     lab_kernel_state,
+    lab_outputs_text,
     lab_run_all_cells,
     lab_wait_kernel_idle,
     lab_wait_output,
@@ -75,7 +76,7 @@ def test_notebook7_closed_mid_run_keeps_outputs(tmp_path: Path) -> None:
 
             # The premise: the run is still going and nothing of it is on disk yet (the
             # editor owns the file while attached, and Notebook 7 autosaves only every 120 s).
-            shown = "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
+            shown = lab_outputs_text(page)
             assert "DONE" not in shown, "the cell finished before the browser closed"
             prompt = page.locator(".jp-Cell .jp-InputPrompt").first.inner_text()
             assert "*" in prompt, f"the cell is not shown running: {prompt!r}"
@@ -98,7 +99,7 @@ def test_notebook7_closed_mid_run_keeps_outputs(tmp_path: Path) -> None:
             page = session.page
             notebook7_open(page, server, name)
             notebook7_wait_kernel_ready(page, name)
-            shown = "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
+            shown = lab_outputs_text(page)
             assert shown.strip() == SLOW_PRINTER_OUTPUT.strip(), shown[-200:]
             prompt = page.locator(".jp-Cell .jp-InputPrompt").first.inner_text()
             assert prompt.strip() == "[1]:", prompt

@@ -15,6 +15,7 @@ from browser import (
     chromium,
     jupyter_server_process,
     lab_open_notebook,
+    lab_outputs_text,
     lab_run_all_cells,
     lab_wait_kernel_idle,
     lab_wait_output,
@@ -25,7 +26,6 @@ from browser import (
     wait_until,
 )
 from helpers import make_notebook, stream_text
-from playwright.sync_api import Page
 from test_browser_save_guard import CLOSE_KERNEL_SOCKETS, RECORD_WEBSOCKETS, TAB_CELL
 
 pytestmark = [pytest.mark.browser, pytest.mark.rtc]
@@ -56,7 +56,7 @@ def test_rtc_closed_mid_run_then_reopened(tmp_path: Path, rtc_python: str) -> No
             server.wait_for_log("Content in room")
             lab_run_all_cells(page)
             lab_wait_output(page, "line 5")
-            shown = "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
+            shown = lab_outputs_text(page)
             assert "DONE" not in shown, "the cell finished before the browser closed"
             session.close()
 
@@ -70,12 +70,12 @@ def test_rtc_closed_mid_run_then_reopened(tmp_path: Path, rtc_python: str) -> No
             lab_open_notebook(page, server, name)
             lab_wait_kernel_idle(page, name)
 
-            def shown() -> str:
-                return "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
-
-            wait_until(lambda: "DONE" in shown(), 30, "the outputs in the reopened page")
+            wait_until(
+                lambda: "DONE" in lab_outputs_text(page), 30, "the outputs in the reopened page"
+            )
             # Each line once: the room's copy and the file's are not both shown.
-            assert shown().strip() == SLOW_PRINTER_OUTPUT.strip(), shown()[-300:]
+            shown = lab_outputs_text(page)
+            assert shown.strip() == SLOW_PRINTER_OUTPUT.strip(), shown[-300:]
             prompt = page.locator(".jp-InputArea-prompt").first.inner_text()
             assert prompt.strip() == "[1]:", prompt  # not stuck as running ([*])
         # The room may save again once the page is gone: still everything, once.
@@ -97,12 +97,12 @@ def test_rtc_two_tabs_show_each_output_once(tmp_path: Path, rtc_python: str) -> 
                 lab_wait_kernel_idle(page, name)
             lab_run_all_cells(first)
 
-            def shown(page: Page) -> str:
-                return "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
-
             for page in (first, second):
-                wait_until(lambda p=page: "DONE" in shown(p), 60, "the whole run in each tab")
-                assert shown(page).strip() == SLOW_PRINTER_OUTPUT.strip(), shown(page)[-300:]
+                wait_until(
+                    lambda p=page: "DONE" in lab_outputs_text(p), 60, "the whole run in each tab"
+                )
+                shown = lab_outputs_text(page)
+                assert shown.strip() == SLOW_PRINTER_OUTPUT.strip(), shown[-300:]
             # While the tabs are attached, the extension leaves the file to them.
             assert "jupyter_persist: wrote" not in server.log()
             session.close()

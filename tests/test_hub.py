@@ -17,6 +17,7 @@ from browser import (
     SLOW_PRINTER_OUTPUT,
     BrowserSession,
     chromium,
+    lab_outputs_text,
     lab_run_all_cells,
     lab_wait_kernel_idle,
     lab_wait_output,
@@ -67,7 +68,7 @@ def test_browser_closed_mid_run_under_the_hub(tmp_path: Path) -> None:
             assert EXTENSION_LOADED in hub.log(), "the single-user server has no extension"
             lab_run_all_cells(page)
             lab_wait_output(page, "line 5")
-            shown = "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
+            shown = lab_outputs_text(page)
             assert "DONE" not in shown, "the cell finished before the browser closed"
             assert read_cells_retrying(nb_path)[CELL_ID]["outputs"] == []
             session.close()  # the laptop lid: every websocket goes away mid-run
@@ -79,7 +80,7 @@ def test_browser_closed_mid_run_under_the_hub(tmp_path: Path) -> None:
         # Reopened later: the page shows what the file holds, with the cell's prompt.
         with chromium() as session, report_failure(hub, session):  # type: ignore[arg-type]
             page = open_notebook(session, hub, name)
-            shown = "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
+            shown = lab_outputs_text(page)
             assert "line 0" in shown
             assert "DONE" in shown
             prompt = page.locator(".jp-InputArea-prompt").first.inner_text()
