@@ -178,19 +178,18 @@ class Journal(LoggingConfigurable):
         written = 0
         failure: OSError | None = None
         for path in [*lines, *sorted(self._failed - lines.keys())]:
-            path_executions = [e for e in executions if e.path == path]
             file = self.file_for(path)
             try:
                 if path in self._failed:
                     # A record went missing or was cut short: its successors would hold
                     # only what changed since it, so start over from whole records.
-                    written += self.compact(path, path_executions)
+                    written += self.compact(path, _of_notebook(executions, path))
                     self._failed.discard(path)
                     continue
                 data = ("\n".join(lines[path]) + "\n").encode("utf-8", "surrogatepass")
                 written += _write_all(self._append_bytes(file, data), data, file)
                 if file.stat().st_size > self._compact_at.get(path, self.compact_bytes):
-                    self.compact(path, path_executions)
+                    self.compact(path, _of_notebook(executions, path))
             except OSError as err:
                 self._failed.add(path)
                 failure = failure or err
@@ -269,6 +268,10 @@ class Journal(LoggingConfigurable):
         if not self.directory.is_dir():
             return []
         return sorted(self.directory.glob(f"*{JOURNAL_SUFFIX}"))
+
+
+def _of_notebook(executions: list[Execution], notebook_path: str) -> list[Execution]:
+    return [e for e in executions if e.path == notebook_path]
 
 
 def _write_all(count: int, data: bytes, file: Path) -> int:

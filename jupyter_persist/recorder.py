@@ -85,7 +85,8 @@ class Recorder(LoggingConfigurable):
         if not self.journal.directory.is_dir():
             return
         try:
-            placed = [e for e in self.store.executions() if e.placed]
+            with_notebook = [e for e in self.store.executions() if e.path is not None]
+            placed = [e for e in with_notebook if e.placed]
             try:
                 self.journal.append(placed)
             except OSError as err:
@@ -93,7 +94,7 @@ class Recorder(LoggingConfigurable):
             else:
                 self._journal_works()
             if self.text_log is not None:
-                self.text_log.flush([e for e in self.store.executions() if e.path is not None])
+                self.text_log.flush(with_notebook)
             current = {str(e.path) for e in placed}
             pending = {str(e.path) for e in placed if e.dirty or e.running}
             for path in (self._journaled_paths | current) - pending:
