@@ -190,8 +190,8 @@ class PersistExtension(ExtensionApp):
         self.settings["kernel_websocket_connection_class"] = composed
         self.settings[SETTINGS_KEY] = self.capture
         # Composes with an admin's own ContentsManager.pre_save_hook, which runs first.
-        serverapp.contents_manager.register_pre_save_hook(self.capture.on_pre_save)
-        serverapp.contents_manager.register_post_save_hook(self.capture.on_post_save)
+        serverapp.contents_manager.register_pre_save_hook(self.capture.save_hooks.on_pre_save)
+        serverapp.contents_manager.register_post_save_hook(self.capture.save_hooks.on_post_save)
         event_logger = serverapp.event_logger
         assert event_logger is not None
         event_logger.add_listener(

@@ -22,12 +22,12 @@ from traitlets.config import LoggingConfigurable
 
 from .caps import Limits, output_message_size
 from .flusher import Flusher
-from .guard import SaveReport, reconcile_save
 from .idle import correct_missed_idle
 from .journal import Journal
 from .listener import KernelListener
 from .locator import ExecutionLocator
 from .recorder import Recorder
+from .savehooks import SaveHooks
 from .store import CaptureStore, Execution
 from .textlog import TextLog
 from .websocket import ExecuteRequest
@@ -81,9 +81,11 @@ class CaptureManager(LoggingConfigurable):
         self.locator = ExecutionLocator(
             self.store, self.writer, session_manager=self.session_manager, parent=self
         )
+        #: Registered by the extension as the ContentsManager's save hooks.
+        self.save_hooks = SaveHooks(
+            self.store, self.listener.catch_up, self.flusher.saving, parent=self
+        )
         self._clients: Counter[str] = Counter()
-        #: Per notebook, the save guard's report of a save not known to have succeeded.
-        self._saves_in_flight: dict[str, SaveReport] = {}
         #: Notebooks each kernel's outputs went to, for the log lines of start and stop.
         self._notebooks: dict[str, set[str]] = {}
         self._restart_callbacks: dict[str, tuple[Any, Any]] = {}
@@ -356,62 +358,6 @@ class CaptureManager(LoggingConfigurable):
             self.recorder.forget(execution)
         if placed and not execution.running and not self.attached(execution.kernel_id):
             await self.flush(str(execution.path))
-
-    # -- saves -----------------------------------------------------------------------
-
-    def on_pre_save(self, model: dict[str, Any], path: str, **kwargs: Any) -> None:
-        """ContentsManager pre-save hook: the save guard (see :mod:`jupyter_persist.guard`).
-
-        Runs for every save (a browser's, ours, any API client's). It gives cells the
-        captured outputs a stale tab did not have, and learns which outputs the file holds.
-        """
-        try:
-            if model.get("type") != "notebook" or not isinstance(model.get("content"), dict):
-                return
-            cells = model["content"].get("cells")
-            if not isinstance(cells, list):
-                return
-            path = path.strip("/")
-            if path not in self.flusher.saving:
-                self._catch_up_before(path)
-            report = reconcile_save(self.store, path, cells)
-            # Committed by on_post_save, which the ContentsManager calls only when the
-            # save succeeded. Keyed by path: two saves of one notebook in flight at once
-            # (ours are serialized per notebook) would share the later one's report.
-            self._saves_in_flight[path] = report
-            # Our own save may also get output that arrived while it was being prepared.
-            level = logging.DEBUG if path in self.flusher.saving else logging.INFO
-            for execution in report.restored:
-                self.log.log(
-                    level,
-                    "jupyter_persist: a save of %s lacked captured outputs of cell %s; kept them",
-                    path,
-                    execution.cell_id,
-                )
-            for execution in report.cleared:
-                self.log.info(
-                    "jupyter_persist: outputs of cell %s of %s cleared by the user",
-                    execution.cell_id,
-                    path,
-                )
-        except Exception as err:
-            self.log.warning("jupyter_persist: could not check a save of %s: %s", path, err)
-
-    def on_post_save(self, model: dict[str, Any], os_path: str, **kwargs: Any) -> None:
-        """ContentsManager post-save hook: the save's outputs are on disk now."""
-        try:
-            report = self._saves_in_flight.pop(str(model.get("path", "")).strip("/"), None)
-            if report is not None:
-                report.commit()
-        except Exception as err:
-            self.log.warning("jupyter_persist: could not note a save of %s: %s", os_path, err)
-
-    def _catch_up_before(self, path: str) -> None:
-        """Handle what the kernels sent before a client's save, which it may have shown."""
-        try:
-            self.listener.catch_up()
-        except Exception as err:
-            self.log.warning("jupyter_persist: could not catch up before saving %s: %s", path, err)
 
     # -- writing ---------------------------------------------------------------------
 
