@@ -172,6 +172,8 @@ class PersistExtension(ExtensionApp):
             text_log_max_bytes=self.text_log_max_bytes,
             max_write_share=self.max_write_share,
             replay_buffer_max_bytes=self.replay_buffer_max_bytes,
+            # The collaboration extension adds itself to these settings as it loads.
+            web_settings=serverapp.web_app.settings,
             limits=Limits(
                 stream_head_chars=self.stream_head_chars,
                 stream_tail_chars=self.stream_tail_chars,

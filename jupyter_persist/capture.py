@@ -27,6 +27,8 @@ from .journal import Journal
 from .listener import KernelListener
 from .locator import ExecutionLocator
 from .recorder import Recorder
+from .replay import buffer_to_replay
+from .room import open_room_document
 from .savehooks import SaveHooks
 from .store import CaptureStore, Execution
 from .textlog import TextLog
@@ -54,6 +56,11 @@ class CaptureManager(LoggingConfigurable):
     limits = Instance(Limits, args=(), help="Size caps of outputs (see PersistExtension).")
     max_write_share = Float(1.0, help="Largest share of time writing (see PersistExtension).")
     replay_buffer_max_bytes = Integer(0, help="Replay buffer bound (see PersistExtension).")
+    web_settings = AnyTrait(
+        None,
+        allow_none=True,
+        help="The server's tornado settings, where jupyter-collaboration's rooms are found.",
+    )
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -76,7 +83,12 @@ class CaptureManager(LoggingConfigurable):
             parent=self,
         )
         self.flusher = Flusher(
-            self.store, self.writer, self.attached, self.max_write_share, parent=self
+            self.store,
+            self.writer,
+            self.attached,
+            self.max_write_share,
+            find_room=self._find_room,
+            parent=self,
         )
         self.locator = ExecutionLocator(
             self.store, self.writer, session_manager=self.session_manager, parent=self
@@ -262,6 +274,34 @@ class CaptureManager(LoggingConfigurable):
         except Exception:
             self.log.exception("jupyter_persist: error waiting for kernel %s", kernel_id)
 
+    async def before_replay(self, kernel_id: str, session_key: str) -> None:
+        """A client comes back to the session the server kept messages for: rooms first.
+
+        jupyter_server is about to replay to it what the kernel sent while it was away.
+        The outputs of those executions go into the notebook's collaboration room, if
+        one is open, right now; their messages are left out of the replay, or the tab
+        would add them to the room's cells a second time.
+        """
+        try:
+            buffer = buffer_to_replay(self.kernel_manager, kernel_id, session_key)
+            if buffer is None:
+                return
+            self.listener.catch_up()
+            in_room: set[str] = set()
+            paths = {e.path for e in self.store.executions(kernel_id) if e.path is not None}
+            for path in sorted(paths):
+                document = await self.flusher.flush_into_room(path)
+                if document is None:
+                    continue
+                in_room.update(
+                    e.msg_id
+                    for e in self.store.executions(kernel_id)
+                    if e.path == path and e.in_room(document)
+                )
+            buffer.skip_outputs_of = frozenset(in_room)
+        except Exception:
+            self.log.exception("jupyter_persist: error before replaying kernel %s", kernel_id)
+
     def on_input_request(self, kernel_id: str, msg: dict[str, Any]) -> None:
         """A kernel asks for input while no client is attached: say so, write what ran."""
         try:
@@ -398,6 +438,11 @@ class CaptureManager(LoggingConfigurable):
         self.recorder.tick()
         paths = [path] if path is not None else sorted(self.store.paths_to_write())
         return {p: await self.flusher.flush(p, ignore_pause=True) for p in paths}
+
+    async def _find_room(self, path: str) -> Any | None:
+        if self.web_settings is None:
+            return None
+        return await open_room_document(self.web_settings, path)
 
     def captured_paths(self) -> set[str]:
         """Notebooks with outputs tracked in memory."""

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tornado.web import HTTPError
 from traitlets.config import LoggingConfigurable
 
-from .store import CaptureStore
+from .room import RoomUnsupported, room_is_loaded, write_into_room
+from .store import CaptureStore, Execution
 from .writer import CellUpdate, NotebookUnavailable, NotebookWriter
 
 
@@ -29,6 +31,10 @@ class Flusher(LoggingConfigurable):
     cell of the notebook runs: its final state is written at the next tick. (A write's
     time is wall time: on a machine short of CPU, a 100 kB notebook's write took 2 s,
     and its final state would otherwise have waited 38 s.)
+
+    While a collaboration room is open for the notebook, the outputs go into the room's
+    shared document instead of the file, and the room saves it (see :mod:`.room`);
+    except when the server stops, which cancels the rooms' pending saves.
     """
 
     def __init__(
@@ -37,9 +43,11 @@ class Flusher(LoggingConfigurable):
         writer: NotebookWriter,
         attached: Callable[[str], bool],
         max_write_share: float = 1.0,
+        find_room: Callable[[str], Awaitable[Any | None]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.find_room = find_room
         self.store = store
         self.writer = writer
         self.attached = attached
@@ -76,7 +84,10 @@ class Flusher(LoggingConfigurable):
         The outcome is one of ``written``, ``up to date``, ``client attached`` (an open
         tab saves the notebook), ``paused`` (see ``max_write_share``), ``unavailable``
         (the notebook cannot be read; outputs kept in memory), ``save failed`` (the
-        ContentsManager could not save it; outputs kept in memory) or ``error``.
+        ContentsManager could not save it; outputs kept in memory), ``written to room``
+        (into the notebook's open collaboration room, which saves the file), ``in room``
+        (written there already, the room's save is pending), ``room loading`` or
+        ``error``.
         """
         lock = self._locks.setdefault(path, asyncio.Lock())
         async with lock:
@@ -99,6 +110,13 @@ class Flusher(LoggingConfigurable):
             and self._running(path)
         ):
             return "paused"
+        # Clients are ignored only when the server stops, which cancels the rooms' saves.
+        if not ignore_clients and self.find_room is not None:
+            document = await self._open_room(path)
+            if document is not None:
+                outcome = self._write_into_room(path, document, executions)
+                if outcome is not None:
+                    return outcome
         versions = {e.cell_id: (e, e.version) for e in executions if e.cell_id is not None}
         updates = {
             cell_id: CellUpdate(e.area.to_json(), e.area.execution_count, e.code)
@@ -124,16 +142,14 @@ class Flusher(LoggingConfigurable):
             return "save failed"
         finally:
             self.saving.discard(path)
-        self._warned.pop(path, None)
         for cell_id in result.merged:
             execution, version = versions[cell_id]
             execution.written_version = version
-        if result.missing:
-            self._warn_once(
-                path,
-                f"jupyter_persist: {len(result.missing)} cell(s) of {path} no longer exist "
-                f"({', '.join(sorted(result.missing))}); their outputs are kept in memory",
-            )
+        self._warn_missing(
+            path,
+            result.missing,
+            "no longer exist",
+        )
         self._forget_if_done(path)
         if not result.saved:
             return "up to date"
@@ -150,6 +166,74 @@ class Flusher(LoggingConfigurable):
         )
         return "written"
 
+    async def flush_into_room(self, path: str) -> Any | None:
+        """Write the notebook's unwritten outputs into its open room, clients or not.
+
+        Returns the room's notebook, or None when no room is open (nothing written).
+        """
+        if self.find_room is None:
+            return None
+        lock = self._locks.setdefault(path, asyncio.Lock())
+        async with lock:
+            try:
+                document = await self._open_room(path)
+                if document is not None:
+                    self._write_into_room(path, document, self.store.to_write(path))
+                return document
+            except Exception:
+                self.log.exception("jupyter_persist: error writing %s into its room", path)
+                return None
+
+    async def _open_room(self, path: str) -> Any | None:
+        assert self.find_room is not None
+        try:
+            return await self.find_room(path)
+        except Exception as err:
+            self._warn_once(
+                path,
+                f"jupyter_persist: cannot look up the collaboration room of {path} ({err!r}); "
+                "writing the file",
+            )
+            return None
+
+    def _write_into_room(self, path: str, document: Any, executions: list[Execution]) -> str | None:
+        """Write outputs into an open room; None when the file must be written instead."""
+        pending = [e for e in executions if e.cell_id is not None and not e.in_room(document)]
+        if not pending:
+            return "in room"
+        try:
+            if not room_is_loaded(document):
+                return "room loading"
+            result = write_into_room(
+                document,
+                {
+                    str(e.cell_id): CellUpdate(e.area.to_json(), e.area.execution_count)
+                    for e in pending
+                },
+                {str(e.cell_id) for e in pending if not e.running},
+            )
+        except RoomUnsupported as err:
+            self._warn_once(
+                path,
+                f"jupyter_persist: cannot write into the collaboration room of {path} "
+                f"({err}); writing the file",
+            )
+            return None
+        document_ref = weakref.ref(document)
+        for execution in pending:
+            if execution.cell_id in result.merged:
+                execution.room_written = (document_ref, execution.version)
+        self._warn_missing(path, result.missing, "are not in its collaboration room")
+        if not result.changed:
+            return "in room"
+        self.log.info(
+            "jupyter_persist: wrote %d cell(s) of %s into its collaboration room, which saves "
+            "the file",
+            len(result.merged),
+            path,
+        )
+        return "written to room"
+
     def _running(self, path: str) -> bool:
         return any(e.running for e in self.store.executions() if e.path == path)
 
@@ -157,6 +241,17 @@ class Flusher(LoggingConfigurable):
         """Drop the writer's parsed copy of a notebook none of whose cells is running."""
         if not self._running(path):
             self.writer.forget(path)
+
+    def _warn_missing(self, path: str, missing: set[str], where: str) -> None:
+        """Warn once about cells whose outputs cannot be placed, or end an earlier warning."""
+        if not missing:
+            self._warned.pop(path, None)
+            return
+        self._warn_once(
+            path,
+            f"jupyter_persist: {len(missing)} cell(s) of {path} {where} "
+            f"({', '.join(sorted(missing))}); their outputs are kept in memory",
+        )
 
     def _warn_once(self, path: str, message: str) -> None:
         if self._warned.get(path) != message:

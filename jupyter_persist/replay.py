@@ -6,21 +6,31 @@ new one, so usually nobody ever does). A kernel printing for hours grows the ser
 the size of everything it printed. The extension keeps every output itself, so the
 server's copy only needs the newest messages: enough for a quick same-session
 reconnect to see what it missed right before it comes back.
+
+With a collaboration room open, the extension writes what the tab missed into the room
+before the tab reconnects; the tab then gets those outputs through the room, and the
+buffer leaves them out of the replay (the tab would add them a second time).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
+
+#: IOPub messages that change a cell's outputs.
+OUTPUT_MSG_TYPES = frozenset(
+    {"stream", "display_data", "update_display_data", "execute_result", "error", "clear_output"}
+)
 
 
 class BoundedReplayBuffer(deque[tuple[str, list[Any]]]):
-    """A replay buffer that drops its oldest messages beyond ``max_bytes``.
+    """A replay buffer that drops its oldest messages beyond ``max_bytes`` (0: never).
 
     Stands in for the ``list`` jupyter_server appends ``(channel, msg_parts)`` to; the
     server only appends, takes its length and iterates over it, which a deque does.
+    Iterating leaves out the output messages of the executions in ``skip_outputs_of``.
     """
 
     def __init__(
@@ -29,23 +39,61 @@ class BoundedReplayBuffer(deque[tuple[str, list[Any]]]):
         kernel_id: str,
         log: logging.Logger | logging.LoggerAdapter[Any],
         messages: Iterable[tuple[str, list[Any]]] = (),
+        session: Any = None,
     ) -> None:
         super().__init__()
         self.max_bytes = max_bytes
         self.kernel_id = kernel_id
         self.log = log
+        #: The kernel's ``jupyter_client`` Session, which reads the messages' frames.
+        self.session = session
+        #: Message ids of executions whose outputs a collaboration room holds already.
+        self.skip_outputs_of: frozenset[str] = frozenset()
         self.size = 0
         self.dropped = 0
         self._sizes: deque[int] = deque()
         for message in messages:
             self.append(message)
 
+    def __iter__(self) -> Iterator[tuple[str, list[Any]]]:
+        if not self.skip_outputs_of or self.session is None:
+            yield from super().__iter__()
+            return
+        skipped = 0
+        for message in super().__iter__():
+            if self._in_room(message):
+                skipped += 1
+            else:
+                yield message
+        if skipped:
+            self.log.info(
+                "jupyter_persist: kernel %s: left %d output message(s) out of the replay; "
+                "the collaboration room holds those outputs",
+                self.kernel_id,
+                skipped,
+            )
+
+    def _in_room(self, message: tuple[str, list[Any]]) -> bool:
+        channel, parts = message
+        if channel != "iopub":
+            return False
+        try:
+            _, frames = self.session.feed_identities(parts)
+            header = self.session.unpack(frames[1])
+            parent = self.session.unpack(frames[2])
+        except Exception:
+            return False
+        return (
+            header.get("msg_type") in OUTPUT_MSG_TYPES
+            and parent.get("msg_id") in self.skip_outputs_of
+        )
+
     def append(self, message: tuple[str, list[Any]]) -> None:
         size = _message_size(message)
         super().append(message)
         self._sizes.append(size)
         self.size += size
-        while self.size > self.max_bytes and len(self) > 1:
+        while self.max_bytes and self.size > self.max_bytes and len(self) > 1:
             self.popleft()
             self.size -= self._sizes.popleft()
             if not self.dropped:
@@ -64,26 +112,42 @@ def bound_replay_buffer(
     kernel_id: str,
     session_key: str,
     max_bytes: int,
+    *,
     log: logging.Logger | logging.LoggerAdapter[Any],
+    session: Any = None,
 ) -> bool:
-    """Swap the replay buffer jupyter_server just started for ``kernel_id`` for a bounded one.
+    """Swap the replay buffer jupyter_server just started for ``kernel_id`` for our own.
 
-    Returns whether it did. Does nothing when bounding is off (``max_bytes`` 0), when the
-    server is not buffering for this session (``buffer_offline_messages`` off, other
-    connections still open) or when the server keeps its buffers differently from
-    jupyter_server 2 (``_kernel_buffers[kernel_id]["buffer"]`` being a list).
+    Bounded to ``max_bytes`` (0: unbounded, as the server's). Returns whether it did.
+    Does nothing when the server is not buffering for this session
+    (``buffer_offline_messages`` off, other connections still open) or when it keeps its
+    buffers differently from jupyter_server 2 (``_kernel_buffers[kernel_id]["buffer"]``
+    being a list).
     """
-    buffers = getattr(kernel_manager, "_kernel_buffers", None)
-    if max_bytes <= 0 or not isinstance(buffers, dict) or kernel_id not in buffers:
+    info = _buffer_info(kernel_manager, kernel_id, session_key)
+    if info is None or not isinstance(info.get("buffer"), list):
         return False
+    info["buffer"] = BoundedReplayBuffer(max_bytes, kernel_id, log, info["buffer"], session)
+    return True
+
+
+def buffer_to_replay(
+    kernel_manager: Any, kernel_id: str, session_key: str
+) -> BoundedReplayBuffer | None:
+    """Our replay buffer that a client reconnecting with ``session_key`` is about to get."""
+    info = _buffer_info(kernel_manager, kernel_id, session_key)
+    buffer = info.get("buffer") if info is not None else None
+    return buffer if isinstance(buffer, BoundedReplayBuffer) else None
+
+
+def _buffer_info(kernel_manager: Any, kernel_id: str, session_key: str) -> dict[str, Any] | None:
+    buffers = getattr(kernel_manager, "_kernel_buffers", None)
+    if not isinstance(buffers, dict) or kernel_id not in buffers or not session_key:
+        return None
     info = buffers[kernel_id]
     if not isinstance(info, dict) or info.get("session_key") != session_key:
-        return False
-    messages = info.get("buffer")
-    if not isinstance(messages, list):
-        return False
-    info["buffer"] = BoundedReplayBuffer(max_bytes, kernel_id, log, messages)
-    return True
+        return None
+    return info
 
 
 def _message_size(message: tuple[str, list[Any]]) -> int:

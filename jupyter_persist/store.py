@@ -6,6 +6,7 @@ outputs to write; the writer puts them on disk.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,11 +45,23 @@ class Execution:
     seq: int = 0
     #: Characters of output received, before the caps (for status reports).
     received_chars: int = 0
+    #: The collaboration room's notebook its outputs were last written into (weakly
+    #: held: a room that closed is gone) and the version written there. The room's
+    #: save, through the save guard, is what makes them written.
+    room_written: tuple[weakref.ref[Any], int] | None = None
 
     @property
     def dirty(self) -> bool:
         """Whether the outputs changed since they were last written."""
         return self.version != self.written_version
+
+    def in_room(self, document: Any) -> bool:
+        """Whether this version of the outputs was written into the room's ``document``."""
+        return (
+            self.room_written is not None
+            and self.room_written[0]() is document
+            and self.room_written[1] == self.version
+        )
 
     @property
     def placed(self) -> bool:

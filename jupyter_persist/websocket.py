@@ -44,6 +44,8 @@ class CaptureSink(Protocol):
 
     async def until_capturing(self, kernel_id: str) -> None: ...
 
+    async def before_replay(self, kernel_id: str, session_key: str) -> None: ...
+
     def on_input_request(self, kernel_id: str, msg: dict[str, Any]) -> None: ...
 
     def client_detached(self, kernel_id: str) -> None: ...
@@ -140,6 +142,7 @@ class CaptureConnectionMixin:
 
     async def _persist_connect_when_capturing(self, sink: CaptureSink) -> Any:
         await sink.until_capturing(self.kernel_id)
+        await sink.before_replay(self.kernel_id, getattr(self, "session_key", ""))
         connected = super().connect()  # type: ignore[misc]
         if inspect.isawaitable(connected):
             return await connected
@@ -160,7 +163,8 @@ class CaptureConnectionMixin:
                     self.kernel_id,
                     getattr(self, "session_key", ""),
                     sink.replay_buffer_max_bytes,
-                    self.log,
+                    log=self.log,
+                    session=getattr(getattr(self, "kernel_manager", None), "session", None),
                 )
 
     def _persist_watch_stdin(self, sink: CaptureSink) -> None:

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 from helpers import LabLikeClient, make_notebook, read_cells, stream_text, wait_for
+from jupyter_client.session import Session
 
-from jupyter_persist.replay import BoundedReplayBuffer, bound_replay_buffer
+from jupyter_persist.replay import BoundedReplayBuffer, bound_replay_buffer, buffer_to_replay
 
 BOUND = 20_000
 
@@ -46,13 +47,61 @@ def test_leaves_other_buffers_alone() -> None:
             self._kernel_buffers = {"k1": {"session_key": "s1", "buffer": [], "channels": {}}}
 
     manager = KernelManager()
-    assert not bound_replay_buffer(manager, "k1", "s1", 0, log)  # bounding off
-    assert not bound_replay_buffer(manager, "k1", "other", BOUND, log)  # not this session
-    assert not bound_replay_buffer(manager, "k2", "s1", BOUND, log)  # not buffering
-    assert not bound_replay_buffer(object(), "k1", "s1", BOUND, log)  # another server
+    assert not bound_replay_buffer(manager, "k1", "other", BOUND, log=log)  # not this session
+    assert not bound_replay_buffer(manager, "k2", "s1", BOUND, log=log)  # not buffering
+    assert not bound_replay_buffer(object(), "k1", "s1", BOUND, log=log)  # another server
     assert type(manager._kernel_buffers["k1"]["buffer"]) is list
-    assert bound_replay_buffer(manager, "k1", "s1", BOUND, log)
-    assert isinstance(manager._kernel_buffers["k1"]["buffer"], BoundedReplayBuffer)
+    assert buffer_to_replay(manager, "k1", "s1") is None
+    assert bound_replay_buffer(manager, "k1", "s1", BOUND, log=log)
+    buffer = manager._kernel_buffers["k1"]["buffer"]
+    assert isinstance(buffer, BoundedReplayBuffer)
+    assert buffer_to_replay(manager, "k1", "s1") is buffer
+    assert buffer_to_replay(manager, "k1", "other") is None
+
+
+def test_bound_zero_keeps_every_message() -> None:
+    """0 turns the bound off; the buffer is still ours, so that it can skip messages."""
+    log = logging.getLogger("test-replay")
+    manager = type("KernelManager", (), {})()
+    manager._kernel_buffers = {"k1": {"session_key": "s1", "buffer": [], "channels": {}}}
+    assert bound_replay_buffer(manager, "k1", "s1", 0, log=log)
+    buffer = manager._kernel_buffers["k1"]["buffer"]
+    for tag in (b"a", b"b", b"c"):
+        buffer.append(message(100_000, tag))
+    assert [parts[0] for _, parts in buffer] == [b"a", b"b", b"c"]
+    assert buffer.dropped == 0
+
+
+def test_replay_leaves_out_outputs_a_room_holds(caplog: pytest.LogCaptureFixture) -> None:
+    """Output messages of executions in ``skip_outputs_of`` are not replayed; others are."""
+    session = Session()
+    in_room = session.msg("execute_request", {"code": "print(1)"})
+    elsewhere = session.msg("execute_request", {"code": "print(2)"})
+
+    def iopub(msg_type: str, content: dict[str, Any], parent: dict[str, Any]) -> Any:
+        parts = session.serialize(session.msg(msg_type, content, parent=parent))
+        return ("iopub", [b"kernel.k1." + msg_type.encode(), *parts])
+
+    messages = [
+        iopub("status", {"execution_state": "busy"}, in_room),
+        iopub("execute_input", {"code": "print(1)", "execution_count": 1}, in_room),
+        iopub("stream", {"name": "stdout", "text": "1\n"}, in_room),
+        iopub("clear_output", {"wait": False}, in_room),
+        iopub("display_data", {"data": {}, "metadata": {}}, in_room),
+        iopub("stream", {"name": "stdout", "text": "2\n"}, elsewhere),
+        ("shell", session.serialize(session.msg("execute_reply", {}, parent=in_room))),
+        iopub("status", {"execution_state": "idle"}, in_room),
+        ("iopub", [b"not a kernel message"]),
+    ]
+    log = logging.getLogger("test-replay")
+    buffer = BoundedReplayBuffer(0, "k1", log, messages, session=session)
+    assert list(buffer) == messages  # nothing left out until told
+    buffer.skip_outputs_of = frozenset({in_room["header"]["msg_id"]})
+    with caplog.at_level(logging.INFO, "test-replay"):
+        replayed = list(buffer)
+    kept = [messages[i] for i in (0, 1, 5, 6, 7, 8)]
+    assert replayed == kept
+    assert any("left 3 output message(s) out" in r.getMessage() for r in caplog.records)
 
 
 @pytest.fixture

@@ -1,0 +1,218 @@
+"""Writing outputs into a collaboration room's shared notebook (jupyter-ydoc, pycrdt).
+
+The room's document is a real ``jupyter_ydoc.YNotebook``; a tab is another one, kept in
+sync by exchanging updates the way the room's websocket does.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from jupyter_ydoc import YNotebook
+
+from jupyter_persist.room import (
+    RoomUnsupported,
+    open_room_document,
+    room_is_loaded,
+    sync_outputs,
+    write_into_room,
+)
+from jupyter_persist.writer import CellUpdate
+
+SOURCE = "for i in range(3):\n    print(i)"
+METADATA = {"tags": ["keep"], "collapsed": False}
+
+
+def stream(text: str, name: str = "stdout") -> dict[str, Any]:
+    return {"output_type": "stream", "name": name, "text": text}
+
+
+def notebook_json(outputs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3"}},
+        "cells": [
+            {
+                "id": "run",
+                "cell_type": "code",
+                "source": SOURCE,
+                "metadata": copy.deepcopy(METADATA),
+                "outputs": outputs or [],
+                "execution_count": None,
+            },
+            {"id": "text", "cell_type": "markdown", "source": "# Notes", "metadata": {}},
+        ],
+    }
+
+
+def room_with(outputs: list[dict[str, Any]] | None = None) -> YNotebook:
+    room = YNotebook()
+    room.set(notebook_json(outputs))
+    return room
+
+
+def cell(room: YNotebook, index: int = 0) -> dict[str, Any]:
+    return room.get()["cells"][index]
+
+
+def ycell(room: YNotebook, index: int = 0) -> Any:
+    return room.ycells[index]
+
+
+def update_bytes(room: YNotebook, change: Any) -> int:
+    """Bytes of the update ``change()`` makes to the room's document."""
+    before = room.ydoc.get_state()
+    change()
+    return len(room.ydoc.get_update(before))
+
+
+def test_writes_outputs_and_count_and_nothing_else() -> None:
+    room = room_with([stream("0\n")])
+    outputs = [
+        stream("0\n1\n2\n"),
+        {"output_type": "error", "ename": "E", "evalue": "x", "traceback": ["E: x"]},
+    ]
+    result = write_into_room(room, {"run": CellUpdate(outputs, 4)}, finished=set())
+    assert result.merged == {"run"}
+    assert not result.missing
+    assert result.changed
+    saved = cell(room)
+    assert saved["outputs"] == outputs
+    assert saved["execution_count"] == 4
+    assert saved["source"] == SOURCE
+    assert saved["metadata"] == METADATA
+    assert cell(room, 1) == notebook_json()["cells"][1]
+
+
+def test_unchanged_outputs_change_nothing() -> None:
+    outputs = [stream("0\n1\n")]
+    room = room_with()
+    write_into_room(room, {"run": CellUpdate(outputs, 1)}, finished={"run"})
+    state = room.ydoc.get_state()
+    result = write_into_room(room, {"run": CellUpdate(outputs, 1)}, {"run"})
+    assert not result.changed
+    assert room.ydoc.get_state() == state  # no transaction added anything
+
+
+def test_a_growing_stream_gets_only_its_new_text() -> None:
+    """The room stores and sends every update: a long output is not rewritten each time."""
+    long_text = "".join(f"line {i}\n" for i in range(20_000))
+    room = room_with()
+    write_into_room(room, {"run": CellUpdate([stream(long_text)], None)}, set())
+    grown = long_text + "line 20000\n"
+    size = update_bytes(
+        room, lambda: write_into_room(room, {"run": CellUpdate([stream(grown)], None)}, set())
+    )
+    assert size < 200, size
+    assert cell(room)["outputs"] == [stream(grown)]
+
+
+def test_a_carriage_return_rewrite_edits_the_end_in_place() -> None:
+    room = room_with()
+    head = "".join(f"epoch {i}\n" for i in range(5_000))
+    write_into_room(room, {"run": CellUpdate([stream(head + "progress 10%")], None)}, set())
+    size = update_bytes(
+        room,
+        lambda: write_into_room(
+            room, {"run": CellUpdate([stream(head + "progress 20%")], None)}, set()
+        ),
+    )
+    assert size < 200, size
+    assert cell(room)["outputs"] == [stream(head + "progress 20%")]
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ([stream("a\n"), stream("b\n", "stderr")], [stream("a\n")]),  # fewer outputs
+        ([stream("a\n")], []),  # cleared
+        ([stream("a\n", "stderr")], [stream("a\nb\n")]),  # another stream name
+        (
+            [{"output_type": "display_data", "data": {"text/plain": "1"}, "metadata": {}}],
+            [{"output_type": "display_data", "data": {"text/plain": "2"}, "metadata": {}}],
+        ),
+        (
+            [stream("a\n")],
+            [
+                stream("a\n"),
+                {
+                    "output_type": "execute_result",
+                    "data": {"text/plain": "3"},
+                    "metadata": {},
+                    "execution_count": 2,
+                },
+            ],
+        ),
+    ],
+)
+def test_outputs_end_equal(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> None:
+    room = room_with(before)
+    write_into_room(room, {"run": CellUpdate(after, 2)}, set())
+    assert cell(room)["outputs"] == after
+
+
+def test_execution_state_becomes_idle_only_when_the_run_is_over() -> None:
+    room = room_with()
+    ycell(room)["execution_state"] = "running"  # as the tab that ran it left it
+    write_into_room(room, {"run": CellUpdate([stream("1\n")], 1)}, finished=set())
+    assert ycell(room)["execution_state"] == "running"
+    write_into_room(room, {"run": CellUpdate([stream("1\n2\n")], 1)}, finished={"run"})
+    assert ycell(room)["execution_state"] == "idle"
+
+
+def test_cells_the_room_lacks_are_reported_missing() -> None:
+    room = room_with()
+    result = write_into_room(
+        room,
+        {"gone": CellUpdate([stream("x\n")], 1), "text": CellUpdate([stream("y\n")], 1)},
+        set(),
+    )
+    assert result.missing == {"gone", "text"}  # no such cell; not a code cell
+    assert not result.merged
+    assert not result.changed
+    assert cell(room, 1) == notebook_json()["cells"][1]
+
+
+def test_a_tabs_offline_source_edit_and_the_outputs_both_survive() -> None:
+    """The point of writing the room rather than the file: concurrent edits merge."""
+    room = room_with([stream("0\n")])
+    tab = YNotebook()
+    tab.ydoc.apply_update(room.ydoc.get_update())
+    tab_state, room_state = tab.ydoc.get_state(), room.ydoc.get_state()
+
+    # Offline: the tab edits the running cell's source; the extension writes outputs.
+    tab.ycells[0]["source"].insert(0, "# edited offline\n")
+    write_into_room(room, {"run": CellUpdate([stream("0\n1\n2\n")], 1)}, {"run"})
+
+    # Back online: each side gets what the other did.
+    room.ydoc.apply_update(tab.ydoc.get_update(room_state))
+    tab.ydoc.apply_update(room.ydoc.get_update(tab_state))
+    for doc in (room, tab):
+        saved = cell(doc)
+        assert saved["source"] == "# edited offline\n" + SOURCE
+        assert saved["outputs"] == [stream("0\n1\n2\n")]
+        assert saved["execution_count"] == 1
+
+
+def test_a_room_still_loading_has_no_cells() -> None:
+    assert not room_is_loaded(YNotebook())
+    assert room_is_loaded(room_with())
+
+
+def test_a_document_that_is_not_a_notebook_is_refused() -> None:
+    with pytest.raises(RoomUnsupported):
+        write_into_room(object(), {"run": CellUpdate([], None)}, set())
+
+
+def test_sync_outputs_reports_no_change_for_equal_outputs() -> None:
+    room = room_with([stream("a\n")])
+    youtputs = ycell(room)["outputs"]
+    assert not sync_outputs(youtputs, [stream("a\n")], room._create_youtputs)
+    assert sync_outputs(youtputs, [stream("a\nb\n")], room._create_youtputs)
+
+
+async def test_no_room_without_collaboration() -> None:
+    assert await open_room_document({}, "a.ipynb") is None
