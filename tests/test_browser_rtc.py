@@ -32,6 +32,19 @@ pytestmark = [pytest.mark.browser, pytest.mark.rtc]
 
 RTC_PYTHON = Path(__file__).resolve().parent.parent / ".ci" / "rtc" / "venv" / "bin" / "python"
 CELL_ID = "slow-printer"
+ROOM_WRITE_LOG = "into its collaboration room"
+REPLAY_SKIP_LOG = "out of the replay; the collaboration room holds those outputs"
+# What the room logs when the file changed behind its back (it then reloads cells whole).
+OUT_OF_BAND = "Out-of-band changes"
+EDIT = "# edited while offline"
+
+# The source of a cell as the tab holds it.
+TAB_SOURCE = """([path, cellId]) => {
+    const widget = Array.from(window.jupyterapp.shell.widgets('main'))
+        .find(w => w.context && w.context.path === path);
+    const cell = widget?.context.model.toJSON().cells.find(c => c.id === cellId);
+    return cell ? (Array.isArray(cell.source) ? cell.source.join('') : cell.source) : null;
+}"""
 
 
 @pytest.fixture
@@ -61,9 +74,11 @@ def test_rtc_closed_mid_run_then_reopened(tmp_path: Path, rtc_python: str) -> No
             session.close()
 
         with report_failure(server):
+            # The outputs go into the open room, and the room saves them.
+            server.wait_for_log(ROOM_WRITE_LOG.format(name=name))
             wait_complete_on_disk(nb_path, CELL_ID, SLOW_PRINTER_OUTPUT)
-            # The room takes the file's new content (and never saves its stale copy over it).
-            server.wait_for_log("Out-of-band changes. Overwriting the content in room")
+            assert "Saving the content from room" in server.log()
+            assert OUT_OF_BAND not in server.log()
 
         with chromium() as session, report_failure(server, session):
             page = session.page
@@ -139,4 +154,66 @@ def test_rtc_tab_offline_mid_run_comes_back(tmp_path: Path, rtc_python: str) -> 
             wait_until(lambda: "DONE" in tab_text(), 60, "the tab back with the whole run", 0.5)
             page.wait_for_timeout(3000)  # let the room and the tab settle
             assert tab_text() == SLOW_PRINTER_OUTPUT, tab_text()[-300:]
+            # The premise of "once": the server replayed what the kernel sent meanwhile,
+            # without the outputs the room already gave the tab.
+            assert "buffered messages" in server.log()
+            assert REPLAY_SKIP_LOG in server.log()
         wait_complete_on_disk(nb_path, CELL_ID, SLOW_PRINTER_OUTPUT)
+        assert OUT_OF_BAND not in server.log()
+
+
+def disk_source(path: Path) -> str:
+    source = read_cells_retrying(path)[CELL_ID]["source"]
+    return "".join(source) if isinstance(source, list) else source
+
+
+def test_rtc_source_edited_offline_is_kept(tmp_path: Path, rtc_python: str) -> None:
+    """A tab edits the running cell while offline: its edit and every output both stay."""
+    with jupyter_server_process(tmp_path, save_interval=1, python=rtc_python) as server:
+        name = "edited.ipynb"
+        nb_path = server.root_dir / name
+        make_notebook(nb_path, [(CELL_ID, slow_printer())], kernelspec=PYTHON3_KERNELSPEC)
+        with chromium() as session, report_failure(server, session):
+            page = session.page
+            page.add_init_script(RECORD_WEBSOCKETS)
+            lab_open_notebook(page, server, name)
+            lab_wait_kernel_idle(page, name)
+            server.wait_for_log("Content in room")
+            lab_run_all_cells(page)
+            lab_wait_output(page, "line 3")
+            session.context.set_offline(True)
+            page.wait_for_timeout(1000)
+            assert len(page.evaluate(CLOSE_KERNEL_SOCKETS)) == 1
+            server.wait_for_log("Starting buffering")
+
+            # Offline, the user edits the cell that is still running.
+            page.locator(".jp-Cell .jp-InputArea-editor .cm-content").first.click()
+            page.keyboard.press("Control+Home")
+            page.keyboard.type(EDIT)
+            page.keyboard.press("Enter")
+            page.keyboard.press("Escape")
+            source = page.evaluate(TAB_SOURCE, [name, CELL_ID])
+            assert source.startswith(EDIT + "\n"), source
+            # Meanwhile the run ends; the room gets its outputs and saves them.
+            wait_complete_on_disk(nb_path, CELL_ID, SLOW_PRINTER_OUTPUT)
+            assert disk_source(nb_path) == slow_printer()
+            session.context.set_offline(False)
+
+            def tab_text() -> str:
+                return stream_text(page.evaluate(TAB_CELL, [name, CELL_ID]) or {})
+
+            wait_until(lambda: "DONE" in tab_text(), 60, "the tab back with the whole run", 0.5)
+            page.wait_for_timeout(3000)  # let the room and the tab settle
+            assert tab_text() == SLOW_PRINTER_OUTPUT, tab_text()[-300:]
+            assert page.evaluate(TAB_SOURCE, [name, CELL_ID]) == EDIT + "\n" + slow_printer()
+            # The room saves the merge: the edit and the whole run, once.
+            wait_until(
+                lambda: disk_source(nb_path).startswith(EDIT),
+                30,
+                "the offline edit saved",
+            )
+        cell = read_cells_retrying(nb_path)[CELL_ID]
+        assert disk_source(nb_path) == EDIT + "\n" + slow_printer()
+        assert stream_text(cell) == SLOW_PRINTER_OUTPUT
+        assert cell["execution_count"] == 1
+        assert OUT_OF_BAND not in server.log()
