@@ -57,7 +57,8 @@ class Flusher(LoggingConfigurable):
         #: Per notebook, when we last wrote it (seconds since the epoch).
         self.last_written: dict[str, float] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._warned: dict[str, str] = {}
+        #: Per notebook and topic, the last warning logged (until that topic is fine again).
+        self._warned: dict[tuple[str, str], str] = {}
         #: Notebooks being saved by us right now (the save guard sees our saves too).
         self.saving: set[str] = set()
 
@@ -127,7 +128,7 @@ class Flusher(LoggingConfigurable):
             result = await self.writer.merge(path, updates)
         except NotebookUnavailable as err:
             self._warn_once(
-                path, f"jupyter_persist: not writing {path}: {err}; outputs kept in memory"
+                path, "file", f"jupyter_persist: not writing {path}: {err}; outputs kept in memory"
             )
             return "unavailable"
         except (HTTPError, OSError) as err:
@@ -136,20 +137,18 @@ class Flusher(LoggingConfigurable):
             reason = err.log_message if isinstance(err, HTTPError) else str(err)
             self._warn_once(
                 path,
+                "file",
                 f"jupyter_persist: cannot save {path} ({reason}); outputs kept in memory "
                 "and in the journal, tried again at every save interval",
             )
             return "save failed"
         finally:
             self.saving.discard(path)
+        self._warned.pop((path, "file"), None)
         for cell_id in result.merged:
             execution, version = versions[cell_id]
             execution.written_version = version
-        self._warn_missing(
-            path,
-            result.missing,
-            "no longer exist",
-        )
+        self._warn_missing(path, "cells", result.missing, "no longer exist")
         self._forget_if_done(path)
         if not result.saved:
             return "up to date"
@@ -187,14 +186,18 @@ class Flusher(LoggingConfigurable):
     async def _open_room(self, path: str) -> Any | None:
         assert self.find_room is not None
         try:
-            return await self.find_room(path)
+            document = await self.find_room(path)
         except Exception as err:
             self._warn_once(
                 path,
+                "room",
                 f"jupyter_persist: cannot look up the collaboration room of {path} ({err!r}); "
                 "writing the file",
             )
             return None
+        if document is None:
+            self._warned.pop((path, "room"), None)
+        return document
 
     def _write_into_room(self, path: str, document: Any, executions: list[Execution]) -> str | None:
         """Write outputs into an open room; None when the file must be written instead."""
@@ -215,15 +218,17 @@ class Flusher(LoggingConfigurable):
         except RoomUnsupported as err:
             self._warn_once(
                 path,
+                "room",
                 f"jupyter_persist: cannot write into the collaboration room of {path} "
                 f"({err}); writing the file",
             )
             return None
+        self._warned.pop((path, "room"), None)
         document_ref = weakref.ref(document)
         for execution in pending:
             if execution.cell_id in result.merged:
                 execution.room_written = (document_ref, execution.version)
-        self._warn_missing(path, result.missing, "are not in its collaboration room")
+        self._warn_missing(path, "room cells", result.missing, "are not in its collaboration room")
         if not result.changed:
             return "in room"
         self.log.info(
@@ -242,20 +247,22 @@ class Flusher(LoggingConfigurable):
         if not self._running(path):
             self.writer.forget(path)
 
-    def _warn_missing(self, path: str, missing: set[str], where: str) -> None:
+    def _warn_missing(self, path: str, topic: str, missing: set[str], where: str) -> None:
         """Warn once about cells whose outputs cannot be placed, or end an earlier warning."""
         if not missing:
-            self._warned.pop(path, None)
+            self._warned.pop((path, topic), None)
             return
         self._warn_once(
             path,
+            topic,
             f"jupyter_persist: {len(missing)} cell(s) of {path} {where} "
             f"({', '.join(sorted(missing))}); their outputs are kept in memory",
         )
 
-    def _warn_once(self, path: str, message: str) -> None:
-        if self._warned.get(path) != message:
-            self._warned[path] = message
+    def _warn_once(self, path: str, topic: str, message: str) -> None:
+        """Log ``message`` unless it is what was last logged for this notebook and topic."""
+        if self._warned.get((path, topic)) != message:
+            self._warned[(path, topic)] = message
             self.log.warning("%s", message)
 
 

@@ -1,4 +1,5 @@
-"""Writing outputs into a collaboration room's shared notebook (jupyter-ydoc, pycrdt).
+"""Writing outputs into a collaboration room's shared notebook (jupyter-ydoc, pycrdt),
+and the flusher's choice between the room and the file.
 
 The room's document is a real ``jupyter_ydoc.YNotebook``; a tab is another one, kept in
 sync by exchanging updates the way the room's websocket does.
@@ -7,11 +8,17 @@ sync by exchanging updates the way the room's websocket does.
 from __future__ import annotations
 
 import copy
+import json
+import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
+from jupyter_server.services.contents.filemanager import AsyncFileContentsManager
 from jupyter_ydoc import YNotebook
 
+from jupyter_persist.flusher import Flusher
+from jupyter_persist.guard import normalized_outputs, reconcile_save
 from jupyter_persist.room import (
     RoomUnsupported,
     open_room_document,
@@ -19,7 +26,8 @@ from jupyter_persist.room import (
     sync_outputs,
     write_into_room,
 )
-from jupyter_persist.writer import CellUpdate
+from jupyter_persist.store import CaptureStore, Execution
+from jupyter_persist.writer import CellUpdate, NotebookWriter
 
 SOURCE = "for i in range(3):\n    print(i)"
 METADATA = {"tags": ["keep"], "collapsed": False}
@@ -216,3 +224,198 @@ def test_sync_outputs_reports_no_change_for_equal_outputs() -> None:
 
 async def test_no_room_without_collaboration() -> None:
     assert await open_room_document({}, "a.ipynb") is None
+
+
+# -- the flusher: where a notebook's outputs go while its room is open ----------------
+
+
+class Rooms:
+    """What the flusher's ``find_room`` returns for a notebook (the real lookup needs RTC)."""
+
+    def __init__(self) -> None:
+        self.document: Any = None
+        self.error: Exception | None = None
+        self.lookups = 0
+
+    async def find(self, path: str) -> Any:
+        self.lookups += 1
+        if self.error is not None:
+            raise self.error
+        return self.document
+
+
+@pytest.fixture
+def flushing(tmp_path: Path) -> tuple[CaptureStore, Flusher, Rooms, Path]:
+    nb_path = tmp_path / "nb.ipynb"
+    nb_path.write_text(json.dumps(notebook_json()))
+    store = CaptureStore()
+    writer = NotebookWriter(contents_manager=AsyncFileContentsManager(root_dir=str(tmp_path)))
+    rooms = Rooms()
+    flusher = Flusher(store, writer, attached=lambda kernel_id: False, find_room=rooms.find)
+    return store, flusher, rooms, nb_path
+
+
+def start_run(store: CaptureStore, msg_id: str = "m1") -> Execution:
+    execution = store.begin("k", msg_id, cell_id="run", code=SOURCE)
+    store.place(execution, "nb.ipynb", "run")
+    message(store, msg_id, "status", {"execution_state": "busy"})
+    message(store, msg_id, "execute_input", {"code": SOURCE, "execution_count": 1})
+    return execution
+
+
+def message(store: CaptureStore, msg_id: str, msg_type: str, content: dict[str, Any]) -> None:
+    store.apply(
+        {
+            "header": {"msg_type": msg_type},
+            "parent_header": {"msg_id": msg_id, "msg_type": "execute_request"},
+            "content": content,
+        },
+        detached=True,
+    )
+
+
+def print_line(store: CaptureStore, text: str, msg_id: str = "m1") -> None:
+    message(store, msg_id, "stream", {"name": "stdout", "text": text})
+
+
+def disk_outputs(nb_path: Path) -> list[Any] | None:
+    return normalized_outputs(json.loads(nb_path.read_text())["cells"][0]["outputs"])
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and text in r.getMessage()
+    ]
+
+
+async def test_an_open_room_gets_the_outputs_and_the_file_waits_for_its_save(
+    flushing: tuple[CaptureStore, Flusher, Rooms, Path],
+) -> None:
+    store, flusher, rooms, nb_path = flushing
+    rooms.document = room_with()
+    ycell(rooms.document)["execution_state"] = "running"
+    execution = start_run(store)
+    print_line(store, "0\n")
+    assert await flusher.flush("nb.ipynb") == "written to room"
+    assert cell(rooms.document)["outputs"] == [stream("0\n")]
+    assert cell(rooms.document)["execution_count"] == 1
+    assert disk_outputs(nb_path) == []  # the room saves the file, not us
+    assert await flusher.flush("nb.ipynb") == "in room"
+    print_line(store, "1\n")
+    message(store, "m1", "status", {"execution_state": "idle"})
+    assert not execution.running
+    assert await flusher.flush("nb.ipynb") == "written to room"
+    assert cell(rooms.document)["outputs"] == [stream("0\n1\n")]
+    assert ycell(rooms.document)["execution_state"] == "idle"
+
+    # The room's save passes the save guard, which counts the outputs as written.
+    report = reconcile_save(store, "nb.ipynb", rooms.document.get()["cells"])
+    assert report.clean == [execution]
+    report.commit()
+    assert not execution.dirty
+    assert await flusher.flush("nb.ipynb") == "up to date"
+
+
+async def test_a_room_that_closed_leaves_the_outputs_to_the_file(
+    flushing: tuple[CaptureStore, Flusher, Rooms, Path],
+) -> None:
+    store, flusher, rooms, nb_path = flushing
+    rooms.document = room_with()
+    start_run(store)
+    print_line(store, "0\n")
+    assert await flusher.flush("nb.ipynb") == "written to room"
+    rooms.document = None  # closed before it saved
+    assert await flusher.flush("nb.ipynb") == "written"
+    assert disk_outputs(nb_path) == [stream("0\n")]
+
+
+async def test_a_room_still_loading_is_waited_for(
+    flushing: tuple[CaptureStore, Flusher, Rooms, Path],
+) -> None:
+    store, flusher, rooms, nb_path = flushing
+    rooms.document = YNotebook()
+    start_run(store)
+    print_line(store, "0\n")
+    assert await flusher.flush("nb.ipynb") == "room loading"
+    assert disk_outputs(nb_path) == []
+    rooms.document.set(notebook_json())
+    assert await flusher.flush("nb.ipynb") == "written to room"
+
+
+async def test_a_stopping_server_writes_the_file_room_or_not(
+    flushing: tuple[CaptureStore, Flusher, Rooms, Path],
+) -> None:
+    """A stopping server cancels the rooms' pending saves: only the file write is sure."""
+    store, flusher, rooms, nb_path = flushing
+    rooms.document = room_with()
+    start_run(store)
+    print_line(store, "0\n")
+    assert await flusher.flush("nb.ipynb", ignore_clients=True) == "written"
+    assert disk_outputs(nb_path) == [stream("0\n")]
+    assert rooms.lookups == 0
+
+
+@pytest.mark.parametrize(
+    ("document", "error", "warning"),
+    [
+        (None, RuntimeError("ydoc broke"), "cannot look up the collaboration room of nb.ipynb"),
+        (object(), None, "cannot write into the collaboration room of nb.ipynb"),
+    ],
+)
+async def test_a_room_that_cannot_be_used_is_one_warning_and_the_file_is_written(
+    flushing: tuple[CaptureStore, Flusher, Rooms, Path],
+    caplog: pytest.LogCaptureFixture,
+    document: Any,
+    error: Exception | None,
+    warning: str,
+) -> None:
+    store, flusher, rooms, nb_path = flushing
+    rooms.document, rooms.error = document, error
+    start_run(store)
+    with caplog.at_level(logging.INFO):
+        for index in range(3):
+            print_line(store, f"{index}\n")
+            # Each tick writes the file well; that must not end the room's warning.
+            assert await flusher.flush("nb.ipynb", ignore_pause=True) == "written"
+    assert disk_outputs(nb_path) == [stream("0\n1\n2\n")]
+    assert len(warnings_of(caplog, warning)) == 1, caplog.text
+    assert not [r for r in caplog.records if r.exc_info]
+
+
+async def test_cells_missing_from_the_room_are_one_warning(
+    flushing: tuple[CaptureStore, Flusher, Rooms, Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store, flusher, rooms, _ = flushing
+    rooms.document = room_with()
+    rooms.document.ycells[0]["id"] = "renamed"
+    start_run(store)
+    with caplog.at_level(logging.INFO):
+        for index in range(3):
+            print_line(store, f"{index}\n")
+            assert await flusher.flush("nb.ipynb") == "in room"
+    assert len(warnings_of(caplog, "are not in its collaboration room")) == 1, caplog.text
+    assert cell(rooms.document)["outputs"] == []
+
+
+async def test_flush_into_room_writes_even_with_a_client_attached(
+    flushing: tuple[CaptureStore, Flusher, Rooms, Path],
+) -> None:
+    """Before a replay to a returning tab, the room is brought up to date, tab or not."""
+    store, flusher, rooms, _ = flushing
+    flusher.attached = lambda kernel_id: True
+    start_run(store)
+    print_line(store, "0\n")
+    assert await flusher.flush_into_room("nb.ipynb") is None  # no room open
+    rooms.document = room_with()
+    assert await flusher.flush("nb.ipynb") == "client attached"
+    execution = store.get("m1")
+    assert execution is not None
+    assert await flusher.flush_into_room("nb.ipynb") is rooms.document
+    assert execution.in_room(rooms.document)
+    assert cell(rooms.document)["outputs"] == [stream("0\n")]
+    print_line(store, "1\n")
+    assert not execution.in_room(rooms.document)
+    assert not execution.in_room(room_with())
