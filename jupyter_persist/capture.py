@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from traitlets import Float, Instance, Integer, Unicode
 from traitlets.config import LoggingConfigurable
 
 from .caps import Limits, output_message_size
+from .clients import AttachedClients
 from .flusher import Flusher
 from .idle import correct_missed_idle
 from .journal import Journal
@@ -28,7 +28,7 @@ from .listener import KernelListener
 from .locator import ExecutionLocator
 from .recorder import Recorder
 from .replay import buffer_to_replay
-from .room import open_room_document
+from .room import open_room_document, room_extension_loaded
 from .savehooks import SaveHooks
 from .store import CaptureStore, Execution
 from .textlog import TextLog
@@ -65,6 +65,7 @@ class CaptureManager(LoggingConfigurable):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.store = CaptureStore(self.limits)
+        self.clients = AttachedClients()
         self.listener = KernelListener(
             on_message=self.on_iopub, kernel_manager=self.kernel_manager, parent=self
         )
@@ -88,6 +89,8 @@ class CaptureManager(LoggingConfigurable):
             self.attached,
             self.max_write_share,
             find_room=self._find_room,
+            owner_attached=self.owner_attached,
+            page_owns=self.page_owns,
             parent=self,
         )
         self.locator = ExecutionLocator(
@@ -97,7 +100,6 @@ class CaptureManager(LoggingConfigurable):
         self.save_hooks = SaveHooks(
             self.store, self.listener.catch_up, self.flusher.saving, parent=self
         )
-        self._clients: Counter[str] = Counter()
         #: Notebooks each kernel's outputs went to, for the log lines of start and stop.
         self._notebooks: dict[str, set[str]] = {}
         self._restart_callbacks: dict[str, tuple[Any, Any]] = {}
@@ -206,7 +208,7 @@ class CaptureManager(LoggingConfigurable):
     def _kernel_gone(self, kernel_id: str) -> None:
         self._untrack_kernel(kernel_id)
         self._finish_kernel(kernel_id, "stopped")
-        self._clients.pop(kernel_id, None)
+        self.clients.forget_kernel(kernel_id)
         self.locator.forget_kernel(kernel_id)
         for path in sorted(self._notebooks.pop(kernel_id, ())):
             self.log.info(
@@ -238,16 +240,14 @@ class CaptureManager(LoggingConfigurable):
 
     # -- clients (websocket side) ----------------------------------------------------
 
-    def client_attached(self, kernel_id: str) -> None:
-        """A client websocket connected to a kernel."""
-        self._clients[kernel_id] += 1
+    def client_attached(self, kernel_id: str, session: str = "") -> None:
+        """A client websocket connected to a kernel (``session``: its client session id)."""
+        self.clients.attach(kernel_id, session)
 
-    def client_detached(self, kernel_id: str) -> None:
+    def client_detached(self, kernel_id: str, session: str = "") -> None:
         """A client websocket left; from the last one on, the server writes the outputs."""
-        self._clients[kernel_id] -= 1
-        if self._clients[kernel_id] > 0:
+        if self.clients.detach(kernel_id, session) > 0:
             return
-        del self._clients[kernel_id]
         for execution in self.store.executions(kernel_id):
             if execution.running:
                 execution.server_owned = True
@@ -325,11 +325,37 @@ class CaptureManager(LoggingConfigurable):
 
     def attached(self, kernel_id: str) -> bool:
         """Whether any client websocket is attached to the kernel."""
-        return self._clients[kernel_id] > 0
+        return self.clients.any(kernel_id)
+
+    def owner_attached(self, execution: Execution) -> bool:
+        """Whether the client that started ``execution`` is attached (unknown: any client)."""
+        if execution.client_session is None:
+            return self.clients.any(execution.kernel_id)
+        return self.clients.has_session(execution.kernel_id, execution.client_session)
+
+    def page_owns(self, path: str) -> bool:
+        """Whether a page opening the notebook holds its file until its kernel connects.
+
+        The page's frontend opens its follow socket (see :mod:`.follow`) before it loads
+        the file; a write between that load and the page's kernel connection would make
+        JupyterLab report "File Changed" at the page's next save. Once a client attaches
+        to the notebook's kernel, attached clients decide as always. With collaboration
+        the room holds the document, and the extension keeps writing the room.
+        """
+        if self.collaborative:
+            return False
+        kernel_ids = {e.kernel_id for e in self.store.latest_of(path)}
+        return self.clients.page_loading(path, kernel_ids)
+
+    @property
+    def collaborative(self) -> bool:
+        """Whether real-time collaboration (jupyter_server_ydoc) is loaded in this server."""
+        return self.web_settings is not None and room_extension_loaded(self.web_settings)
 
     def on_execute_request(self, kernel_id: str, request: ExecuteRequest) -> None:
         """A client asked a kernel to execute code (seen on the kernel websocket)."""
         execution = self.store.begin(kernel_id, request.msg_id, request.cell_id, request.code)
+        execution.client_session = request.client_session
         # Per execution, not only per tick: a log level changed since then counts at once.
         self._debug_messages = debug_logged(self.log)
         self.log.debug(
@@ -360,7 +386,7 @@ class CaptureManager(LoggingConfigurable):
                 execution.code = msg["content"].get("code")
                 if execution.cell_id is None or execution.path is None:
                     self._spawn(self._locate_then_write(execution))
-            detached = not self._clients[kernel_id]
+            detached = not self.clients.any(kernel_id)
             if not execution.notebookless:
                 self.recorder.feed(execution, msg)
             self.store.apply(msg, detached=detached)

@@ -43,14 +43,22 @@ class Flusher(LoggingConfigurable):
         writer: NotebookWriter,
         attached: Callable[[str], bool],
         max_write_share: float = 1.0,
+        *,
         find_room: Callable[[str], Awaitable[Any | None]] | None = None,
+        owner_attached: Callable[[Execution], bool] | None = None,
+        page_owns: Callable[[str], bool] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.attached = attached
+        #: The open collaboration room's notebook of a path, or None.
         self.find_room = find_room
+        #: Whether the client that started an execution is attached (default: any client).
+        self.owner_attached = owner_attached or (lambda e: self.attached(e.kernel_id))
+        #: Whether a page opening a notebook holds its file (``CaptureManager.page_owns``).
+        self.page_owns = page_owns or (lambda path: False)
         self.store = store
         self.writer = writer
-        self.attached = attached
         self.max_write_share = max_write_share
         #: Per notebook, the monotonic time before which it is not written again.
         self.not_before: dict[str, float] = {}
@@ -83,7 +91,8 @@ class Flusher(LoggingConfigurable):
         """Write the unwritten outputs of one notebook; never raises. Returns the outcome.
 
         The outcome is one of ``written``, ``up to date``, ``client attached`` (an open
-        tab saves the notebook), ``paused`` (see ``max_write_share``), ``unavailable``
+        tab saves the notebook), ``page loading`` (a page opening the notebook holds its
+        file until its kernel connects), ``paused`` (see ``max_write_share``), ``unavailable``
         (the notebook cannot be read; outputs kept in memory), ``save failed`` (the
         ContentsManager could not save it; outputs kept in memory), ``written to room``
         (into the notebook's open collaboration room, which saves the file), ``in room``
@@ -103,8 +112,10 @@ class Flusher(LoggingConfigurable):
         if not executions:
             self._forget_if_done(path)
             return "up to date"
+        if not ignore_clients and self.page_owns(path):
+            return "page loading"
         if not ignore_clients and any(self.attached(e.kernel_id) for e in executions):
-            return "client attached"
+            return await self._write_room_for_absent_owners(path, executions)
         if (
             not (ignore_clients or ignore_pause)
             and time.monotonic() < self.not_before.get(path, 0.0)
@@ -164,6 +175,23 @@ class Flusher(LoggingConfigurable):
             result.seconds * 1000,
         )
         return "written"
+
+    async def _write_room_for_absent_owners(self, path: str, executions: list[Execution]) -> str:
+        """With clients attached, the room still gets executions whose own client left.
+
+        A tab reopened under collaboration shows the room's cells; the tab that ran the
+        cell, the only one that would put the outputs there, is gone. Without a room,
+        attached clients own the file, as always.
+        """
+        if self.find_room is None:
+            return "client attached"
+        orphaned = [e for e in executions if not self.owner_attached(e)]
+        if not orphaned:
+            return "client attached"
+        document = await self._open_room(path)
+        if document is None:
+            return "client attached"
+        return self._write_into_room(path, document, orphaned) or "client attached"
 
     async def flush_into_room(self, path: str) -> Any | None:
         """Write the notebook's unwritten outputs into its open room, clients or not.

@@ -75,7 +75,11 @@ def reconcile_save(store: CaptureStore, path: str, cells: list[Any]) -> SaveRepo
         captured = execution.area.to_json()
         saved = normalized_outputs(cell.get("outputs"))
         count = cell.get("execution_count")
-        if saved == captured and count == execution.area.execution_count:
+        # A running cell has no count yet in JupyterLab (nor in a room we write).
+        expected_counts = {execution.area.execution_count}
+        if execution.running:
+            expected_counts.add(None)
+        if saved == captured and count in expected_counts:
             report.clean.append(execution)
         elif not execution.server_owned:
             # Every message reached a client. Once the run is over, what it saves wins;

@@ -1,7 +1,9 @@
-"""REST API: ``GET /api/persist/status`` and ``POST /api/persist/flush``.
+"""REST API: ``GET /api/persist/status``, ``POST /api/persist/flush``,
+``GET /api/persist/outputs?path=`` and the websocket ``/api/persist/follow?path=``.
 
 Authenticated and authorized like the server's own contents API: the status names
-notebooks and the flush writes them.
+notebooks, the outputs and the follow socket read them (``contents``/``read``), and the
+flush writes them (``contents``/``write``).
 """
 
 from __future__ import annotations
@@ -9,10 +11,15 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from jupyter_server.auth.decorator import authorized
-from jupyter_server.base.handlers import APIHandler
+from jupyter_core.utils import ensure_async
+from jupyter_server.auth.decorator import authorized, ws_authenticated
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
+from jupyter_server.base.websocket import WebSocketMixin
 from tornado import web
+from tornado.ioloop import PeriodicCallback
+from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
+from .follow import FollowView, describe
 from .status import capture_status
 from .websocket import SETTINGS_KEY
 
@@ -22,16 +29,34 @@ if TYPE_CHECKING:
 AUTH_RESOURCE = "contents"
 
 
-class PersistHandler(APIHandler):
-    """Base of the extension's API handlers."""
+#: Seconds between a follow socket's updates: live enough to watch, few enough messages.
+FOLLOW_INTERVAL = 0.25
 
-    auth_resource = AUTH_RESOURCE
+
+class CaptureAccess:
+    """The running extension's capture manager, and the notebook a request names."""
+
+    settings: dict[str, Any]
+    get_argument: Any
 
     @property
     def capture(self) -> CaptureManager:
         """The running extension's capture manager."""
         manager: CaptureManager = self.settings[SETTINGS_KEY]
         return manager
+
+    def notebook_path(self) -> str:
+        """The ``path`` query argument, as an API path; 400 when missing or empty."""
+        path = str(self.get_argument("path", "")).strip("/")
+        if not path:
+            raise web.HTTPError(400, "a notebook path is needed: ?path=dir/a.ipynb")
+        return path
+
+
+class PersistHandler(CaptureAccess, APIHandler):
+    """Base of the extension's API handlers."""
+
+    auth_resource = AUTH_RESOURCE
 
 
 class StatusHandler(PersistHandler):
@@ -78,7 +103,94 @@ class FlushHandler(PersistHandler):
         return path.strip("/")
 
 
-HANDLERS: list[tuple[str, type[PersistHandler]]] = [
+class OutputsHandler(PersistHandler):
+    """The captured outputs of a notebook's cells: ``GET /api/persist/outputs?path=``."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        """Each cell's latest captured execution, whole; 404 when nothing is captured."""
+        path = self.notebook_path()
+        if path not in self.capture.captured_paths():
+            raise web.HTTPError(404, f"no captured outputs for {path!r}")
+        executions = sorted(self.capture.store.latest_of(path), key=lambda e: e.seq)
+        self.finish(
+            json.dumps(
+                {
+                    "path": path,
+                    "collaborative": self.capture.collaborative,
+                    "executions": [describe(e) for e in executions],
+                }
+            )
+        )
+
+
+class FollowHandler(CaptureAccess, WebSocketMixin, WebSocketHandler, JupyterHandler):
+    """Websocket ``/api/persist/follow?path=``: a notebook's outputs, then their changes.
+
+    See :mod:`.follow` for the messages. From its opening until the page's kernel
+    connects, the page holds the notebook's file (see ``CaptureManager.page_owns``).
+    """
+
+    auth_resource = AUTH_RESOURCE
+    _path = ""
+    _opened = 0.0
+    _view: FollowView | None = None
+    _pusher: PeriodicCallback | None = None
+
+    def set_default_headers(self) -> None:
+        """No JSON API headers on a websocket (as jupyter_server's kernel websocket)."""
+
+    @ws_authenticated
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        """Check the user may read contents and the path, then upgrade."""
+        authorized = await ensure_async(
+            self.authorizer.is_authorized(self, self.current_user, "read", AUTH_RESOURCE)
+        )
+        if not authorized:
+            raise web.HTTPError(403)
+        self._path = self.notebook_path()
+        await super().get(*args, **kwargs)
+
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        """Start following: the snapshot now, then changes every FOLLOW_INTERVAL."""
+        super().open(*args, **kwargs)
+        self._opened = self.capture.clients.follow(self._path)
+        self.log.info("jupyter_persist: a page follows %s", self._path)
+        self._view = FollowView(self.capture.store, self._path)
+        self._push()
+        self._pusher = PeriodicCallback(self._push, FOLLOW_INTERVAL * 1000)
+        self._pusher.start()
+
+    def on_message(self, message: str | bytes) -> None:
+        """Pages send nothing; ignored."""
+
+    def on_close(self) -> None:
+        """Stop following; the extension may write the notebook again."""
+        if self._pusher is not None:
+            self._pusher.stop()
+            self._pusher = None
+        if self._view is not None:
+            self._view = None
+            self.capture.clients.unfollow(self._path, self._opened)
+            self.log.info("jupyter_persist: a page stopped following %s", self._path)
+
+    def _push(self) -> None:
+        try:
+            if self._view is None:
+                return
+            message = self._view.next_message(self.capture.collaborative)
+            if message is not None:
+                self.write_message(json.dumps(message))
+        except WebSocketClosedError:
+            self.on_close()
+        except Exception:
+            self.log.exception("jupyter_persist: error following %s", self._path)
+
+
+HANDLERS: list[tuple[str, type[web.RequestHandler]]] = [
     ("/api/persist/status", StatusHandler),
     ("/api/persist/flush", FlushHandler),
+    ("/api/persist/outputs", OutputsHandler),
+    ("/api/persist/follow", FollowHandler),
 ]

@@ -5,8 +5,8 @@ holds (``jupyter_server_ydoc``), and the room saves that document to the file. W
 the file behind the room's back makes the room reload it ("Out-of-band changes"), and
 jupyter-ydoc replaces every cell with new stream output whole: an edit a tab made to
 that cell's source while offline merges into a cell the room no longer has. So while a
-room is open, the extension changes only the outputs, the execution count and, once the
-run is over, the execution state of the room's cells, and leaves saving to the room.
+room is open, the extension changes only the outputs, the execution count and the
+execution state of the room's cells, and leaves saving to the room.
 The room's save passes the save guard, which then counts the outputs as written.
 
 Outputs are changed by difference: equal outputs are kept, a stream output that grew
@@ -50,16 +50,20 @@ class RoomWriteResult:
     changed: bool = False
 
 
+def room_extension_loaded(settings: Mapping[str, Any]) -> bool:
+    """Whether jupyter-collaboration's server side is loaded (rooms can open)."""
+    return settings.get(YDOC_SETTINGS_KEY) is not None and "file_id_manager" in settings
+
+
 async def open_room_document(settings: Mapping[str, Any], path: str) -> Any | None:
     """The shared notebook of the room open for ``path``, or None when there is none.
 
     None also when collaboration is not installed. Never opens a room. Raises what
     jupyter_server_ydoc raises; the caller logs it.
     """
-    ydoc_extension = settings.get(YDOC_SETTINGS_KEY)
-    if ydoc_extension is None or "file_id_manager" not in settings:
+    if not room_extension_loaded(settings):
         return None
-    return await ydoc_extension.get_document(
+    return await settings[YDOC_SETTINGS_KEY].get_document(
         path=path, content_type="notebook", file_format="json", copy=False
     )
 
@@ -74,10 +78,11 @@ def write_into_room(
 ) -> RoomWriteResult:
     """Give the room's cells their captured outputs, in one transaction.
 
-    ``finished`` holds the cell ids whose execution is over: their execution state
-    becomes ``idle``, or a tab opened later would show the cell as running for ever
-    (the tab that ran it left before it could say otherwise). Nothing but the outputs,
-    the execution count and that state is touched.
+    ``finished`` holds the cell ids whose execution is over: they get their execution
+    count and the ``idle`` state (the tab that ran the cell left before it could say so,
+    and a tab opened later would show it running for ever); the others have no count
+    and the ``running`` state, as JupyterLab shows a run. Nothing but the outputs, the
+    execution count and that state is touched.
     """
     make_outputs = getattr(document, "_create_youtputs", None)
     if Array is None:
@@ -106,6 +111,8 @@ def _cells(document: Any) -> Any:
 
 
 def _sync_cell(ycell: Any, update: CellUpdate, finished: bool, make_outputs: Any) -> bool:
+    """Outputs, count and state as JupyterLab shows a run: no count and running while it
+    runs, the count and idle once it is over (a tab opened meanwhile shows ``[*]``)."""
     changed = False
     youtputs = ycell.get("outputs")
     if not isinstance(youtputs, Array):
@@ -114,11 +121,13 @@ def _sync_cell(ycell: Any, update: CellUpdate, finished: bool, make_outputs: Any
         changed = True
     if sync_outputs(youtputs, update.outputs, make_outputs):
         changed = True
-    if ycell.get("execution_count") != update.execution_count:
-        ycell["execution_count"] = update.execution_count
+    count = update.execution_count if finished else None
+    if ycell.get("execution_count") != count:
+        ycell["execution_count"] = count
         changed = True
-    if finished and ycell.get("execution_state", "idle") != "idle":
-        ycell["execution_state"] = "idle"
+    state = "idle" if finished else "running"
+    if ycell.get("execution_state", "idle") != state:
+        ycell["execution_state"] = state
         changed = True
     return changed
 

@@ -49,6 +49,9 @@ class Execution:
     #: held: a room that closed is gone) and the version written there. The room's
     #: save, through the save guard, is what makes them written.
     room_written: tuple[weakref.ref[Any], int] | None = None
+    #: The client session id of the ``execute_request`` (JupyterLab's ``kernel.clientId``);
+    #: None when the server did not see the request.
+    client_session: str | None = None
 
     @property
     def dirty(self) -> bool:
@@ -245,6 +248,10 @@ class CaptureStore:
     def paths_to_write(self) -> set[str]:
         """Notebooks with at least one execution waiting to be written."""
         return {path for (path, _), execution in self._latest_by_cell.items() if execution.dirty}
+
+    def latest_of(self, path: str) -> list[Execution]:
+        """The execution each cell of a notebook should hold, for every cell with one."""
+        return [e for (cell_path, _), e in self._latest_by_cell.items() if cell_path == path]
 
     def latest(self, path: str, cell_id: str) -> Execution | None:
         """The execution whose outputs a notebook cell should hold, if one is tracked."""

@@ -33,6 +33,8 @@ class ExecuteRequest:
     msg_id: str
     code: str
     cell_id: str | None
+    #: The sending client's session id (``header.session``).
+    client_session: str | None = None
 
 
 class CaptureSink(Protocol):
@@ -40,7 +42,7 @@ class CaptureSink(Protocol):
 
     def on_execute_request(self, kernel_id: str, request: ExecuteRequest) -> None: ...
 
-    def client_attached(self, kernel_id: str) -> None: ...
+    def client_attached(self, kernel_id: str, session: str = "") -> None: ...
 
     async def until_capturing(self, kernel_id: str) -> None: ...
 
@@ -48,7 +50,7 @@ class CaptureSink(Protocol):
 
     def on_input_request(self, kernel_id: str, msg: dict[str, Any]) -> None: ...
 
-    def client_detached(self, kernel_id: str) -> None: ...
+    def client_detached(self, kernel_id: str, session: str = "") -> None: ...
 
     @property
     def replay_buffer_max_bytes(self) -> int: ...
@@ -89,7 +91,13 @@ def parse_execute_request(
     if not isinstance(msg_id, str) or not isinstance(code, str):
         return None
     cell_id = metadata.get("cellId") if isinstance(metadata, dict) else None
-    return ExecuteRequest(msg_id, code, cell_id if isinstance(cell_id, str) and cell_id else None)
+    session = header.get("session")
+    return ExecuteRequest(
+        msg_id,
+        code,
+        cell_id if isinstance(cell_id, str) and cell_id else None,
+        session if isinstance(session, str) and session else None,
+    )
 
 
 class CaptureConnectionMixin:
@@ -137,7 +145,9 @@ class CaptureConnectionMixin:
             return super().connect()  # type: ignore[misc]
         if not getattr(self, "_persist_attached", False):
             self._persist_attached = True
-            sink.client_attached(self.kernel_id)
+            # The server set the session from the websocket's session_id before this.
+            self._persist_session = str(getattr(getattr(self, "session", None), "session", ""))
+            sink.client_attached(self.kernel_id, self._persist_session)
         return asyncio.ensure_future(self._persist_connect_when_capturing(sink))
 
     async def _persist_connect_when_capturing(self, sink: CaptureSink) -> Any:
@@ -156,7 +166,7 @@ class CaptureConnectionMixin:
             sink = self._persist_sink()
             if sink is not None and getattr(self, "_persist_attached", False):
                 self._persist_attached = False
-                sink.client_detached(self.kernel_id)
+                sink.client_detached(self.kernel_id, getattr(self, "_persist_session", ""))
                 self._persist_watch_stdin(sink)
                 bound_replay_buffer(
                     getattr(self, "multi_kernel_manager", None),

@@ -44,6 +44,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 EXTENSION_LOADED = "jupyter_persist: capturing kernel outputs"
+#: The name of the extension's JupyterLab frontend (``package.json``).
+FRONTEND_EXTENSION = "jupyter-persist"
 PYTHON3_KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
 
 
@@ -177,6 +179,7 @@ def jupyter_server_process(
     startup_timeout: float = 60,
     stop_timeout: float = 20,
     python: str = sys.executable,
+    lab_frontend: bool = True,
 ) -> Iterator[LabServer]:
     """Run ``python -m jupyter <app>`` isolated under ``tmp_path``; yield a :class:`LabServer`.
 
@@ -187,6 +190,8 @@ def jupyter_server_process(
     ``tmp_path / "server.log"``. The environment's ``etc/jupyter`` still applies, which is
     what enables the installed extension; the server must have logged that the extension
     loaded before this yields (an extension that fails to import is only logged).
+    ``lab_frontend=False`` turns the extension's JupyterLab frontend off in the pages
+    (``disabledExtensions`` in the isolated ``labconfig/page_config.json``).
     """
     root_dir = tmp_path / "root"
     root_dir.mkdir(parents=True, exist_ok=True)
@@ -199,6 +204,12 @@ def jupyter_server_process(
     ):
         (tmp_path / folder).mkdir(exist_ok=True)
         env[name] = str(tmp_path / folder)
+    if not lab_frontend:
+        labconfig = tmp_path / "config" / "labconfig"
+        labconfig.mkdir(parents=True, exist_ok=True)
+        (labconfig / "page_config.json").write_text(
+            json.dumps({"disabledExtensions": {FRONTEND_EXTENSION: True}})
+        )
     env["PYTHONUNBUFFERED"] = "1"
     env["PATH"] = os.pathsep.join([str(Path(python).parent), env.get("PATH", "")])
     port = free_port()
@@ -394,3 +405,21 @@ def lab_outputs_text(page: Page) -> str:
 def lab_dialogs(page: Page) -> list[str]:
     """Texts of the dialogs open on the page (e.g. "Server Connection Error")."""
     return [text.strip() for text in page.locator(".jp-Dialog").all_inner_texts()]
+
+
+def lab_run_then_close_mid_run(
+    server: LabServer, name: str, wait_text: str = "line 5", wait_log: str = ""
+) -> None:
+    """A page runs the notebook and goes away while the cell still prints.
+
+    ``wait_log``: a server log line to wait for before running (say, the room's).
+    """
+    with chromium() as session, report_failure(server, session):
+        page = session.page
+        lab_open_notebook(page, server, name)
+        lab_wait_kernel_idle(page, name)
+        if wait_log:
+            server.wait_for_log(wait_log)
+        lab_run_all_cells(page)
+        lab_wait_output(page, wait_text)
+        assert "DONE" not in lab_outputs_text(page), "the cell finished before the page left"

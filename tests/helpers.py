@@ -275,3 +275,15 @@ async def run_and_leave(
     finally:
         client.close()
     return msg_id
+
+
+def apply_iopub(store: Any, msg_id: str, msg_type: str, content: dict[str, Any]) -> None:
+    """Feed ``store`` one IOPub message of the execution ``msg_id``, no client attached."""
+    store.apply(
+        {
+            "header": {"msg_type": msg_type},
+            "parent_header": {"msg_id": msg_id, "msg_type": "execute_request"},
+            "content": content,
+        },
+        detached=True,
+    )

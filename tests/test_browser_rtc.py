@@ -6,6 +6,7 @@ main test environment, jupyter-collaboration would turn RTC on for every other t
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from browser import (
     lab_open_notebook,
     lab_outputs_text,
     lab_run_all_cells,
+    lab_run_then_close_mid_run,
     lab_wait_kernel_idle,
     lab_wait_output,
     read_cells_retrying,
@@ -217,3 +219,40 @@ def test_rtc_source_edited_offline_is_kept(tmp_path: Path, rtc_python: str) -> N
         assert stream_text(cell) == SLOW_PRINTER_OUTPUT
         assert cell["execution_count"] == 1
         assert OUT_OF_BAND not in server.log()
+
+
+def test_rtc_reopened_mid_run_keeps_updating(tmp_path: Path, rtc_python: str) -> None:
+    """Reopened while the cell runs: the room gets the outputs whose own tab has gone.
+
+    The reopened tab is attached to the kernel, but the run is not its own: without
+    writing the room, it would show nothing new until the run ends. The frontend
+    extension leaves the outputs to the room (no doubles).
+    """
+    lines = 200
+    expected = "".join(f"line {i}\n" for i in range(lines)) + "DONE\n"
+    with jupyter_server_process(tmp_path, save_interval=1, python=rtc_python) as server:
+        name = "reopened.ipynb"
+        nb_path = server.root_dir / name
+        make_notebook(nb_path, [(CELL_ID, slow_printer(lines))], kernelspec=PYTHON3_KERNELSPEC)
+        lab_run_then_close_mid_run(server, name, wait_log="Content in room")
+
+        with chromium() as session, report_failure(server, session):
+            page = session.page
+            lab_open_notebook(page, server, name, workspace=f"reopen-{uuid.uuid4().hex[:12]}")
+            lab_wait_output(page, "line 0")
+            first = lab_outputs_text(page)
+            assert "DONE" not in first, "the run ended before the page was reopened"
+            wait_until(
+                lambda: len(lab_outputs_text(page)) > len(first) + 50,
+                30,
+                "more lines in the reopened page",
+                0.2,
+            )
+            wait_until(lambda: "DONE" in lab_outputs_text(page), 60, "the end of the run", 0.5)
+            page.wait_for_timeout(2000)  # let the room and the tab settle
+            shown = lab_outputs_text(page)
+            assert shown.strip() == expected.strip(), shown[-300:]
+            prompt = page.locator(".jp-InputArea-prompt").first.inner_text()
+            assert prompt.strip() == "[1]:", prompt
+            assert "jupyter_persist: a page follows reopened.ipynb" in server.log()
+        wait_complete_on_disk(nb_path, CELL_ID, expected)

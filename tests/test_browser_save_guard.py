@@ -231,9 +231,13 @@ def test_lab_tab_with_a_gap_saves_every_output_once(tmp_path: Path) -> None:
 
 
 def test_lab_reopened_tab_saves_every_output_once(tmp_path: Path) -> None:
-    """A page reopened mid-run never shows the rest of the run; its saves must not lose it."""
+    """A page reopened mid-run never shows the rest of the run; its saves must not lose it.
+
+    Without the extension's frontend, which would show it (``test_browser_live.py``):
+    the guard is for pages without it (Notebook 7 with it disabled, other clients).
+    """
     lines = printed(120)
-    with jupyter_server_process(tmp_path, save_interval=1) as server:
+    with jupyter_server_process(tmp_path, save_interval=1, lab_frontend=False) as server:
         name = "reopened.ipynb"
         nb_path = server.root_dir / name
         make_notebook(

@@ -57,6 +57,16 @@ def test_a_save_holding_the_outputs_makes_them_clean() -> None:
     assert not execution.dirty
 
 
+def test_a_running_cell_saved_without_its_count_is_clean() -> None:
+    """JupyterLab (and a collaboration room) shows and saves a running cell with no count."""
+    store, execution = tracked(["line\n"], finished=False)
+    report = reconcile_save(store, "nb.ipynb", [cell([stream("line\n")], None)])
+    assert report.clean == [execution]
+    store.apply(idle_msg("m1"), detached=True)
+    report = reconcile_save(store, "nb.ipynb", [cell([stream("line\n")], None)])
+    assert report.restored == [execution]  # once it is over, the count belongs in the file
+
+
 def test_a_save_commits_the_version_it_saved() -> None:
     store, execution = tracked(["line\n"])
     report = reconcile_save(store, "nb.ipynb", [cell([], None)])

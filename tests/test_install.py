@@ -53,6 +53,15 @@ def test_installed_extension_is_enabled_and_ok(tmp_path: Path) -> None:
     assert listed_state(output) == ("enabled", True), output
 
 
+def test_frontend_extension_is_installed_enabled_and_ok(tmp_path: Path) -> None:
+    """The prebuilt JupyterLab extension comes with the Python package, nothing else."""
+    output = ANSI.sub("", jupyter(isolated_env(tmp_path), "labextension", "list"))
+    [line] = [line for line in output.splitlines() if line.split()[:1] == ["jupyter-persist"]]
+    words = line.split()
+    assert words[2:4] == ["enabled", "OK"], output
+    assert "(python, jupyter-persist)" in line, output
+
+
 def test_disable_then_enable(tmp_path: Path) -> None:
     env = isolated_env(tmp_path)
     jupyter(env, "server", "extension", "disable", "jupyter_persist")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import apply_iopub
 from jupyter_server.services.contents.filemanager import AsyncFileContentsManager
 from jupyter_ydoc import YNotebook
 
@@ -83,7 +84,7 @@ def test_writes_outputs_and_count_and_nothing_else() -> None:
         stream("0\n1\n2\n"),
         {"output_type": "error", "ename": "E", "evalue": "x", "traceback": ["E: x"]},
     ]
-    result = write_into_room(room, {"run": CellUpdate(outputs, 4)}, finished=set())
+    result = write_into_room(room, {"run": CellUpdate(outputs, 4)}, finished={"run"})
     assert result.merged == {"run"}
     assert not result.missing
     assert result.changed
@@ -162,13 +163,15 @@ def test_outputs_end_equal(before: list[dict[str, Any]], after: list[dict[str, A
     assert cell(room)["outputs"] == after
 
 
-def test_execution_state_becomes_idle_only_when_the_run_is_over() -> None:
+def test_a_run_shows_as_running_without_a_count_until_it_is_over() -> None:
+    """As JupyterLab shows a run: a count marks the cell idle in the tabs."""
     room = room_with()
-    ycell(room)["execution_state"] = "running"  # as the tab that ran it left it
     write_into_room(room, {"run": CellUpdate([stream("1\n")], 1)}, finished=set())
     assert ycell(room)["execution_state"] == "running"
+    assert ycell(room)["execution_count"] is None
     write_into_room(room, {"run": CellUpdate([stream("1\n2\n")], 1)}, finished={"run"})
     assert ycell(room)["execution_state"] == "idle"
+    assert ycell(room)["execution_count"] == 1
 
 
 def test_cells_the_room_lacks_are_reported_missing() -> None:
@@ -258,24 +261,13 @@ def flushing(tmp_path: Path) -> tuple[CaptureStore, Flusher, Rooms, Path]:
 def start_run(store: CaptureStore, msg_id: str = "m1") -> Execution:
     execution = store.begin("k", msg_id, cell_id="run", code=SOURCE)
     store.place(execution, "nb.ipynb", "run")
-    message(store, msg_id, "status", {"execution_state": "busy"})
-    message(store, msg_id, "execute_input", {"code": SOURCE, "execution_count": 1})
+    apply_iopub(store, msg_id, "status", {"execution_state": "busy"})
+    apply_iopub(store, msg_id, "execute_input", {"code": SOURCE, "execution_count": 1})
     return execution
 
 
-def message(store: CaptureStore, msg_id: str, msg_type: str, content: dict[str, Any]) -> None:
-    store.apply(
-        {
-            "header": {"msg_type": msg_type},
-            "parent_header": {"msg_id": msg_id, "msg_type": "execute_request"},
-            "content": content,
-        },
-        detached=True,
-    )
-
-
 def print_line(store: CaptureStore, text: str, msg_id: str = "m1") -> None:
-    message(store, msg_id, "stream", {"name": "stdout", "text": text})
+    apply_iopub(store, msg_id, "stream", {"name": "stdout", "text": text})
 
 
 def disk_outputs(nb_path: Path) -> list[Any] | None:
@@ -300,15 +292,17 @@ async def test_an_open_room_gets_the_outputs_and_the_file_waits_for_its_save(
     print_line(store, "0\n")
     assert await flusher.flush("nb.ipynb") == "written to room"
     assert cell(rooms.document)["outputs"] == [stream("0\n")]
-    assert cell(rooms.document)["execution_count"] == 1
+    assert cell(rooms.document)["execution_count"] is None  # running
+    assert ycell(rooms.document)["execution_state"] == "running"
     assert disk_outputs(nb_path) == []  # the room saves the file, not us
     assert await flusher.flush("nb.ipynb") == "in room"
     print_line(store, "1\n")
-    message(store, "m1", "status", {"execution_state": "idle"})
+    apply_iopub(store, "m1", "status", {"execution_state": "idle"})
     assert not execution.running
     assert await flusher.flush("nb.ipynb") == "written to room"
     assert cell(rooms.document)["outputs"] == [stream("0\n1\n")]
     assert ycell(rooms.document)["execution_state"] == "idle"
+    assert cell(rooms.document)["execution_count"] == 1
 
     # The room's save passes the save guard, which counts the outputs as written.
     report = reconcile_save(store, "nb.ipynb", rooms.document.get()["cells"])
@@ -419,3 +413,43 @@ async def test_flush_into_room_writes_even_with_a_client_attached(
     print_line(store, "1\n")
     assert not execution.in_room(rooms.document)
     assert not execution.in_room(room_with())
+
+
+async def test_with_tabs_attached_the_room_gets_the_runs_whose_own_tab_left(
+    flushing: tuple[CaptureStore, Flusher, Rooms, Path],
+) -> None:
+    """A tab reopened under collaboration sees the room; only its runner put outputs there."""
+    store, flusher, rooms, nb_path = flushing
+    attached_sessions = {"reopened"}
+    flusher.attached = lambda kernel_id: True
+    flusher.owner_attached = lambda e: e.client_session in attached_sessions
+    rooms.document = room_with()
+    execution = start_run(store)
+    execution.client_session = "runner"
+    print_line(store, "0\n")
+    assert await flusher.flush("nb.ipynb") == "written to room"
+    assert cell(rooms.document)["outputs"] == [stream("0\n")]
+
+    attached_sessions.add("runner")  # the runner came back: it puts outputs in the room
+    print_line(store, "1\n")
+    assert await flusher.flush("nb.ipynb") == "client attached"
+    assert cell(rooms.document)["outputs"] == [stream("0\n")]
+
+    attached_sessions.discard("runner")
+    rooms.document = None  # no room: attached tabs own the file, as always
+    assert await flusher.flush("nb.ipynb") == "client attached"
+    assert disk_outputs(nb_path) == []
+
+
+async def test_a_page_that_owns_the_file_stops_file_writes(
+    flushing: tuple[CaptureStore, Flusher, Rooms, Path],
+) -> None:
+    store, flusher, _, nb_path = flushing
+    owned = {"nb.ipynb"}
+    flusher.page_owns = lambda path: path in owned
+    start_run(store)
+    print_line(store, "0\n")
+    assert await flusher.flush("nb.ipynb") == "page loading"
+    assert disk_outputs(nb_path) == []
+    owned.clear()
+    assert await flusher.flush("nb.ipynb") == "written"

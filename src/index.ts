@@ -1,0 +1,28 @@
+/**
+ * jupyter-persist's frontend: a notebook page reopened while its cells run shows the
+ * outputs the server kept, and keeps updating them.
+ */
+import type { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { INotebookTracker, type NotebookPanel } from '@jupyterlab/notebook';
+
+import { PersistIndicator } from './indicator';
+import { NotebookFollower } from './notebook';
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: 'jupyter-persist:follow',
+  description: 'Shows a reopened notebook the outputs the server kept, and follows them.',
+  autoStart: true,
+  requires: [INotebookTracker],
+  activate: (app: JupyterFrontEnd, tracker: INotebookTracker): void => {
+    tracker.widgetAdded.connect((_, panel: NotebookPanel) => {
+      const follower = new NotebookFollower(panel);
+      const item = new PersistIndicator(follower);
+      // Beside the cell type selector: at the end, a narrow toolbar folds it away.
+      if (!panel.toolbar.insertAfter('cellType', 'persistIndicator', item)) {
+        panel.toolbar.addItem('persistIndicator', item);
+      }
+    });
+  }
+};
+
+export default plugin;
