@@ -66,6 +66,8 @@ def test_browser_closed_mid_run_under_the_hub(tmp_path: Path) -> None:
         with chromium() as session, report_failure(hub, session):  # type: ignore[arg-type]
             page = open_notebook(session, hub, name)
             assert EXTENSION_LOADED in hub.log(), "the single-user server has no extension"
+            # The frontend's follow websocket reaches the server through the Hub's proxy.
+            page.locator('.jp-persist-Indicator[data-connected="true"]').wait_for()
             lab_run_all_cells(page)
             lab_wait_output(page, "line 5")
             shown = lab_outputs_text(page)

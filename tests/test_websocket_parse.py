@@ -44,20 +44,20 @@ def legacy(msg: dict[str, Any], channel: str = "shell") -> str:
 
 def test_v1_execute_request() -> None:
     assert parse_execute_request(v1(lab_message()), V1_PROTOCOL) == ExecuteRequest(
-        "abc", "print(1)", "cell-1"
+        "abc", "print(1)", "cell-1", client_session="s"
     )
 
 
 def test_legacy_json_execute_request() -> None:
     assert parse_execute_request(legacy(lab_message()), None) == ExecuteRequest(
-        "abc", "print(1)", "cell-1"
+        "abc", "print(1)", "cell-1", client_session="s"
     )
 
 
 def test_legacy_binary_execute_request() -> None:
     message = {**lab_message(), "channel": "shell", "buffers": [b"\x00"]}
     assert parse_execute_request(serialize_binary_message(message), None) == ExecuteRequest(
-        "abc", "print(1)", "cell-1"
+        "abc", "print(1)", "cell-1", client_session="s"
     )
 
 
@@ -66,7 +66,15 @@ def test_legacy_binary_execute_request() -> None:
 )
 def test_requests_without_a_usable_cell_id(metadata: dict[str, Any]) -> None:
     parsed = parse_execute_request(legacy(lab_message(metadata=metadata)), None)
-    assert parsed == ExecuteRequest("abc", "print(1)", None)
+    assert parsed == ExecuteRequest("abc", "print(1)", None, client_session="s")
+
+
+@pytest.mark.parametrize("session", [None, "", 5])
+def test_a_request_without_a_usable_session(session: Any) -> None:
+    message = lab_message()
+    message["header"]["session"] = session
+    parsed = parse_execute_request(legacy(message), None)
+    assert parsed == ExecuteRequest("abc", "print(1)", "cell-1", client_session=None)
 
 
 @pytest.mark.parametrize(
