@@ -245,8 +245,18 @@ class CaptureManager(LoggingConfigurable):
         self.clients.attach(kernel_id, session)
 
     def client_detached(self, kernel_id: str, session: str = "") -> None:
-        """A client websocket left; from the last one on, the server writes the outputs."""
-        if self.clients.detach(kernel_id, session) > 0:
+        """A client websocket left; from the last one on, the server writes the outputs.
+
+        The runs it started are the server's to keep from now on, whoever else is
+        attached: other pages do not show another page's runs (unless our frontend
+        extension does it for them), so their saves may lack those outputs.
+        """
+        remaining = self.clients.detach(kernel_id, session)
+        if not self.clients.has_session(kernel_id, session):
+            for execution in self.store.executions(kernel_id):
+                if execution.running and execution.client_session == session:
+                    execution.server_owned = True
+        if remaining > 0:
             return
         for execution in self.store.executions(kernel_id):
             if execution.running:
@@ -386,7 +396,9 @@ class CaptureManager(LoggingConfigurable):
                 execution.code = msg["content"].get("code")
                 if execution.cell_id is None or execution.path is None:
                     self._spawn(self._locate_then_write(execution))
-            detached = not self.clients.any(kernel_id)
+            # Only the page that started a run shows it: once that page is gone, its
+            # messages are the server's to keep, even with other pages attached.
+            detached = not self.owner_attached(execution)
             if not execution.notebookless:
                 self.recorder.feed(execution, msg)
             self.store.apply(msg, detached=detached)

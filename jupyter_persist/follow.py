@@ -14,10 +14,11 @@ Messages (JSON):
 
 A change describes one cell's latest execution: ``msg_id``, ``cell_id``,
 ``execution_count``, ``running``, ``client_session`` (the ``header.session`` of its
-``execute_request``: JupyterLab's ``kernel.clientId``), and its outputs as a diff
-against what the page was sent before for the same ``msg_id``: ``keep`` outputs kept,
-the first ``keep_text`` characters of the next (stream) output kept, then ``tail``
-(see :func:`.journal.output_diff`). A new execution of a cell starts from no outputs.
+``execute_request``: JupyterLab's ``kernel.clientId``), ``written`` (its outputs are in
+the file), and its outputs as a diff against what the page was sent before for the
+same ``msg_id``: ``keep`` outputs kept, the first ``keep_text`` UTF-16 code units of the
+next (stream) output kept, as JavaScript counts them, then ``tail`` (see
+:func:`.journal.output_diff`). A new execution of a cell starts from no outputs.
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ class FollowView:
         before = sent.outputs if sent is not None and sent.msg_id == execution.msg_id else ()
         state = self._state(execution)
         keep, keep_text, tail = output_diff(before, state.outputs)
+        if keep_text:
+            keep_text = utf16_length(before[keep]["text"][:keep_text])
         self._sent[cell_id] = state
         return {
             "msg_id": execution.msg_id,
@@ -107,4 +110,10 @@ class FollowView:
             "execution_count": state.execution_count,
             "running": state.running,
             "client_session": execution.client_session,
+            "written": not execution.dirty,
         }
+
+
+def utf16_length(text: str) -> int:
+    """Length of ``text`` in UTF-16 code units, as JavaScript strings count it."""
+    return len(text.encode("utf-16-le")) // 2

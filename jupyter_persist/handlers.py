@@ -185,7 +185,10 @@ class FollowHandler(CaptureAccess, WebSocketMixin, WebSocketHandler, JupyterHand
         except WebSocketClosedError:
             self.on_close()
         except Exception:
+            # What was sent is unknown now: the page reconnects and starts afresh.
             self.log.exception("jupyter_persist: error following %s", self._path)
+            self.on_close()
+            self.close()
 
 
 HANDLERS: list[tuple[str, type[web.RequestHandler]]] = [

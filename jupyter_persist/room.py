@@ -51,8 +51,16 @@ class RoomWriteResult:
 
 
 def room_extension_loaded(settings: Mapping[str, Any]) -> bool:
-    """Whether jupyter-collaboration's server side is loaded (rooms can open)."""
-    return settings.get(YDOC_SETTINGS_KEY) is not None and "file_id_manager" in settings
+    """Whether jupyter-collaboration's server side is loaded and on (rooms can open).
+
+    ``YDocExtension.disable_rtc`` leaves the extension in the settings but opens no room.
+    """
+    extension = settings.get(YDOC_SETTINGS_KEY)
+    return (
+        extension is not None
+        and "file_id_manager" in settings
+        and not getattr(extension, "disable_rtc", False)
+    )
 
 
 async def open_room_document(settings: Mapping[str, Any], path: str) -> Any | None:

@@ -169,7 +169,7 @@ class CaptureStore:
         changed: list[Execution] = []
         if msg_type == "status":
             if msg["content"]["execution_state"] == "idle" and execution.running:
-                execution.running = False
+                _finish(execution)
                 changed.append(execution)
         elif msg_type == "update_display_data":
             changed = self._update_displays(execution.kernel_id, msg, include_new=False)
@@ -217,7 +217,7 @@ class CaptureStore:
         finished = []
         for execution in self.executions(kernel_id):
             if execution.running:
-                execution.running = False
+                _finish(execution)
                 finished.append(execution)
         for key in [key for key in self._displays if key[0] == kernel_id]:
             del self._displays[key]
@@ -256,6 +256,17 @@ class CaptureStore:
     def latest(self, path: str, cell_id: str) -> Execution | None:
         """The execution whose outputs a notebook cell should hold, if one is tracked."""
         return self._latest_by_cell.get((path, cell_id))
+
+
+def _finish(execution: Execution) -> None:
+    """The run is over: a new version, since what is written of it changes too.
+
+    A room shows a running cell without its count (as JupyterLab does), and a save of
+    it made while it ran counts as written: the end must be written again even when no
+    output came after that save.
+    """
+    execution.running = False
+    execution.version += 1
 
 
 def _display_id(msg: dict[str, Any]) -> str | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from jupyter_server.services.kernels.connection.base import (
@@ -127,6 +127,11 @@ class CaptureConnectionMixin:
         try:
             request = parse_execute_request(incoming_msg, self._persist_subprotocol())
             sink = self._persist_sink()
+            session = getattr(self, "_persist_session", "")
+            if request is not None and session:
+                # The session the client is counted under (its websocket's session_id;
+                # JupyterLab puts the same id in every header).
+                request = replace(request, client_session=session)
             if request is not None and sink is not None:
                 sink.on_execute_request(self.kernel_id, request)
         except Exception as err:

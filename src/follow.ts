@@ -18,6 +18,7 @@ export interface Change {
   execution_count: number | null;
   running: boolean;
   client_session: string | null;
+  written?: boolean;
 }
 
 /** A follow socket message. */
@@ -35,6 +36,8 @@ export interface CapturedCell {
   executionCount: number | null;
   running: boolean;
   clientSession: string | null;
+  /** Whether the server knows these outputs to be in the file. */
+  written: boolean;
 }
 
 /**
@@ -63,17 +66,18 @@ export function applyDiff(
 export class FollowState {
   readonly cells = new Map<string, CapturedCell>();
   collaborative = false;
-  /** Whether the snapshot has arrived. */
-  synced = false;
+  /** Runs this state saw running (the page follows them to their end). */
+  readonly seenRunning = new Set<string>();
 
   /** Fold one message in; returns the ids of the cells that changed (or went). */
   apply(message: FollowMessage): string[] {
+    const changed: string[] = [];
     if (message.type === 'snapshot') {
+      // A snapshot after a reconnect: cells it no longer has changed too.
+      changed.push(...this.cells.keys());
       this.cells.clear();
       this.collaborative = Boolean(message.collaborative);
-      this.synced = true;
     }
-    const changed: string[] = [];
     for (const cellId of message.gone ?? []) {
       this.cells.delete(cellId);
       changed.push(cellId);
@@ -86,8 +90,12 @@ export class FollowState {
         outputs: applyDiff(old, change.keep, change.keep_text, change.tail),
         executionCount: change.execution_count,
         running: change.running,
-        clientSession: change.client_session
+        clientSession: change.client_session,
+        written: Boolean(change.written)
       });
+      if (change.running) {
+        this.seenRunning.add(change.msg_id);
+      }
       changed.push(change.cell_id);
     }
     return changed;
@@ -109,18 +117,28 @@ export class FollowState {
  * Whether the page should put a captured execution into its cell.
  *
  * Not when the page ran it itself (its own kernel connection shows it, as always),
- * and not with real-time collaboration on (the server writes the room, and the room
- * updates the page).
+ * not with real-time collaboration on (the server writes the room, and the room
+ * updates the page), and not a finished run already in the file the page loaded,
+ * unless the page followed it while it ran: the file is what the user last saved,
+ * and may have had those outputs cleared.
  */
 export function shouldShow(
   cell: CapturedCell,
   ownClientId: string | null | undefined,
-  collaborative: boolean
+  state: Pick<FollowState, 'collaborative' | 'seenRunning'>
 ): boolean {
-  if (collaborative) {
+  if (state.collaborative) {
     return false;
   }
-  return !ownClientId || cell.clientSession !== ownClientId;
+  if (ownClientId && cell.clientSession === ownClientId) {
+    return false;
+  }
+  return cell.running || !cell.written || state.seenRunning.has(cell.msgId);
+}
+
+/** Milliseconds before the next attempt after `failures` failed connections in a row. */
+export function reconnectDelay(failures: number): number {
+  return Math.min(3000 * 2 ** Math.max(failures - 1, 0), 60000);
 }
 
 /** Outputs equal as the file would hold them (multi-line strings joined). */

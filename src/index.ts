@@ -14,8 +14,14 @@ const plugin: JupyterFrontEndPlugin<void> = {
   autoStart: true,
   requires: [INotebookTracker],
   activate: (app: JupyterFrontEnd, tracker: INotebookTracker): void => {
+    const followers = new WeakMap<object, NotebookFollower>();
     tracker.widgetAdded.connect((_, panel: NotebookPanel) => {
-      const follower = new NotebookFollower(panel);
+      // Views of one notebook ("New View for Notebook") share its context and model.
+      let follower = followers.get(panel.context);
+      if (!follower || follower.isDisposed) {
+        follower = new NotebookFollower(panel.context, app.serviceManager.serverSettings);
+        followers.set(panel.context, follower);
+      }
       const item = new PersistIndicator(follower);
       // Beside the cell type selector: at the end, a narrow toolbar folds it away.
       if (!panel.toolbar.insertAfter('cellType', 'persistIndicator', item)) {

@@ -112,6 +112,23 @@ def test_snapshot_then_only_what_changed() -> None:
     assert stream_text(page.cells["c"]) == "again\n"
 
 
+def test_kept_text_is_counted_as_javascript_counts_it() -> None:
+    """Characters beyond the BMP are two UTF-16 code units in the page's strings."""
+    store = CaptureStore()
+    view = FollowView(store, "nb.ipynb")
+    view.next_message()
+    start(store, "m1")
+    out(store, "m1", "🚀a")
+    view.next_message()
+    out(store, "m1", "b")
+    update = view.next_message()
+    assert update is not None
+    [change] = update["executions"]
+    assert (change["keep"], change["keep_text"]) == (0, 3)
+    assert change["tail"][0]["text"] == "b"
+    assert not change["written"]
+
+
 def test_a_snapshot_holds_everything_and_forgotten_cells_are_gone() -> None:
     store = CaptureStore()
     start(store, "m1")

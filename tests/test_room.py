@@ -23,6 +23,7 @@ from jupyter_persist.guard import normalized_outputs, reconcile_save
 from jupyter_persist.room import (
     RoomUnsupported,
     open_room_document,
+    room_extension_loaded,
     room_is_loaded,
     sync_outputs,
     write_into_room,
@@ -227,6 +228,18 @@ def test_sync_outputs_reports_no_change_for_equal_outputs() -> None:
 
 async def test_no_room_without_collaboration() -> None:
     assert await open_room_document({}, "a.ipynb") is None
+
+
+def test_collaboration_turned_off_opens_no_room() -> None:
+    """``YDocExtension.disable_rtc`` keeps the extension in the settings, rooms closed."""
+
+    class YDocExtension:
+        disable_rtc = False
+
+    settings: dict[str, Any] = {"jupyter_server_ydoc": YDocExtension(), "file_id_manager": 1}
+    assert room_extension_loaded(settings)
+    settings["jupyter_server_ydoc"].disable_rtc = True
+    assert not room_extension_loaded(settings)
 
 
 # -- the flusher: where a notebook's outputs go while its room is open ----------------
@@ -453,3 +466,22 @@ async def test_a_page_that_owns_the_file_stops_file_writes(
     assert disk_outputs(nb_path) == []
     owned.clear()
     assert await flusher.flush("nb.ipynb") == "written"
+
+
+async def test_a_run_that_ends_silently_gets_its_count_and_idle_state(
+    flushing: tuple[CaptureStore, Flusher, Rooms, Path],
+) -> None:
+    """The room saved the running cell (no count) and the run then ends with no output."""
+    store, flusher, rooms, _ = flushing
+    rooms.document = room_with()
+    execution = start_run(store)
+    print_line(store, "0\n")
+    assert await flusher.flush("nb.ipynb") == "written to room"
+    report = reconcile_save(store, "nb.ipynb", rooms.document.get()["cells"])
+    assert report.clean == [execution]  # running, saved without its count
+    report.commit()
+    assert await flusher.flush("nb.ipynb") == "up to date"
+    apply_iopub(store, "m1", "status", {"execution_state": "idle"})
+    assert await flusher.flush("nb.ipynb") == "written to room"
+    assert cell(rooms.document)["execution_count"] == 1
+    assert ycell(rooms.document)["execution_state"] == "idle"

@@ -7,7 +7,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from helpers import load_cells, make_notebook, read_cells, run_and_leave, stream_text, wait_for
+from helpers import (
+    LabLikeClient,
+    load_cells,
+    make_notebook,
+    read_cells,
+    run_and_leave,
+    stream_text,
+    wait_for,
+)
 
 LINES = 40
 CODE = (
@@ -86,3 +94,30 @@ async def test_reopened_tab_saving_while_the_cell_runs(
     assert execution.running
     assert "line 3" in stream_text(read_cells(nb_path)["c"])
     await wait_for(lambda: stream_text(read_cells(nb_path)["c"]) == ALL, what="the rest written")
+
+
+async def test_a_run_whose_page_left_is_kept_from_another_pages_save(
+    jp_root_dir: Path, jp_fetch: Any, jp_ws_fetch: Any, notebook_session: Any, capture: Any
+) -> None:
+    """The page that ran the cell leaves; another page, attached all along, saves without it.
+
+    JupyterLab shows a run only in the page that started it: the other page's copy of
+    the cell is empty, and its save must not count as the user's last word.
+    """
+    nb_path = jp_root_dir / "two_pages.ipynb"
+    make_notebook(nb_path, [("c", CODE)])
+    _, kernel_id = await notebook_session(nb_path.name)
+    other = await LabLikeClient.connect(jp_ws_fetch, kernel_id)
+    try:
+        await other.wait_ready()
+        msg_id = await run_and_leave(jp_ws_fetch, kernel_id, CODE, "c", wait_text="line 3")
+        execution = capture.store.get(msg_id)
+        await wait_for(lambda: not execution.running, what="the end of the run")
+        assert capture.attached(kernel_id)
+        assert execution.server_owned
+        await put_cell(jp_fetch, nb_path.name, [], None)
+        cell = (await load_cells(nb_path))["c"]
+        assert stream_text(cell) == ALL
+        assert cell["execution_count"] == 1
+    finally:
+        other.close()

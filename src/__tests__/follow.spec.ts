@@ -3,6 +3,7 @@ import {
   Change,
   FollowState,
   indicatorText,
+  reconnectDelay,
   sameOutputs,
   shouldShow
 } from '../follow';
@@ -41,6 +42,11 @@ describe('applyDiff', () => {
     expect(applyDiff([stream('a\n'), stream('b\n', 'stderr')], 0, 0, [])).toEqual([]);
   });
 
+  it('counts kept text in UTF-16 code units, as the server sends it', () => {
+    // "🚀" is one character for Python and two code units for JavaScript.
+    expect(applyDiff([stream('🚀a')], 0, 3, [stream('b')])).toEqual([stream('🚀ab')]);
+  });
+
   it('does not change the old outputs', () => {
     const old = [stream('a\n')];
     applyDiff(old, 0, 2, [stream('b\n')]);
@@ -51,7 +57,6 @@ describe('applyDiff', () => {
 describe('FollowState', () => {
   it('folds a snapshot and updates by cell', () => {
     const state = new FollowState();
-    expect(state.synced).toBe(false);
     expect(
       state.apply({
         type: 'snapshot',
@@ -59,7 +64,6 @@ describe('FollowState', () => {
         executions: [change({ tail: [stream('0\n')], execution_count: 2 })]
       })
     ).toEqual(['c1']);
-    expect(state.synced).toBe(true);
     expect(state.runningCount()).toBe(1);
     state.apply({
       type: 'update',
@@ -75,9 +79,11 @@ describe('FollowState', () => {
       outputs: [stream('0\n1\n')],
       executionCount: 2,
       running: false,
-      clientSession: 'runner'
+      clientSession: 'runner',
+      written: false
     });
     expect(state.runningCount()).toBe(0);
+    expect(state.seenRunning.has('m1')).toBe(true);
   });
 
   it('starts a new execution of a cell from no outputs', () => {
@@ -99,7 +105,10 @@ describe('FollowState', () => {
     });
     expect(state.apply({ type: 'update', executions: [], gone: ['c1'] })).toEqual(['c1']);
     expect([...state.cells.keys()]).toEqual(['c2']);
-    state.apply({ type: 'snapshot', collaborative: true, executions: [] });
+    // A snapshot after a reconnect: the cells it lacks changed too.
+    expect(state.apply({ type: 'snapshot', collaborative: true, executions: [] })).toEqual([
+      'c2'
+    ]);
     expect(state.cells.size).toBe(0);
     expect(state.collaborative).toBe(true);
   });
@@ -111,17 +120,35 @@ describe('shouldShow', () => {
     outputs: [],
     executionCount: 1,
     running: true,
-    clientSession: 'runner'
+    clientSession: 'runner',
+    written: false
   };
+  const following = { collaborative: false, seenRunning: new Set<string>() };
 
   it('shows what another page ran', () => {
-    expect(shouldShow(cell, 'reopened', false)).toBe(true);
-    expect(shouldShow(cell, undefined, false)).toBe(true);
+    expect(shouldShow(cell, 'reopened', following)).toBe(true);
+    expect(shouldShow(cell, undefined, following)).toBe(true);
   });
 
   it('leaves alone what this page ran, and everything under collaboration', () => {
-    expect(shouldShow(cell, 'runner', false)).toBe(false);
-    expect(shouldShow(cell, 'reopened', true)).toBe(false);
+    expect(shouldShow(cell, 'runner', following)).toBe(false);
+    expect(shouldShow(cell, 'reopened', { ...following, collaborative: true })).toBe(false);
+  });
+
+  it('leaves a finished run that is in the file to the file (it may have been cleared)', () => {
+    const done = { ...cell, running: false, written: true };
+    expect(shouldShow(done, 'reopened', following)).toBe(false);
+    expect(shouldShow({ ...done, written: false }, 'reopened', following)).toBe(true);
+    // Followed while it ran: shown to its end.
+    expect(shouldShow(done, 'reopened', { ...following, seenRunning: new Set(['m1']) })).toBe(
+      true
+    );
+  });
+});
+
+describe('reconnectDelay', () => {
+  it('backs off to a minute', () => {
+    expect([1, 2, 3, 10].map(reconnectDelay)).toEqual([3000, 6000, 12000, 60000]);
   });
 });
 
