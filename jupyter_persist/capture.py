@@ -98,7 +98,11 @@ class CaptureManager(LoggingConfigurable):
         )
         #: Registered by the extension as the ContentsManager's save hooks.
         self.save_hooks = SaveHooks(
-            self.store, self.listener.catch_up, self.flusher.saving, parent=self
+            self.store,
+            self.listener.catch_up,
+            self.flusher.saving,
+            on_saved_by_others=self.flusher.release_tab_hold,
+            parent=self,
         )
         #: Notebooks each kernel's outputs went to, for the log lines of start and stop.
         self._notebooks: dict[str, set[str]] = {}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from tornado.web import HTTPError
@@ -69,6 +70,29 @@ class Flusher(LoggingConfigurable):
         self._warned: dict[tuple[str, str], str] = {}
         #: Notebooks being saved by us right now (the save guard sees our saves too).
         self.saving: set[str] = set()
+        #: Per notebook, the monotonic time until which a returning tab's save has it.
+        self._held_for_tab: dict[str, float] = {}
+
+    @asynccontextmanager
+    async def no_write(self, path: str) -> AsyncIterator[None]:
+        """No write of ours to ``path`` within (one under way ends first)."""
+        async with self._locks.setdefault(path, asyncio.Lock()):
+            yield
+
+    def hold_for_tab(self, path: str, seconds: float) -> None:
+        """Write nothing to ``path`` for ``seconds``: a returning tab is about to save it."""
+        self._held_for_tab[path] = time.monotonic() + seconds
+
+    def release_tab_hold(self, path: str) -> None:
+        """Someone else's save of ``path`` went through: our writes may go on."""
+        self._held_for_tab.pop(path, None)
+
+    def _held(self, path: str) -> bool:
+        until = self._held_for_tab.get(path)
+        if until is not None and time.monotonic() >= until:
+            del self._held_for_tab[path]
+            until = None
+        return until is not None
 
     async def flush_all(self, ignore_clients: bool = False, spread: float = 0.0) -> None:
         """Write every notebook with unwritten outputs, the writes ``spread`` seconds apart.
@@ -114,6 +138,8 @@ class Flusher(LoggingConfigurable):
             return "up to date"
         if not ignore_clients and self.page_owns(path):
             return "page loading"
+        if not ignore_clients and self._held(path):
+            return "tab saving"
         if not ignore_clients and any(self.attached(e.kernel_id) for e in executions):
             return await self._write_room_for_absent_owners(path, executions)
         if (

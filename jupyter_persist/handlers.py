@@ -1,15 +1,18 @@
 """REST API: ``GET /api/persist/status``, ``POST /api/persist/flush``,
-``GET /api/persist/outputs?path=`` and the websocket ``/api/persist/follow?path=``.
+``GET /api/persist/outputs?path=``, ``GET /api/persist/file-version?path=`` and the
+websocket ``/api/persist/follow?path=``.
 
 Authenticated and authorized like the server's own contents API: the status names
 notebooks, the outputs and the follow socket read them (``contents``/``read``), and the
-flush writes them (``contents``/``write``).
+flush and the file version (which pauses our writes for a saving tab) write them
+(``contents``/``write``).
 """
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
 
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import authorized, ws_authenticated
@@ -20,13 +23,17 @@ from tornado.ioloop import PeriodicCallback
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from .follow import FollowView, describe
+from .returning import check_tab_version
 from .status import capture_status
+from .versions import FileVersion, parse_time
 from .websocket import SETTINGS_KEY
 
 if TYPE_CHECKING:
     from .capture import CaptureManager
 
 AUTH_RESOURCE = "contents"
+#: ``authorized`` called with an action returns the decorator; typed for mypy.
+authorized_write = cast("Callable[[Any], Any]", authorized("write"))
 
 
 #: Seconds between a follow socket's updates: live enough to watch, few enough messages.
@@ -125,6 +132,39 @@ class OutputsHandler(PersistHandler):
         )
 
 
+class FileVersionHandler(PersistHandler):
+    """``GET /api/persist/file-version?path=&last_modified=&hash=&chain=``.
+
+    Asked by a tab before it saves: may it take the file's current version as its own,
+    every change since its version (``last_modified`` and ``hash`` as the contents API
+    gave them; ``chain``: the token of a chain of ours it took a version of) being one
+    of our writes? See :mod:`.returning`. It pauses our writes of the notebook, so it
+    needs ``write``.
+    """
+
+    @web.authenticated
+    @authorized_write
+    async def get(self) -> None:
+        """The answer as JSON; 400 for a missing or unreadable version, 404 without a file."""
+        path = self.notebook_path()
+        raw_time = str(self.get_argument("last_modified", ""))
+        modified = parse_time(raw_time) if raw_time else None
+        if raw_time and modified is None:
+            raise web.HTTPError(400, f"last_modified is not an ISO 8601 time: {raw_time!r}")
+        digest = str(self.get_argument("hash", "")) or None
+        if modified is None and digest is None:
+            raise web.HTTPError(400, "the tab's version is needed: ?last_modified=...&hash=...")
+        answer = await check_tab_version(
+            self.capture.writer,
+            self.capture.flusher,
+            path,
+            FileVersion(modified, hash=digest),
+            token=str(self.get_argument("chain", "")),
+            log=self.log,
+        )
+        self.finish(json.dumps(answer))
+
+
 class FollowHandler(CaptureAccess, WebSocketMixin, WebSocketHandler, JupyterHandler):
     """Websocket ``/api/persist/follow?path=``: a notebook's outputs, then their changes.
 
@@ -195,5 +235,6 @@ HANDLERS: list[tuple[str, type[web.RequestHandler]]] = [
     ("/api/persist/status", StatusHandler),
     ("/api/persist/flush", FlushHandler),
     ("/api/persist/outputs", OutputsHandler),
+    ("/api/persist/file-version", FileVersionHandler),
     ("/api/persist/follow", FollowHandler),
 ]

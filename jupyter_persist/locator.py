@@ -94,6 +94,7 @@ class ExecutionLocator(LoggingConfigurable):
         if not old_path or not new_path:
             return
         moved = self.store.rename(old_path.strip("/"), new_path.strip("/"))
+        self.writer.versions.renamed(old_path.strip("/"), new_path.strip("/"))
         if moved:
             self.log.info(
                 "jupyter_persist: %s renamed to %s; %d execution(s) follow it",

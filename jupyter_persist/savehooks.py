@@ -26,6 +26,7 @@ class SaveHooks(LoggingConfigurable):
         store: CaptureStore,
         catch_up: Callable[[], None],
         saving: set[str],
+        on_saved_by_others: Callable[[str], None] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -34,6 +35,8 @@ class SaveHooks(LoggingConfigurable):
         self.catch_up = catch_up
         #: Notebooks the extension itself is saving right now (owned by the flusher).
         self.saving = saving
+        #: Called with the path after a save that was not ours succeeded.
+        self.on_saved_by_others = on_saved_by_others
         #: Per notebook, the save guard's report of a save not known to have succeeded.
         self._saves_in_flight: dict[str, SaveReport] = {}
 
@@ -78,9 +81,12 @@ class SaveHooks(LoggingConfigurable):
     def on_post_save(self, model: dict[str, Any], os_path: str, **kwargs: Any) -> None:
         """ContentsManager post-save hook: the save's outputs are on disk now."""
         try:
-            report = self._saves_in_flight.pop(str(model.get("path", "")).strip("/"), None)
+            path = str(model.get("path", "")).strip("/")
+            report = self._saves_in_flight.pop(path, None)
             if report is not None:
                 report.commit()
+            if path not in self.saving and self.on_saved_by_others is not None:
+                self.on_saved_by_others(path)
         except Exception as err:
             self.log.warning("jupyter_persist: could not note a save of %s: %s", os_path, err)
 

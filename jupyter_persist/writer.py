@@ -15,6 +15,8 @@ from tornado.web import HTTPError
 from traitlets import Any as AnyTrait
 from traitlets.config import LoggingConfigurable
 
+from .versions import FileVersion, WrittenVersions
+
 
 class NotebookUnavailable(Exception):
     """The notebook cannot be written: deleted, unreadable or invalid. Nothing is written."""
@@ -65,6 +67,8 @@ class NotebookWriter(LoggingConfigurable):
         super().__init__(**kwargs)
         #: path -> (notebook as we saved it, its last_modified and size after the save)
         self._written: dict[str, tuple[NotebookNode, Any, Any]] = {}
+        #: Which versions of each notebook we wrote, on top of whose (see :mod:`.versions`).
+        self.versions = WrittenVersions()
 
     async def read(self, path: str) -> NotebookNode:
         """Return the notebook at ``path``; raise :class:`NotebookUnavailable` if unusable."""
@@ -73,10 +77,13 @@ class NotebookWriter(LoggingConfigurable):
 
     async def read_with_time(self, path: str) -> tuple[NotebookNode, datetime | None]:
         """Like :meth:`read`, with the notebook's last modification time."""
+        notebook, version = await self._read_version(path)
+        return notebook, version.last_modified
+
+    async def _read_version(self, path: str) -> tuple[NotebookNode, FileVersion]:
+        """Like :meth:`read`, with the version of the file read (its hash where known)."""
         try:
-            model = await ensure_async(
-                self.contents_manager.get(path, content=True, type="notebook")
-            )
+            model = await self.get_model(path, content=True)
         except HTTPError as err:
             if err.status_code == 404:
                 raise NotebookUnavailable(f"{path} does not exist") from None
@@ -86,8 +93,23 @@ class NotebookWriter(LoggingConfigurable):
         notebook: NotebookNode = model["content"]
         if notebook.get("nbformat") != 4 or "orig_nbformat" in notebook.get("metadata", {}):
             raise NotebookUnavailable(f"{path} is not an nbformat 4 notebook")
-        modified = model.get("last_modified")
-        return notebook, modified if isinstance(modified, datetime) else None
+        return notebook, FileVersion.of(model)
+
+    async def get_model(self, path: str, content: bool) -> dict[str, Any]:
+        """The ContentsManager's model of the notebook, with the file's hash if it gives one.
+
+        The hash is what JupyterLab compares before a save. ContentsManagers older than
+        jupyter_server 2.11 take no ``require_hash``; their models have no hash.
+        """
+        try:
+            model = await ensure_async(
+                self.contents_manager.get(path, content=content, type="notebook", require_hash=True)
+            )
+        except TypeError:
+            model = await ensure_async(
+                self.contents_manager.get(path, content=content, type="notebook")
+            )
+        return dict(model)
 
     async def find_cell_by_source(self, path: str, code: str) -> tuple[str | None, int]:
         """Return the id of the one code cell whose source equals ``code``.
@@ -112,7 +134,10 @@ class NotebookWriter(LoggingConfigurable):
         that cannot be read is never written.
         """
         started = time.perf_counter()
-        notebook = await self._unchanged_since_written(path) or await self.read(path)
+        before: FileVersion | None = None  # None: the file is still our own latest write
+        notebook = await self._unchanged_since_written(path)
+        if notebook is None:
+            notebook, before = await self._read_version(path)
         result = merge_outputs(notebook, updates)
         if result.saved:
             model = {"type": "notebook", "format": "json", "content": notebook}
@@ -122,6 +147,7 @@ class NotebookWriter(LoggingConfigurable):
                 self._written.pop(path, None)  # changed in memory, maybe not on disk
                 raise
             result.bytes = int(saved.get("size") or 0) if isinstance(saved, dict) else 0
+            self.versions.wrote(path, before, FileVersion.of(saved))
             self._written.pop(path, None)  # re-added last: the most recently written
             modified = saved.get("last_modified") if isinstance(saved, dict) else None
             if modified is not None and result.bytes <= CACHE_MAX_BYTES:
