@@ -7,6 +7,7 @@ import { INotebookTracker, type NotebookPanel } from '@jupyterlab/notebook';
 
 import { PersistIndicator } from './indicator';
 import { NotebookFollower } from './notebook';
+import { ReturningTab } from './returning';
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-persist:follow',
@@ -19,8 +20,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
       // Views of one notebook ("New View for Notebook") share its context and model.
       let follower = followers.get(panel.context);
       if (!follower || follower.isDisposed) {
-        follower = new NotebookFollower(panel.context, app.serviceManager.serverSettings);
+        const settings = app.serviceManager.serverSettings;
+        follower = new NotebookFollower(panel.context, settings);
         followers.set(panel.context, follower);
+        // Saves over the file the server wrote while the page was away, no dialog.
+        new ReturningTab(panel.context, settings);
       }
       const item = new PersistIndicator(follower);
       // Beside the cell type selector: at the end, a narrow toolbar folds it away.
