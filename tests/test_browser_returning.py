@@ -4,8 +4,9 @@ Real JupyterLab and Notebook 7 in headless Chromium. Mid-run the tab's network g
 websockets are cut, as a sleeping laptop or a dropped Wi-Fi does; the extension writes the
 rest of the run into the file meanwhile. Back online, the tab's Ctrl+S must save with no
 dialog, and the file must hold every line once, the count, and the user's edits, including
-one typed while offline. With the frontend extension off, JupyterLab's own dialog comes,
-and its "Overwrite" button keeps everything (the save guard gives the outputs back).
+one typed while offline. With the frontend extension off, and in nbclassic, the client's
+own dialog comes, and its "Overwrite" button keeps everything (the save guard gives the
+outputs back).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from browser import (
 from helpers import make_notebook
 from playwright.sync_api import Page
 from test_browser_live import FOLLOWS_LOG
+from test_browser_nbclassic import nbclassic_open
 from test_browser_notebook7 import notebook7_open, notebook7_wait_kernel_ready
 from test_browser_save_guard import (
     CELL_ID,
@@ -225,3 +227,43 @@ def test_lab_without_the_frontend_overwrite_keeps_everything(tmp_path: Path) -> 
         seen = lab_save(tab.page, tab.name)  # answers the dialog with "Overwrite"
         assert any(FILE_CHANGED in text for text in seen), f"dialogs of the save: {seen}"
         assert_saved_everything(tab, edited=True)
+
+
+def test_nbclassic_overwrite_keeps_everything(tmp_path: Path) -> None:
+    """nbclassic has no frontend extension: its "Notebook changed" dialog comes, and
+    "Overwrite" keeps the edit typed offline and every line (the save guard)."""
+    with jupyter_server_process(tmp_path, app="nbclassic") as server:
+        name = "classic.ipynb"
+        notebook(server, name)
+        with chromium() as session, report_failure(server, session):
+            tab = Returning(server, session, name)
+            page = session.page
+            page.add_init_script(RECORD_WEBSOCKETS)
+            nbclassic_open(page, server, name)
+            page.locator(".cell .CodeMirror").first.click()
+            page.keyboard.press("Control+Enter")
+            page.locator(".output_area", has_text="line 3").first.wait_for()
+
+            go_away(tab)
+            written_while_away(tab)
+            # nbclassic says "Connection failed" in a modal; the user closes it.
+            failed = page.locator(".modal-dialog", has_text="Connection failed")
+            failed.locator("button", has_text="OK").click()
+            failed.wait_for(state="hidden")
+            page.locator(".cell .CodeMirror").nth(1).click()
+            page.keyboard.press("Control+End")
+            page.keyboard.type(EDIT)
+            page.keyboard.press("Escape")
+
+            session.context.set_offline(False)
+            page.locator(".output_area", has_text="DONE").first.wait_for(timeout=90_000)
+            with page.expect_response(
+                lambda r: r.request.method == "PUT" and f"/api/contents/{name}" in r.url,
+                timeout=30_000,
+            ) as saved:
+                page.keyboard.press("Control+s")
+                dialog = page.locator(".modal-dialog", has_text="Notebook changed")
+                dialog.wait_for()
+                dialog.locator("button", has_text="Overwrite").click()
+            assert saved.value.ok, f"the save answered {saved.value.status}"
+            assert_saved_everything(tab, edited=True)
