@@ -155,14 +155,15 @@ async def test_a_notebook_we_wrote_is_not_read_again_unless_changed(
     make_notebook(path, [("a", "print(1)"), ("b", "print(2)")])
     first = [{"output_type": "stream", "name": "stdout", "text": "1\n"}]
     reads = 0
-    read = writer.read
+    contents_manager = writer.contents_manager
+    get = contents_manager.get
 
-    async def counting_read(notebook_path: str) -> nbformat.NotebookNode:
+    async def counting_get(notebook_path: str, content: bool = True, **kwargs: Any) -> Any:
         nonlocal reads
-        reads += 1
-        return await read(notebook_path)
+        reads += bool(content)
+        return await get(notebook_path, content=content, **kwargs)
 
-    writer.read = counting_read  # type: ignore[method-assign,assignment]
+    contents_manager.get = counting_get
     await writer.merge("kept.ipynb", {"a": CellUpdate(first, 1)})
     small = [{"output_type": "stream", "name": "stdout", "text": "2\n"}]
     await writer.merge("kept.ipynb", {"b": CellUpdate(small, 2)})
