@@ -16,7 +16,7 @@ from typing import Any
 
 from servers import KernelClient, Server, make_notebook
 
-from jupyter_persist.journal import Journal
+from jupyter_persist.storage.journal import Journal
 
 #: Measures the server from outside this process (see ServerSampler).
 SAMPLER = Path(__file__).with_name("sampler.py")

@@ -9,10 +9,12 @@ from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Float, Integer, TraitError, Unicode, default, validate
 
-from .caps import Limits
-from .capture import CONTENTS_SCHEMA, KERNEL_ACTIONS_SCHEMA, CaptureManager
-from .handlers import HANDLERS
-from .websocket import SETTINGS_KEY, compose_connection_class
+from .api.handlers import HANDLERS
+from .capture import CaptureManager
+from .kernels.lifecycle import KERNEL_ACTIONS_SCHEMA
+from .kernels.websocket import SETTINGS_KEY, SINK_SETTINGS_KEY, compose_connection_class
+from .model.caps import Limits
+from .routing.locator import CONTENTS_SCHEMA
 
 
 class PersistExtension(ExtensionApp):
@@ -191,13 +193,14 @@ class PersistExtension(ExtensionApp):
         composed = compose_connection_class(configured)
         self.settings["kernel_websocket_connection_class"] = composed
         self.settings[SETTINGS_KEY] = self.capture
+        self.settings[SINK_SETTINGS_KEY] = self.capture.client_events
         # Composes with an admin's own ContentsManager.pre_save_hook, which runs first.
         serverapp.contents_manager.register_pre_save_hook(self.capture.save_hooks.on_pre_save)
         serverapp.contents_manager.register_post_save_hook(self.capture.save_hooks.on_post_save)
         event_logger = serverapp.event_logger
         assert event_logger is not None
         event_logger.add_listener(
-            schema_id=KERNEL_ACTIONS_SCHEMA, listener=self.capture.on_kernel_action
+            schema_id=KERNEL_ACTIONS_SCHEMA, listener=self.capture.kernels.on_kernel_action
         )
         event_logger.add_listener(
             schema_id=CONTENTS_SCHEMA, listener=self.capture.locator.on_contents_event

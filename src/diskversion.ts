@@ -4,7 +4,7 @@
  *
  * JupyterLab keeps the file's `last_modified` and `hash` from its last load or save and,
  * before each save, compares them with the file's: a difference opens "File Changed".
- * The server's `GET /api/persist/file-version` (see `jupyter_persist/returning.py`) says
+ * The server's `GET /api/persist/file-version` (see `jupyter_persist/storage/returning.py`) says
  * whether every change since the page's version was one of the extension's own writes.
  */
 

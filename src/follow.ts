@@ -2,7 +2,7 @@
  * What the server's follow socket says, folded into each cell's captured execution,
  * and what a page should do with it. Pure: no JupyterLab, no DOM (unit-tested with jest).
  *
- * The messages are described in the server's `jupyter_persist/follow.py`.
+ * The messages are described in the server's `jupyter_persist/api/follow.py`.
  */
 
 /** One nbformat output, as JSON. */

@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+import pytest
+from jupyter_server.auth.authorizer import Authorizer
 from jupyter_server.services.kernels.connection.base import (
     deserialize_msg_from_ws_v1,
     serialize_msg_to_ws_v1,
 )
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
-from tornado.httpclient import HTTPRequest
+from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 V1 = "v1.kernel.websocket.jupyter.org"
@@ -287,3 +289,59 @@ def apply_iopub(store: Any, msg_id: str, msg_type: str, content: dict[str, Any])
         },
         detached=True,
     )
+
+
+#: The tests' folder, the repository, and the recorded IOPub messages the unit tests replay.
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+RECORDINGS_FILE = TESTS / "data" / "iopub_recordings.json"
+
+
+def stream_msg(msg_id: str, text: str) -> dict[str, Any]:
+    """A ``stream`` IOPub message of the execution ``msg_id``."""
+    return {
+        "header": {"msg_type": "stream"},
+        "parent_header": {"msg_id": msg_id},
+        "content": {"name": "stdout", "text": text},
+    }
+
+
+def idle_msg(msg_id: str) -> dict[str, Any]:
+    """The ``status: idle`` IOPub message that ends the execution ``msg_id``."""
+    return {
+        "header": {"msg_type": "status"},
+        "parent_header": {"msg_id": msg_id},
+        "content": {"execution_state": "idle"},
+    }
+
+
+async def fetch_json(jp_fetch: Any, *parts: str, **kwargs: Any) -> Any:
+    response = await jp_fetch(*parts, **kwargs)
+    assert response.code == 200
+    return json.loads(response.body)
+
+
+async def error_code(jp_fetch: Any, *parts: str, **kwargs: Any) -> tuple[int, str]:
+    with pytest.raises(HTTPClientError) as caught:
+        await jp_fetch(*parts, **kwargs)
+    response = caught.value.response
+    assert response is not None
+    return caught.value.code, response.body.decode()
+
+
+class ReadOnlyAuthorizer(Authorizer):
+    """Allows reading, refuses every write (as a hub might for a read-only share)."""
+
+    def is_authorized(self, handler: Any, user: Any, action: str, resource: str) -> bool:
+        return action == "read"
+
+
+def read_only_server_config() -> dict[str, Any]:
+    """A server with the extension whose authorizer allows reading and nothing else."""
+    return {
+        "ServerApp": {
+            "jpserver_extensions": {"jupyter_persist": True},
+            "authorizer_class": ReadOnlyAuthorizer,
+        },
+        "PersistExtension": {"save_interval": 0.5},
+    }

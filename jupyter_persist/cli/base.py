@@ -18,9 +18,9 @@ from traitlets.config.loader import ArgumentError, KVArgParseConfigLoader
 
 from .. import __version__
 from ..app import PersistExtension
-from ..journal import Journal
-from ..ondisk import candidate_api_paths
-from ..textlog import TextLog
+from ..storage.journal import Journal
+from ..storage.ondisk import candidate_api_paths
+from ..storage.textlog import TextLog
 
 
 class CommandError(Exception):

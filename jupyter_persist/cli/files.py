@@ -11,10 +11,10 @@ import nbformat
 from jupyter_server.services.contents.fileio import atomic_writing
 from traitlets import Bool, Float, Unicode
 
-from ..ondisk import find_journal, journal_files, journaled_cells
-from ..recovery import plan_restore
-from ..textlog import notebook_of_log
-from ..writer import merge_outputs
+from ..storage.ondisk import find_journal, journal_files, journaled_cells
+from ..storage.recovery import plan_restore
+from ..storage.textlog import notebook_of_log
+from ..storage.writer import merge_outputs
 from .base import CommandError, PersistCommand, RunningServer, size
 from .outputs import modified_time, read_notebook
 

@@ -12,10 +12,10 @@ from typing import Any
 import nbformat
 from traitlets import Bool, Float, Unicode
 
-from ..ondisk import find_journal, find_text_log, journaled_cells
-from ..recovery import plan_restore
-from ..textlog import ANSI_ESCAPE, output_text
-from ..writer import merge_outputs
+from ..storage.ondisk import find_journal, find_text_log, journaled_cells
+from ..storage.recovery import plan_restore
+from ..storage.textlog import ANSI_ESCAPE, output_text
+from ..storage.writer import merge_outputs
 from .base import CommandError, PersistCommand
 
 

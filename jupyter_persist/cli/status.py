@@ -9,7 +9,7 @@ from typing import Any
 
 from traitlets import Bool
 
-from ..ondisk import journal_files
+from ..storage.ondisk import journal_files
 from .base import PersistCommand, RunningServer, size
 
 

@@ -1,0 +1,1 @@
+"""What users and pages see: the REST and follow websocket handlers and the status."""

@@ -1,0 +1,95 @@
+"""A server-side IOPub subscription: the socket, opened as jupyter_client opens one.
+
+Opened with the kernel manager's own connection info, exactly as jupyter_server's
+activity watcher does, so it works for every kernel the manager starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+from jupyter_client.session import Session
+
+
+@dataclass
+class Subscription:
+    """One kernel's IOPub SUB socket, and what the listener knows of it."""
+
+    #: The socket as jupyter_client made it (with the server's asyncio context, an
+    #: asyncio socket) and a plain shadow of it for non-blocking reads.
+    owner: zmq.Socket[bytes]
+    socket: zmq.Socket[bytes]
+    session: Session
+    ports: tuple[Any, ...]
+    #: Set by the first message received: from then on nothing the kernel publishes is
+    #: missed (a SUB socket connects asynchronously and drops what comes before).
+    live: asyncio.Event = field(default_factory=asyncio.Event)
+    fd: int = -1
+    #: When the kernel's latest status message, if it said ``idle``, was handled.
+    idle_since: float | None = None
+
+
+def open_subscription(kernel: Any, ports: tuple[Any, ...]) -> Subscription:
+    """Subscribe to the kernel's IOPub; raises while the kernel has no connection info."""
+    owner = connect_iopub(kernel)
+    socket: zmq.Socket[bytes] = zmq.Socket.shadow(owner.underlying)
+    session = Session(config=kernel.session.config, key=kernel.session.key)
+    return Subscription(owner, socket, session, ports, fd=socket.fileno())
+
+
+def connect_iopub(kernel: Any) -> zmq.Socket[bytes]:
+    """An IOPub SUB socket as jupyter_client makes one, with no queue limit from the start.
+
+    With ZMQ's default high-water mark (1,000 messages), a kernel that publishes
+    faster than the server handles messages drops the excess for this subscriber:
+    measured, 86,000 of 200,000 lines lost. The limit applies to connections made
+    after it is set, and disconnecting a SUB socket that holds messages can abort
+    the process in libzmq (zeromq/libzmq#2163), so it is set before connecting.
+    The socket belongs to the kernel manager's context, as jupyter_client's do.
+    """
+    owner: zmq.Socket[bytes] = kernel.context.socket(zmq.SUB)
+    try:
+        owner.linger = 0
+        owner.setsockopt(zmq.RCVHWM, 0)
+        if getattr(kernel, "curve_publickey", None) is not None:
+            # As jupyter_client's _create_connected_socket: the connection file's keys.
+            owner.curve_secretkey = kernel.curve_secretkey
+            owner.curve_publickey = kernel.curve_publickey
+            owner.curve_serverkey = kernel.curve_publickey
+        owner.setsockopt(zmq.SUBSCRIBE, b"")
+        owner.connect(kernel._make_url("iopub"))
+    except BaseException:
+        owner.close(linger=0)
+        raise
+    return owner
+
+
+async def nudge_until_live(
+    kernel_manager: Any, kernel_id: str, subscription: Subscription, timeout: float, log: Any
+) -> bool:
+    """Wait until the subscription receives messages; False on timeout.
+
+    Like jupyter_server's own websocket "nudge": kernel_info requests make the kernel
+    publish on IOPub until our socket gets something, so we know it is connected.
+    """
+    if subscription.live.is_set():
+        return True
+    try:
+        shell = kernel_manager.get_kernel(kernel_id).connect_shell()
+    except Exception as err:
+        log.debug("jupyter_persist: cannot nudge kernel %s: %s", kernel_id, err)
+        return False
+    deadline = time.monotonic() + timeout
+    try:
+        while not subscription.live.is_set() and time.monotonic() < deadline:
+            subscription.session.send(shell, "kernel_info_request")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(subscription.live.wait(), 0.2)
+    finally:
+        shell.close(linger=0)
+    return subscription.live.is_set()

@@ -1,0 +1,1 @@
+"""Which notebook and cell an execution belongs to (``locator``)."""

@@ -1,0 +1,316 @@
+"""Writing a notebook's unwritten outputs, one notebook at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from tornado.web import HTTPError
+from traitlets.config import LoggingConfigurable
+
+from ..model.store import CaptureStore, Execution
+from .room import RoomUnsupported, room_is_loaded, write_into_room
+from .writer import CellUpdate, NotebookUnavailable, NotebookWriter
+
+
+class Flusher(LoggingConfigurable):
+    """Merges the store's unwritten executions into their notebooks through the writer.
+
+    Never while a client is attached to one of the notebook's kernels (unless told to
+    ignore clients, when the server stops); one write per notebook at a time; one
+    WARNING per notebook and reason, not one per attempt.
+
+    A notebook is written again only once the time since its last write is long enough
+    for writing to take at most ``max_write_share`` of the time: a 50 MB notebook whose
+    write takes a second is written every ~20 s rather than every ``save_interval``, so
+    the server keeps its time (and event loop) for everything else. The crash journal
+    still records every output within its own interval. The pause holds only while a
+    cell of the notebook runs: its final state is written at the next tick. (A write's
+    time is wall time: on a machine short of CPU, a 100 kB notebook's write took 2 s,
+    and its final state would otherwise have waited 38 s.)
+
+    While a collaboration room is open for the notebook, the outputs go into the room's
+    shared document instead of the file, and the room saves it (see :mod:`.room`);
+    except when the server stops, which cancels the rooms' pending saves.
+    """
+
+    def __init__(
+        self,
+        store: CaptureStore,
+        writer: NotebookWriter,
+        attached: Callable[[str], bool],
+        max_write_share: float = 1.0,
+        *,
+        find_room: Callable[[str], Awaitable[Any | None]] | None = None,
+        owner_attached: Callable[[Execution], bool] | None = None,
+        page_owns: Callable[[str], bool] | None = None,
+        tab_saving: Callable[[str], bool] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.attached = attached
+        #: The open collaboration room's notebook of a path, or None.
+        self.find_room = find_room
+        #: Whether the client that started an execution is attached (default: any client).
+        self.owner_attached = owner_attached or (lambda e: self.attached(e.kernel_id))
+        #: Whether a page opening a notebook holds its file (``CaptureManager.page_owns``).
+        self.page_owns = page_owns or (lambda path: False)
+        #: Whether a returning tab is about to save a notebook (``AttachedClients``).
+        self.tab_saving = tab_saving or (lambda path: False)
+        self.store = store
+        self.writer = writer
+        self.max_write_share = max_write_share
+        #: Per notebook, the monotonic time before which it is not written again.
+        self.not_before: dict[str, float] = {}
+        #: Per notebook, when we last wrote it (seconds since the epoch).
+        self.last_written: dict[str, float] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        #: Per notebook and topic, the last warning logged (until that topic is fine again).
+        self._warned: dict[tuple[str, str], str] = {}
+        #: Notebooks being saved by us right now (the save guard sees our saves too).
+        self.saving: set[str] = set()
+        #: The server stops: clients are ignored (their rooms cancel pending saves).
+        self.stopping = False
+
+    @asynccontextmanager
+    async def no_write(self, path: str) -> AsyncIterator[None]:
+        """No write of ours to ``path`` within (one under way ends first)."""
+        async with self._locks.setdefault(path, asyncio.Lock()):
+            yield
+
+    async def flush_all(self, ignore_clients: bool = False, spread: float = 0.0) -> None:
+        """Write every notebook with unwritten outputs, the writes ``spread`` seconds apart.
+
+        Most of a save runs on the event loop (jupyter_server signs the notebook in its
+        trust database, copies the old file aside and syncs the new one): measured, 20
+        notebooks written back to back held up the server's requests for a second
+        every ``save_interval``. Spread over half of it, each write runs alone.
+        """
+        paths = sorted(self.store.paths_to_write())
+        spread = 0.0 if self.stopping else spread
+        gap = spread / len(paths) if paths else 0.0
+        for index, path in enumerate(paths):
+            outcome = await self.flush(path, ignore_clients)
+            if outcome == "written" and gap > 0 and index < len(paths) - 1:
+                await asyncio.sleep(gap)
+
+    async def flush(
+        self, path: str, ignore_clients: bool = False, ignore_pause: bool = False
+    ) -> str:
+        """Write the unwritten outputs of one notebook; never raises. Returns the outcome.
+
+        The outcome is one of ``written``, ``up to date``, ``client attached`` (an open
+        tab saves the notebook), ``page loading`` (a page opening the notebook holds its
+        file until its kernel connects), ``paused`` (see ``max_write_share``), ``unavailable``
+        (the notebook cannot be read; outputs kept in memory), ``save failed`` (the
+        ContentsManager could not save it; outputs kept in memory), ``written to room``
+        (into the notebook's open collaboration room, which saves the file), ``in room``
+        (written there already, the room's save is pending), ``room loading`` or
+        ``error``.
+        """
+        lock = self._locks.setdefault(path, asyncio.Lock())
+        async with lock:
+            try:
+                return await self._write(path, ignore_clients or self.stopping, ignore_pause)
+            except Exception:
+                self.log.exception("jupyter_persist: error writing %s", path)
+                return "error"
+
+    async def _write(self, path: str, ignore_clients: bool, ignore_pause: bool) -> str:
+        executions = self.store.to_write(path)
+        if not executions:
+            self._forget_if_done(path)
+            return "up to date"
+        if not ignore_clients and self.page_owns(path):
+            return "page loading"
+        if not ignore_clients and self.tab_saving(path):
+            return "tab saving"
+        if not ignore_clients and any(self.attached(e.kernel_id) for e in executions):
+            return await self._write_room_for_absent_owners(path, executions)
+        if (
+            not (ignore_clients or ignore_pause)
+            and time.monotonic() < self.not_before.get(path, 0.0)
+            and self._running(path)
+        ):
+            return "paused"
+        # Clients are ignored only when the server stops, which cancels the rooms' saves.
+        if not ignore_clients and self.find_room is not None:
+            document = await self._open_room(path)
+            if document is not None:
+                outcome = self._write_into_room(path, document, executions)
+                if outcome is not None:
+                    return outcome
+        versions = {e.cell_id: (e, e.version) for e in executions if e.cell_id is not None}
+        updates = {
+            cell_id: CellUpdate(e.area.to_json(), e.area.execution_count, e.code)
+            for cell_id, (e, _) in versions.items()
+        }
+        self.saving.add(path)
+        try:
+            result = await self.writer.merge(path, updates)
+        except NotebookUnavailable as err:
+            self._warn_once(
+                path, "file", f"jupyter_persist: not writing {path}: {err}; outputs kept in memory"
+            )
+            return "unavailable"
+        except (HTTPError, OSError) as err:
+            # The ContentsManager could not save (disk full, quota, permissions); it
+            # logs its own error. Ours is one WARNING until a write succeeds again.
+            reason = err.log_message if isinstance(err, HTTPError) else str(err)
+            self._warn_once(
+                path,
+                "file",
+                f"jupyter_persist: cannot save {path} ({reason}); outputs kept in memory "
+                "and in the journal, tried again at every save interval",
+            )
+            return "save failed"
+        finally:
+            self.saving.discard(path)
+        self._warned.pop((path, "file"), None)
+        for cell_id in result.merged:
+            execution, version = versions[cell_id]
+            execution.written_version = version
+        self._warn_missing(path, "cells", result.missing, "no longer exist")
+        self._forget_if_done(path)
+        if not result.saved:
+            return "up to date"
+        self.last_written[path] = time.time()
+        self.not_before[path] = time.monotonic() + pause_after_write(
+            result.seconds, self.max_write_share
+        )
+        self.log.info(
+            "jupyter_persist: wrote %s (%d cell(s), %d bytes, %.0f ms)",
+            path,
+            len(result.merged),
+            result.bytes,
+            result.seconds * 1000,
+        )
+        return "written"
+
+    async def _write_room_for_absent_owners(self, path: str, executions: list[Execution]) -> str:
+        """With clients attached, the room still gets executions whose own client left.
+
+        A tab reopened under collaboration shows the room's cells; the tab that ran the
+        cell, the only one that would put the outputs there, is gone. Without a room,
+        attached clients own the file, as always.
+        """
+        if self.find_room is None:
+            return "client attached"
+        orphaned = [e for e in executions if not self.owner_attached(e)]
+        if not orphaned:
+            return "client attached"
+        document = await self._open_room(path)
+        if document is None:
+            return "client attached"
+        return self._write_into_room(path, document, orphaned) or "client attached"
+
+    async def flush_into_room(self, path: str) -> Any | None:
+        """Write the notebook's unwritten outputs into its open room, clients or not.
+
+        Returns the room's notebook, or None when no room is open (nothing written).
+        """
+        if self.find_room is None:
+            return None
+        lock = self._locks.setdefault(path, asyncio.Lock())
+        async with lock:
+            try:
+                document = await self._open_room(path)
+                if document is not None:
+                    self._write_into_room(path, document, self.store.to_write(path))
+                return document
+            except Exception:
+                self.log.exception("jupyter_persist: error writing %s into its room", path)
+                return None
+
+    async def _open_room(self, path: str) -> Any | None:
+        assert self.find_room is not None
+        try:
+            document = await self.find_room(path)
+        except Exception as err:
+            self._warn_once(
+                path,
+                "room",
+                f"jupyter_persist: cannot look up the collaboration room of {path} ({err!r}); "
+                "writing the file",
+            )
+            return None
+        if document is None:
+            self._warned.pop((path, "room"), None)
+        return document
+
+    def _write_into_room(self, path: str, document: Any, executions: list[Execution]) -> str | None:
+        """Write outputs into an open room; None when the file must be written instead."""
+        pending = [e for e in executions if e.cell_id is not None and not e.in_room(document)]
+        if not pending:
+            return "in room"
+        try:
+            if not room_is_loaded(document):
+                return "room loading"
+            result = write_into_room(
+                document,
+                {
+                    str(e.cell_id): CellUpdate(e.area.to_json(), e.area.execution_count)
+                    for e in pending
+                },
+                {str(e.cell_id) for e in pending if not e.running},
+            )
+        except RoomUnsupported as err:
+            self._warn_once(
+                path,
+                "room",
+                f"jupyter_persist: cannot write into the collaboration room of {path} "
+                f"({err}); writing the file",
+            )
+            return None
+        self._warned.pop((path, "room"), None)
+        document_ref = weakref.ref(document)
+        for execution in pending:
+            if execution.cell_id in result.merged:
+                execution.room_written = (document_ref, execution.version)
+        self._warn_missing(path, "room cells", result.missing, "are not in its collaboration room")
+        if not result.changed:
+            return "in room"
+        self.log.info(
+            "jupyter_persist: wrote %d cell(s) of %s into its collaboration room, which saves "
+            "the file",
+            len(result.merged),
+            path,
+        )
+        return "written to room"
+
+    def _running(self, path: str) -> bool:
+        return any(e.running for e in self.store.executions() if e.path == path)
+
+    def _forget_if_done(self, path: str) -> None:
+        """Drop the writer's parsed copy of a notebook none of whose cells is running."""
+        if not self._running(path):
+            self.writer.forget(path)
+
+    def _warn_missing(self, path: str, topic: str, missing: set[str], where: str) -> None:
+        """Warn once about cells whose outputs cannot be placed, or end an earlier warning."""
+        if not missing:
+            self._warned.pop((path, topic), None)
+            return
+        self._warn_once(
+            path,
+            topic,
+            f"jupyter_persist: {len(missing)} cell(s) of {path} {where} "
+            f"({', '.join(sorted(missing))}); their outputs are kept in memory",
+        )
+
+    def _warn_once(self, path: str, topic: str, message: str) -> None:
+        """Log ``message`` unless it is what was last logged for this notebook and topic."""
+        if self._warned.get((path, topic)) != message:
+            self._warned[(path, topic)] = message
+            self.log.warning("%s", message)
+
+
+def pause_after_write(seconds: float, max_share: float) -> float:
+    """Seconds to wait after a write that took ``seconds`` so writing takes ``max_share``."""
+    if max_share >= 1.0 or seconds <= 0:
+        return 0.0
+    return seconds * (1.0 / max_share - 1.0)

@@ -1,0 +1,133 @@
+"""What the server records besides the notebooks: the crash journal and the text log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tornado.ioloop import PeriodicCallback
+from traitlets.config import LoggingConfigurable
+
+from ..model.store import CaptureStore, Execution
+from .journal import Journal
+from .recovery import restore_journals
+from .textlog import TextLog
+from .writer import NotebookWriter
+
+
+class Recorder(LoggingConfigurable):
+    """Appends to the journal and the text log every ``interval`` seconds.
+
+    On start it first merges the journals a previous server left behind. A notebook's
+    journal is deleted once all its executions have ended and their outputs are on disk.
+    """
+
+    def __init__(
+        self,
+        store: CaptureStore,
+        writer: NotebookWriter,
+        journal: Journal,
+        text_log: TextLog | None,
+        interval: float,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.store = store
+        self.writer = writer
+        self.journal = journal
+        self.text_log = text_log
+        self.interval = interval
+        self._loop: PeriodicCallback | None = None
+        self._stopped = False
+        self._journaled_paths: set[str] = set()
+        #: Why the last journal append failed; None once one succeeds.
+        self._journal_error: str | None = None
+
+    async def start(self) -> None:
+        """Restore old journals, then record every ``interval`` seconds."""
+        try:
+            self.journal.ensure_directory()
+            if self.text_log is not None:
+                self.text_log.ensure_directory()
+            await restore_journals(self.journal, self.writer, self.log)
+        except OSError as err:
+            self.log.warning(
+                "jupyter_persist: journal unavailable (%s); outputs not journaled", err
+            )
+            return
+        if not self._stopped:
+            self._loop = PeriodicCallback(self.tick, self.interval * 1000)
+            self._loop.start()
+
+    def stop(self) -> None:
+        """Stop the periodic recording (a last :meth:`tick` is the caller's)."""
+        self._stopped = True
+        if self._loop is not None:
+            self._loop.stop()
+            self._loop = None
+
+    def feed(self, execution: Execution, msg: dict[str, Any]) -> None:
+        """Pass an output message to the text log, which keeps what the caps leave out."""
+        if self.text_log is not None:
+            self.text_log.feed(execution, msg)
+
+    def note(self, execution: Execution, text: str) -> None:
+        """Add a line of our own to an execution's text log."""
+        if self.text_log is not None:
+            self.text_log.note(execution, text)
+
+    def note_input_request(self, kernel_id: str, execution: Execution | None, prompt: str) -> None:
+        """A kernel asks for input and no client is attached to answer: log it, note it."""
+        where = f"cell {execution.cell_id} of {execution.path}" if execution else "a cell"
+        self.log.info(
+            "jupyter_persist: %s on kernel %s is waiting for input (%r) and no client "
+            "is attached to answer",
+            where,
+            kernel_id,
+            prompt,
+        )
+        if execution is not None:
+            self.note(execution, f"[waiting for input: {prompt!r}]\n")
+
+    def forget(self, execution: Execution) -> None:
+        """Drop what is pending for an execution that goes to no notebook."""
+        if self.text_log is not None:
+            self.text_log.forget(execution)
+
+    def tick(self) -> None:
+        """Append what changed; drop the journals of notebooks whose outputs are all saved."""
+        if not self.journal.directory.is_dir():
+            return
+        try:
+            with_notebook = [e for e in self.store.executions() if e.path is not None]
+            placed = [e for e in with_notebook if e.placed]
+            try:
+                self.journal.append(placed)
+            except OSError as err:
+                self._journal_failed(err)
+            else:
+                self._journal_works()
+            if self.text_log is not None:
+                self.text_log.flush(with_notebook)
+            current = {str(e.path) for e in placed}
+            pending = {str(e.path) for e in placed if e.dirty or e.running}
+            for path in (self._journaled_paths | current) - pending:
+                self.journal.remove(path)
+            self._journaled_paths = pending
+        except Exception:
+            self.log.exception("jupyter_persist: error writing the journal or the text log")
+
+    def _journal_failed(self, err: OSError) -> None:
+        """One WARNING while appends fail (a full disk would otherwise log every second)."""
+        if self._journal_error is None:
+            self.log.warning(
+                "jupyter_persist: cannot write the crash journal (%s); outputs are kept in "
+                "memory and still written to the notebooks; trying again every %s s",
+                err,
+                self.interval,
+            )
+        self._journal_error = str(err)
+
+    def _journal_works(self) -> None:
+        if self._journal_error is not None:
+            self.log.info("jupyter_persist: the crash journal can be written again")
+            self._journal_error = None

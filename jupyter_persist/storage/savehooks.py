@@ -1,0 +1,98 @@
+"""The ContentsManager's save hooks: every save of a notebook passes the save guard.
+
+Registered as the pre- and post-save hooks, so they see a browser's saves, ours, a
+collaboration room's and any API client's. The guard itself (:mod:`.guard`) is pure;
+this module is the I/O around it: catching up with the kernels first, logging, and
+committing what a save wrote only once it succeeded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from traitlets.config import LoggingConfigurable
+
+from ..model.guard import SaveReport, reconcile_save
+from ..model.store import CaptureStore
+
+
+class SaveHooks(LoggingConfigurable):
+    """Pre- and post-save hooks that run the save guard on every notebook save."""
+
+    def __init__(
+        self,
+        store: CaptureStore,
+        catch_up: Callable[[], None],
+        saving: set[str],
+        on_saved_by_others: Callable[[str], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.store = store
+        #: Handles what the kernels sent and the server has not handled yet.
+        self.catch_up = catch_up
+        #: Notebooks the extension itself is saving right now (owned by the flusher).
+        self.saving = saving
+        #: Called with the path after a save that was not ours succeeded.
+        self.on_saved_by_others = on_saved_by_others
+        #: Per notebook, the save guard's report of a save not known to have succeeded.
+        self._saves_in_flight: dict[str, SaveReport] = {}
+
+    def on_pre_save(self, model: dict[str, Any], path: str, **kwargs: Any) -> None:
+        """ContentsManager pre-save hook: the save guard (see :mod:`jupyter_persist.model.guard`).
+
+        It gives cells the captured outputs a stale tab did not have, and learns which
+        outputs the file will hold.
+        """
+        try:
+            if model.get("type") != "notebook" or not isinstance(model.get("content"), dict):
+                return
+            cells = model["content"].get("cells")
+            if not isinstance(cells, list):
+                return
+            path = path.strip("/")
+            if path not in self.saving:
+                self._catch_up_before(path)
+            report = reconcile_save(self.store, path, cells)
+            # Committed by on_post_save, which the ContentsManager calls only when the
+            # save succeeded. Keyed by path: two saves of one notebook in flight at once
+            # (ours are serialized per notebook) would share the later one's report.
+            self._saves_in_flight[path] = report
+            # Our own save may also get output that arrived while it was being prepared.
+            level = logging.DEBUG if path in self.saving else logging.INFO
+            for execution in report.restored:
+                self.log.log(
+                    level,
+                    "jupyter_persist: a save of %s lacked captured outputs of cell %s; kept them",
+                    path,
+                    execution.cell_id,
+                )
+            for execution in report.cleared:
+                self.log.info(
+                    "jupyter_persist: outputs of cell %s of %s cleared by the user",
+                    execution.cell_id,
+                    path,
+                )
+        except Exception as err:
+            self.log.warning("jupyter_persist: could not check a save of %s: %s", path, err)
+
+    def on_post_save(self, model: dict[str, Any], os_path: str, **kwargs: Any) -> None:
+        """ContentsManager post-save hook: the save's outputs are on disk now."""
+        try:
+            path = str(model.get("path", "")).strip("/")
+            report = self._saves_in_flight.pop(path, None)
+            if report is not None:
+                report.commit()
+            if path not in self.saving and self.on_saved_by_others is not None:
+                self.on_saved_by_others(path)
+        except Exception as err:
+            self.log.warning("jupyter_persist: could not note a save of %s: %s", os_path, err)
+
+    def _catch_up_before(self, path: str) -> None:
+        """Handle what the kernels sent before a client's save, which it may have shown."""
+        try:
+            self.catch_up()
+        except Exception as err:
+            self.log.warning("jupyter_persist: could not catch up before saving %s: %s", path, err)

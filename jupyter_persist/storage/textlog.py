@@ -1,0 +1,211 @@
+"""A plain-text log per notebook, as a person reads it, appended live for ``tail -f``.
+
+Each execution starts with a header line (time, execution count, cell id); stream text
+follows line by line once each line is final, with ``\\r``/``\\b`` applied as JupyterLab
+does (a progress bar logs its last state); other outputs are logged as their text,
+tracebacks without ANSI colour codes. It is fed every message before the size caps
+apply, so it holds the whole output. Files rotate at a size, keeping one old file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from traitlets.config import LoggingConfigurable
+
+from ..model.reducer import process_text
+from ..model.store import Execution
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+#: Rendered text an execution may hold before it is written without waiting for a tick.
+WRITE_AT_BYTES = 1 << 20
+
+
+@dataclass
+class _Pending:
+    """An execution's rendered text not yet written, and its unfinished last line."""
+
+    rendered: list[str] = field(default_factory=list)
+    size: int = 0
+    #: The last line so far, with \r and \b applied, and the cursor in it.
+    line: str = ""
+    cursor: int = 0
+    started: bool = False
+
+    def add(self, text: str) -> None:
+        self.rendered.append(text)
+        self.size += len(text)
+
+    def add_stream(self, text: str) -> None:
+        # The cursor never leaves the last line, so the lines before it are final.
+        line, cursor = process_text(self.cursor, text, self.line)
+        cut = line.rfind("\n") + 1
+        if cut:
+            self.add(line[:cut])
+            line, cursor = line[cut:], cursor - cut
+        self.line, self.cursor = line, cursor
+
+    def end_line(self) -> None:
+        if self.line:
+            self.add(self.line + "\n")
+            self.line, self.cursor = "", 0
+
+
+def output_text(output: dict[str, Any]) -> str:
+    """The text a person would read for one non-stream output."""
+    kind = output.get("output_type")
+    if kind == "error":
+        lines = [ANSI_ESCAPE.sub("", str(line)) for line in output.get("traceback") or []]
+        text = "\n".join(lines) or f"{output.get('ename')}: {output.get('evalue')}"
+    else:
+        data = output.get("data") or {}
+        plain = data.get("text/plain")
+        if isinstance(plain, list):
+            plain = "".join(plain)
+        text = plain if isinstance(plain, str) else f"<{', '.join(sorted(data)) or 'no'} output>"
+    return text if text.endswith("\n") else text + "\n"
+
+
+class TextLog(LoggingConfigurable):
+    """Appends executions' outputs to per-notebook text files under ``directory``."""
+
+    def __init__(self, directory: Path, max_bytes: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self._pending: dict[str, _Pending] = {}
+
+    def ensure_directory(self) -> None:
+        """Create the log directory owner-only (an existing one is left as it is)."""
+        if not self.directory.is_dir():
+            self.directory.mkdir(parents=True, mode=0o700)
+            os.chmod(self.directory, 0o700)  # mkdir's mode is reduced by the umask
+
+    def file_for(self, notebook_path: str) -> Path:
+        """``<name>-<hash>.log``: readable, and unique whatever the notebook's folder."""
+        stem = SAFE_NAME.sub("_", Path(notebook_path).stem)[:60] or "notebook"
+        digest = hashlib.sha256(notebook_path.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        return self.directory / f"{stem}-{digest}.log"
+
+    def feed(self, execution: Execution, msg: dict[str, Any]) -> None:
+        """Take note of one output message of an execution (every one, before any cap)."""
+        msg_type = msg["header"]["msg_type"]
+        content = msg["content"]
+        if msg_type not in ("stream", "display_data", "execute_result", "error"):
+            return
+        pending = self._pending.setdefault(execution.msg_id, _Pending())
+        if msg_type == "stream":
+            pending.add_stream(str(content.get("text", "")))
+        else:
+            pending.end_line()
+            pending.add(output_text({"output_type": msg_type, **content}))
+        path = _log_path(execution)
+        if pending.size >= WRITE_AT_BYTES and path is not None:
+            # A flood is written as it comes, not held for a whole tick.
+            self._write(path, self._take(execution, pending))
+
+    def note(self, execution: Execution, text: str) -> None:
+        """Add a line of our own (such as "waiting for input") to an execution's log."""
+        pending = self._pending.setdefault(execution.msg_id, _Pending())
+        pending.end_line()
+        pending.add(text)
+
+    def flush(self, executions: list[Execution]) -> None:
+        """Append to the notebooks' logs the lines that became final."""
+        chunks: dict[str, list[str]] = {}
+        for execution in executions:
+            pending = self._pending.get(execution.msg_id)
+            path = _log_path(execution)
+            if pending is None or path is None:
+                continue
+            text = self._take(execution, pending)
+            if not execution.running:
+                del self._pending[execution.msg_id]
+            if text:
+                chunks.setdefault(path, []).append(text)
+        for path, texts in chunks.items():
+            self._write(path, "".join(texts))
+
+    def forget(self, execution: Execution) -> None:
+        """Drop what is pending for an execution that goes to no notebook."""
+        self._pending.pop(execution.msg_id, None)
+
+    def _take(self, execution: Execution, pending: _Pending) -> str:
+        """The text to append now: header first time, final lines, last line at the end."""
+        parts = []
+        if not pending.started:
+            pending.started = True
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime())
+            count = execution.area.execution_count
+            prompt = count if count is not None else " "
+            cell = (
+                f"cell {execution.cell_id}"
+                if execution.cell_id is not None
+                else "no cell (not placed: see the server log)"
+            )
+            parts.append(f"\n=== {stamp}  In [{prompt}]  {cell} ===\n")
+        if not execution.running:
+            pending.end_line()
+        parts.extend(pending.rendered)
+        pending.rendered.clear()
+        pending.size = 0
+        return "".join(parts)
+
+    def _write(self, notebook_path: str, text: str) -> None:
+        file = self.file_for(notebook_path)
+        if "\x1b" in text:
+            text = ANSI_ESCAPE.sub("", text)
+        data = text.encode("utf-8", "replace")
+        try:
+            if file.exists() and file.stat().st_size + len(data) > self.max_bytes:
+                os.replace(file, file.with_suffix(".log.1"))
+            if not file.exists():
+                # Names the notebook: the file name only holds a hash of its path.
+                data = title_line(notebook_path).encode("utf-8", "replace") + data
+            fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+        except OSError as err:
+            self.log.warning("jupyter_persist: cannot write the text log %s: %s", file, err)
+
+
+TITLE_PREFIX = "# jupyter-persist text log of "
+
+
+def _log_path(execution: Execution) -> str | None:
+    """The notebook whose log an execution's text goes to now, if any.
+
+    Also when it could not be placed in a cell: the log is then the only file that
+    holds its outputs. Not while its cell is still being looked up.
+    """
+    if execution.cell_id is None and not execution.unplaced:
+        return None
+    return execution.path
+
+
+def title_line(notebook_path: str) -> str:
+    """The first line of a notebook's text log."""
+    return f"{TITLE_PREFIX}{notebook_path}\n"
+
+
+def notebook_of_log(file: Path) -> str | None:
+    """The notebook path a text log names in its first line, if it does."""
+    try:
+        with file.open("rb") as handle:
+            first = handle.readline(4096).decode("utf-8", "replace")
+    except OSError:
+        return None
+    if first.startswith(TITLE_PREFIX) and first.endswith("\n"):
+        return first[len(TITLE_PREFIX) : -1]
+    return None

@@ -1,0 +1,156 @@
+"""The save guard's decisions, one saved cell at a time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from helpers import idle_msg, stream_msg
+
+from jupyter_persist.model.guard import normalized_outputs, reconcile_save
+from jupyter_persist.model.store import CaptureStore, Execution
+
+
+def tracked(
+    detached: list[str], attached: tuple[str, ...] = (), finished: bool = True
+) -> tuple[CaptureStore, Execution]:
+    """An execution of cell 'a' of nb.ipynb that printed ``attached`` then ``detached``."""
+    store = CaptureStore()
+    execution = store.begin("k", "m1")
+    store.place(execution, "nb.ipynb", "a")
+    store.apply(
+        {
+            "header": {"msg_type": "execute_input"},
+            "parent_header": {"msg_id": "m1"},
+            "content": {"code": "", "execution_count": 3},
+        },
+        detached=False,
+    )
+    for line in attached:
+        store.apply(stream_msg("m1", line), detached=False)
+    for line in detached:
+        store.apply(stream_msg("m1", line), detached=True)
+    if finished:
+        store.apply(idle_msg("m1"), detached=bool(detached))
+    return store, execution
+
+
+def cell(outputs: list[Any], count: Any, cell_id: str = "a") -> dict[str, Any]:
+    return {
+        "cell_type": "code",
+        "id": cell_id,
+        "source": "",
+        "outputs": outputs,
+        "execution_count": count,
+    }
+
+
+def stream(text: Any) -> dict[str, Any]:
+    return {"output_type": "stream", "name": "stdout", "text": text}
+
+
+def test_a_save_holding_the_outputs_makes_them_clean() -> None:
+    store, execution = tracked(["line\n"])
+    report = reconcile_save(store, "nb.ipynb", [cell([stream(["line\n"])], 3)])
+    assert report.clean == [execution]
+    assert execution.dirty  # until the save succeeds
+    report.commit()
+    assert not execution.dirty
+
+
+def test_a_running_cell_saved_without_its_count_is_clean() -> None:
+    """JupyterLab (and a collaboration room) shows and saves a running cell with no count."""
+    store, execution = tracked(["line\n"], finished=False)
+    report = reconcile_save(store, "nb.ipynb", [cell([stream("line\n")], None)])
+    assert report.clean == [execution]
+    store.apply(idle_msg("m1"), detached=True)
+    report = reconcile_save(store, "nb.ipynb", [cell([stream("line\n")], None)])
+    assert report.restored == [execution]  # once it is over, the count belongs in the file
+
+
+def test_a_save_commits_the_version_it_saved() -> None:
+    store, execution = tracked(["line\n"])
+    report = reconcile_save(store, "nb.ipynb", [cell([], None)])
+    store.apply(stream_msg("m1", "more\n"), detached=True)  # while the file is written
+    report.commit()
+    assert execution.dirty
+
+
+def test_a_gap_save_gets_the_captured_outputs() -> None:
+    lines = [f"line {i}\n" for i in range(40)]
+    store, execution = tracked(lines[4:], attached=tuple(lines[:4]))
+    gap = "".join(lines[:4] + lines[24:])
+    saved = cell([stream(gap)], 3)
+    report = reconcile_save(store, "nb.ipynb", [saved])
+    assert report.restored == [execution]
+    assert saved["outputs"] == [stream("".join(lines))]
+    assert saved["execution_count"] == 3
+    report.commit()
+    assert not execution.dirty
+
+
+def test_a_stale_save_of_a_running_cell_gets_what_was_captured_so_far() -> None:
+    store, execution = tracked(["b\n"], attached=("a\n",), finished=False)
+    saved = cell([], None)
+    report = reconcile_save(store, "nb.ipynb", [saved])
+    assert report.restored == [execution]
+    assert saved["outputs"] == [stream("a\nb\n")]
+
+
+def test_a_tab_that_never_had_the_outputs_cannot_clear_unsaved_ones() -> None:
+    store, execution = tracked(["x\n"])
+    assert execution.dirty  # not on disk yet: the saving tab cannot have seen it
+    saved = cell([], None)
+    assert reconcile_save(store, "nb.ipynb", [saved]).restored == [execution]
+    assert saved["outputs"] == [stream("x\n")]
+
+
+def test_clearing_complete_outputs_that_were_on_disk_wins() -> None:
+    store, execution = tracked(["x\n"])
+    execution.written_version = execution.version  # the writer put them on disk
+    saved = cell([], None)
+    report = reconcile_save(store, "nb.ipynb", [saved])
+    assert report.cleared == [execution]
+    assert saved["outputs"] == []
+    assert execution.area.outputs == ()
+    report.commit()
+    assert not execution.dirty
+    # A later save with the cleared cell stays as it is.
+    assert reconcile_save(store, "nb.ipynb", [cell([], None)]).clean == [execution]
+
+
+def test_a_client_that_saw_everything_has_the_last_word() -> None:
+    store, execution = tracked([], attached=("x\n",))
+    saved = cell([], None)
+    assert reconcile_save(store, "nb.ipynb", [saved]).clean == [execution]
+    assert saved["outputs"] == []
+
+
+def test_a_running_cell_seen_by_its_client_is_left_alone() -> None:
+    store, execution = tracked([], attached=("x\n",), finished=False)
+    saved = cell([], None)
+    report = reconcile_save(store, "nb.ipynb", [saved])
+    assert (report.clean, report.restored, report.cleared) == ([], [], [])
+    assert execution.dirty
+
+
+def test_unrelated_and_malformed_cells_are_ignored() -> None:
+    store, execution = tracked(["x\n"])
+    cells: list[Any] = ["junk", {"cell_type": "markdown", "id": "a"}, cell([], None, "other")]
+    report = reconcile_save(store, "nb.ipynb", cells)
+    assert (report.clean, report.restored, report.cleared) == ([], [], [])
+    assert reconcile_save(store, "elsewhere.ipynb", [cell([], None)]).restored == []
+    assert execution.dirty
+
+
+def test_normalized_outputs() -> None:
+    assert normalized_outputs("nope") is None
+    assert normalized_outputs([1]) is None
+    display = {
+        "output_type": "display_data",
+        "data": {"text/html": ["<b>", "x</b>"]},
+        "metadata": {},
+        "transient": {"display_id": "d"},
+    }
+    assert normalized_outputs([display]) == [
+        {"output_type": "display_data", "data": {"text/html": "<b>x</b>"}, "metadata": {}}
+    ]

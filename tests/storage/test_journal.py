@@ -1,0 +1,170 @@
+"""The crash journal: diffs, folding, damaged files, owner-only files, restore rules."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import make_notebook, read_cells, stream_msg, stream_text
+from jupyter_server.services.contents.filemanager import AsyncFileContentsManager
+
+from jupyter_persist.model.store import CaptureStore
+from jupyter_persist.storage.journal import (
+    Journal,
+    apply_diff,
+    common_prefix_length,
+    fold,
+    output_diff,
+)
+from jupyter_persist.storage.recovery import restore_journals
+from jupyter_persist.storage.writer import NotebookWriter
+
+
+def display(text: str) -> dict[str, Any]:
+    return {"output_type": "display_data", "data": {"text/plain": text}, "metadata": {}}
+
+
+def stream(text: str, name: str = "stdout") -> dict[str, Any]:
+    return {"output_type": "stream", "name": name, "text": text}
+
+
+def test_common_prefix_length_agrees_with_the_standard_library() -> None:
+    generator = random.Random(5)
+    for _ in range(5000):
+        a = "".join(generator.choice("ab\n") for _ in range(generator.randint(0, 14)))
+        b = a[: generator.randint(0, len(a))] + "".join(
+            generator.choice("ab\n") for _ in range(generator.randint(0, 6))
+        )
+        expected = len(os.path.commonprefix([a, b]))  # noqa: RUF071 (strings, not paths)
+        assert common_prefix_length(a, b) == expected, (a, b)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ([], [stream("a")]),
+        ([stream("a")], [stream("ab")]),
+        ([stream("abc\rX")], [stream("Xbc")]),
+        ([stream("a"), display("x")], [stream("a"), display("y")]),
+        ([stream("a")], []),
+        ([stream("a", "stderr")], [stream("ab", "stdout")]),
+        ([display("x"), stream("long text")], [display("x"), stream("long text!"), display("z")]),
+    ],
+)
+def test_diff_round_trips(old: list[Any], new: list[Any]) -> None:
+    keep, keep_text, tail = output_diff(tuple(old), tuple(new))
+    assert apply_diff([dict(o) for o in old], keep, keep_text, json.loads(json.dumps(tail))) == new
+
+
+def test_appended_stream_text_is_journaled_as_the_new_part_only() -> None:
+    keep, keep_text, tail = output_diff((stream("x" * 10_000),), (stream("x" * 10_000 + "new"),))
+    assert (keep, keep_text) == (0, 10_000)
+    assert tail == [stream("new")]
+
+
+def test_journal_appends_diffs_and_folds_back(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journals")
+    journal.ensure_directory()
+    store = CaptureStore()
+    execution = store.begin("k", "m1")
+    store.place(execution, "dir/nb.ipynb", "c")
+    sizes = []
+    for i in range(50):
+        store.apply(stream_msg("m1", f"line {i}\n"), detached=True)
+        sizes.append(journal.append([execution]))
+    assert journal.append([execution]) == 0  # nothing changed
+    assert max(sizes[1:]) < 300, "each record carries only the new line"
+    file = journal.file_for("dir/nb.ipynb")
+    cells = fold(journal.read(file))
+    assert cells[("dir/nb.ipynb", "c")].outputs == [
+        stream("".join(f"line {i}\n" for i in range(50)))
+    ]
+    assert stat.S_IMODE(os.stat(file).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(tmp_path / "journals").st_mode) == 0o700
+
+
+def test_damaged_journal_recovers_the_valid_prefix(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.ensure_directory()
+    store = CaptureStore()
+    execution = store.begin("k", "m1")
+    store.place(execution, "nb.ipynb", "c")
+    store.apply(stream_msg("m1", "kept\n"), detached=True)
+    journal.append([execution])
+    file = journal.file_for("nb.ipynb")
+    with file.open("ab") as handle:
+        handle.write(b'{"t": 1, "path": "nb.ipynb", "tail": [trunc')
+    records = journal.read(file)
+    assert len(records) == 1
+    assert fold(records)[("nb.ipynb", "c")].outputs == [stream("kept\n")]
+
+
+async def journal_for(tmp_path: Path, text: str) -> tuple[Journal, NotebookWriter]:
+    (tmp_path / "root").mkdir(exist_ok=True)
+    journal = Journal(tmp_path / "state")
+    journal.ensure_directory()
+    store = CaptureStore()
+    execution = store.begin("k", "m1")
+    store.place(execution, "nb.ipynb", "c")
+    store.apply(stream_msg("m1", text), detached=True)
+    journal.append([execution])
+    writer = NotebookWriter(
+        contents_manager=AsyncFileContentsManager(root_dir=str(tmp_path / "root"))
+    )
+    return journal, writer
+
+
+async def test_restore_merges_and_removes_the_journal(tmp_path: Path) -> None:
+    make_notebook(tmp_path / "root" / "nb.ipynb", [("c", "print()")])
+    os.utime(tmp_path / "root" / "nb.ipynb", (1, 1))  # saved long before the journal
+    journal, writer = await journal_for(tmp_path, "journaled\n")
+    await restore_journals(journal, writer, writer.log)
+    assert stream_text(read_cells(tmp_path / "root" / "nb.ipynb")["c"]) == "journaled\n"
+    assert journal.files() == []
+
+
+async def test_restore_never_overwrites_a_notebook_changed_later(
+    tmp_path: Path, caplog: Any
+) -> None:
+    journal, writer = await journal_for(tmp_path, "journaled\n")
+    make_notebook(tmp_path / "root" / "nb.ipynb", [("c", "print()")])
+    later = os.stat(journal.files()[0]).st_mtime + 60
+    os.utime(tmp_path / "root" / "nb.ipynb", (later, later))
+    before = (tmp_path / "root" / "nb.ipynb").read_bytes()
+    await restore_journals(journal, writer, writer.log)
+    assert (tmp_path / "root" / "nb.ipynb").read_bytes() == before
+    assert len(journal.files()) == 1
+    assert any("not restoring over it" in r.getMessage() for r in caplog.records)
+
+
+async def test_restore_keeps_the_journal_of_a_missing_notebook(tmp_path: Path) -> None:
+    journal, writer = await journal_for(tmp_path, "journaled\n")
+    await restore_journals(journal, writer, writer.log)
+    assert len(journal.files()) == 1
+    assert not (tmp_path / "root" / "nb.ipynb").exists()
+
+
+def test_a_long_run_keeps_the_journal_bounded(tmp_path: Path) -> None:
+    journal = Journal(tmp_path, compact_bytes=20_000)
+    journal.ensure_directory()
+    store = CaptureStore()
+    old = store.begin("k", "m0")
+    store.place(old, "nb.ipynb", "c")
+    store.apply(stream_msg("m0", "replaced by the next run\n"), detached=True)
+    journal.append([old])
+    execution = store.begin("k", "m1")
+    store.place(execution, "nb.ipynb", "c")  # a new run of the same cell
+    for i in range(5000):
+        store.apply(stream_msg("m1", f"progress {i}\r"), detached=True)
+        journal.append([execution])
+    file = journal.file_for("nb.ipynb")
+    assert file.stat().st_size < 40_000
+    cells = fold(journal.read(file))
+    assert cells[("nb.ipynb", "c")].outputs == [stream("progress 4999")]
+    assert stat.S_IMODE(os.stat(file).st_mode) == 0o600
+    assert not list(tmp_path.glob("*.compacting"))

@@ -1,0 +1,216 @@
+"""Merging outputs into real notebook files through a real ContentsManager."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from helpers import make_notebook, run_and_leave, wait_for
+from jupyter_server.services.contents.filemanager import AsyncFileContentsManager
+
+from jupyter_persist.storage import writer as writer_module
+from jupyter_persist.storage.writer import CellUpdate, NotebookUnavailable, NotebookWriter
+
+STREAM = {"output_type": "stream", "name": "stdout", "text": "hello\n"}
+
+
+@pytest.fixture
+def writer(tmp_path: Path) -> NotebookWriter:
+    return NotebookWriter(contents_manager=AsyncFileContentsManager(root_dir=str(tmp_path)))
+
+
+def without_outputs(data: dict) -> dict:
+    data = json.loads(json.dumps(data))
+    for cell in data["cells"]:
+        cell.pop("outputs", None)
+        cell.pop("execution_count", None)
+    return data
+
+
+async def test_merge_changes_only_outputs_and_count(tmp_path: Path, writer: NotebookWriter) -> None:
+    path = tmp_path / "nb.ipynb"
+    nb = make_notebook(
+        path,
+        [("a", "print('hello')"), ("b", "x = 1\ny = 2"), ("c", "# untouched")],
+        kernelspec={"name": "python3", "display_name": "Python 3"},
+        custom={"keep": [1, 2, 3]},
+    )
+    nb.cells.insert(1, nbformat.v4.new_markdown_cell("# Title", id="md"))
+    nb.cells[2].metadata["tags"] = ["keep-me"]
+    nb.cells[3].outputs = [nbformat.v4.new_output("stream", name="stdout", text="old\n")]
+    nb.cells[3].execution_count = 3
+    nbformat.write(nb, str(path))
+    before = json.loads(path.read_text())
+
+    result = await writer.merge(path.name, {"a": CellUpdate([STREAM], 4)})
+
+    assert result.saved
+    assert result.merged == {"a"}
+    after = json.loads(path.read_text())
+    assert without_outputs(after) == without_outputs(before)
+    cells = {cell["id"]: cell for cell in after["cells"]}
+    assert cells["a"]["outputs"] == [{**STREAM, "text": ["hello\n"]}]
+    assert cells["a"]["execution_count"] == 4
+    assert cells["c"]["outputs"] == before["cells"][3]["outputs"]
+    # Byte for byte: the file equals what nbformat writes for the expected notebook.
+    nb.cells[0].outputs = [nbformat.from_dict(STREAM)]
+    nb.cells[0].execution_count = 4
+    assert path.read_text() == nbformat.writes(nb) + "\n"
+
+
+async def test_equal_outputs_are_not_rewritten(tmp_path: Path, writer: NotebookWriter) -> None:
+    path = tmp_path / "nb.ipynb"
+    make_notebook(path, [("a", "print('hello')")])
+    await writer.merge(path.name, {"a": CellUpdate([STREAM], 1)})
+    mtime = path.stat().st_mtime_ns
+    result = await writer.merge(path.name, {"a": CellUpdate([STREAM], 1)})
+    assert not result.saved
+    assert result.merged == {"a"}
+    assert path.stat().st_mtime_ns == mtime
+
+
+async def test_missing_cell_is_reported_not_written(tmp_path: Path, writer: NotebookWriter) -> None:
+    path = tmp_path / "nb.ipynb"
+    make_notebook(path, [("a", "1")])
+    before = path.read_bytes()
+    result = await writer.merge(path.name, {"gone": CellUpdate([STREAM], 1)})
+    assert result.missing == {"gone"}
+    assert not result.saved
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "{ not json",
+        "",
+        json.dumps({"cells": "nope", "nbformat": 4, "nbformat_minor": 5, "metadata": {}}),
+        json.dumps({"nbformat": 3, "nbformat_minor": 0, "metadata": {}, "worksheets": []}),
+    ],
+)
+async def test_unusable_notebook_is_never_overwritten(
+    tmp_path: Path, writer: NotebookWriter, content: str
+) -> None:
+    path = tmp_path / "bad.ipynb"
+    path.write_text(content)
+    with pytest.raises(NotebookUnavailable):
+        await writer.merge(path.name, {"a": CellUpdate([STREAM], 1)})
+    assert path.read_text() == content
+
+
+async def test_deleted_notebook_is_not_recreated(tmp_path: Path, writer: NotebookWriter) -> None:
+    with pytest.raises(NotebookUnavailable, match="does not exist"):
+        await writer.merge("gone.ipynb", {"a": CellUpdate([STREAM], 1)})
+    assert not (tmp_path / "gone.ipynb").exists()
+
+
+async def test_find_cell_by_source(tmp_path: Path, writer: NotebookWriter) -> None:
+    path = tmp_path / "nb.ipynb"
+    make_notebook(path, [("a", "print(1)"), ("b", "print(2)"), ("c", "print(2)")])
+    assert await writer.find_cell_by_source(path.name, "print(1)") == ("a", 1)
+    assert await writer.find_cell_by_source(path.name, "print(2)") == (None, 2)
+    assert await writer.find_cell_by_source(path.name, "print(3)") == (None, 0)
+
+
+async def test_cells_without_ids_are_matched_by_source(
+    tmp_path: Path, writer: NotebookWriter
+) -> None:
+    path = tmp_path / "old.ipynb"
+    nb = nbformat.v4.new_notebook(nbformat_minor=4)
+    nb.cells = [nbformat.v4.new_code_cell("print('a')"), nbformat.v4.new_code_cell("print('b')")]
+    for cell in nb.cells:
+        del cell["id"]
+    path.write_text(nbformat.writes(nb, version=4))
+    result = await writer.merge(
+        path.name, {"lab-generated-id": CellUpdate([STREAM], 2, "print('b')")}
+    )
+    assert result.merged == {"lab-generated-id"}
+    saved = json.loads(path.read_text())
+    assert saved["nbformat_minor"] == 4
+    assert all("id" not in cell for cell in saved["cells"])
+    assert saved["cells"][1]["outputs"] == [{**STREAM, "text": ["hello\n"]}]
+    assert saved["cells"][0]["outputs"] == []
+
+
+async def test_ten_thousand_cells(tmp_path: Path, writer: NotebookWriter) -> None:
+    path = tmp_path / "big.ipynb"
+    make_notebook(path, [(f"c{i}", f"x = {i}") for i in range(10_000)])
+    updates = {f"c{i}": CellUpdate([STREAM], i) for i in range(0, 10_000, 100)}
+    result = await writer.merge(path.name, updates)
+    assert result.merged == set(updates)
+    cells = json.loads(path.read_text())["cells"]
+    assert len(cells) == 10_000
+    assert cells[500]["execution_count"] == 500
+    assert cells[501]["outputs"] == []
+
+
+async def test_a_notebook_we_wrote_is_not_read_again_unless_changed(
+    tmp_path: Path, writer: NotebookWriter
+) -> None:
+    """Each read is a trust check and a validation on the event loop: not once per write."""
+    path = tmp_path / "kept.ipynb"
+    make_notebook(path, [("a", "print(1)"), ("b", "print(2)")])
+    first = [{"output_type": "stream", "name": "stdout", "text": "1\n"}]
+    reads = 0
+    contents_manager = writer.contents_manager
+    get = contents_manager.get
+
+    async def counting_get(notebook_path: str, content: bool = True, **kwargs: Any) -> Any:
+        nonlocal reads
+        reads += bool(content)
+        return await get(notebook_path, content=content, **kwargs)
+
+    contents_manager.get = counting_get
+    await writer.merge("kept.ipynb", {"a": CellUpdate(first, 1)})
+    small = [{"output_type": "stream", "name": "stdout", "text": "2\n"}]
+    await writer.merge("kept.ipynb", {"b": CellUpdate(small, 2)})
+    assert reads == 1  # the second write used the notebook as saved
+    # Someone else changes the file (a user's edit): the next write reads it again.
+    on_disk = json.loads(path.read_text())
+    on_disk["cells"][1]["source"] = "print('edited')"
+    path.write_text(json.dumps(on_disk))
+    await writer.merge("kept.ipynb", {"b": CellUpdate(small, 3)})
+    assert reads == 2
+    saved = json.loads(path.read_text())
+    assert "".join(saved["cells"][1]["source"]) == "print('edited')"
+    assert saved["cells"][1]["execution_count"] == 3
+    assert "".join(saved["cells"][0]["outputs"][0]["text"]) == "1\n"
+
+
+async def test_the_copies_kept_are_bounded_in_bytes(
+    tmp_path: Path, writer: NotebookWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big = [{"output_type": "stream", "name": "stdout", "text": "x" * 40_000}]
+    for name in ("one", "two", "three"):
+        make_notebook(tmp_path / f"{name}.ipynb", [("a", "print(1)")])
+    monkeypatch.setattr(writer_module, "CACHE_MAX_BYTES", 100_000)
+    for name in ("one", "two", "three"):
+        await writer.merge(f"{name}.ipynb", {"a": CellUpdate(big, 1)})
+    # About 40 kB each: the one written longest ago goes.
+    assert list(writer._written) == ["two.ipynb", "three.ipynb"]
+    await writer.merge("two.ipynb", {"a": CellUpdate(big, 2)})
+    await writer.merge("one.ipynb", {"a": CellUpdate(big, 2)})
+    assert list(writer._written) == ["two.ipynb", "one.ipynb"]
+
+
+async def test_the_parsed_copy_of_a_large_notebook_goes_when_its_run_ends(
+    jp_root_dir: Path, jp_ws_fetch: Any, notebook_session: Any, capture: Any
+) -> None:
+    """Kept while a cell runs (no re-read per write); dropped after: it slows every GC."""
+    code = (
+        "import time\nfrom IPython.display import display\nprint('start', flush=True)\n"
+        "display({'text/plain': 'x' * 1_500_000}, raw=True)\ntime.sleep(3)\nprint('DONE')"
+    )
+    make_notebook(jp_root_dir / "big.ipynb", [("c", code)])
+    _, kernel_id = await notebook_session("big.ipynb")
+    msg_id = await run_and_leave(jp_ws_fetch, kernel_id, code, "c")
+    execution = capture.store.get(msg_id)
+    await wait_for(lambda: "big.ipynb" in capture.writer._written, what="the kept copy")
+    assert execution.running
+    await wait_for(lambda: not execution.running and not execution.dirty, timeout=30)
+    # The last write marks the outputs written from inside the save (the pre-save hook):
+    # the copy goes when that write returns.
+    await wait_for(lambda: "big.ipynb" not in capture.writer._written, what="the dropped copy")
