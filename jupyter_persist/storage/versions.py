@@ -42,6 +42,8 @@ class FileVersion:
         modified = model.get("last_modified")
         size = model.get("size")
         digest = model.get("hash")
+        if isinstance(modified, str):  # a ContentsManager that sends times as text
+            modified = parse_time(modified)
         return cls(
             modified if isinstance(modified, datetime) else None,
             size if isinstance(size, int) else None,

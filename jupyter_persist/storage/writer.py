@@ -65,8 +65,8 @@ class NotebookWriter(LoggingConfigurable):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        #: path -> (notebook as we saved it, its last_modified and size after the save)
-        self._written: dict[str, tuple[NotebookNode, Any, Any]] = {}
+        #: path -> (notebook as we saved it, the file's version after the save)
+        self._written: dict[str, tuple[NotebookNode, FileVersion]] = {}
         #: Which versions of each notebook we wrote, on top of whose (see :mod:`.versions`).
         self.versions = WrittenVersions()
 
@@ -146,22 +146,22 @@ class NotebookWriter(LoggingConfigurable):
             except BaseException:
                 self._written.pop(path, None)  # changed in memory, maybe not on disk
                 raise
-            result.bytes = int(saved.get("size") or 0) if isinstance(saved, dict) else 0
-            self.versions.wrote(path, before, FileVersion.of(saved))
+            after = FileVersion.of(saved)
+            result.bytes = after.size or 0
+            self.versions.wrote(path, before, after)
             self._written.pop(path, None)  # re-added last: the most recently written
-            modified = saved.get("last_modified") if isinstance(saved, dict) else None
-            if modified is not None and result.bytes <= CACHE_MAX_BYTES:
-                self._written[path] = (notebook, modified, saved["size"])
+            if after.last_modified is not None and result.bytes <= CACHE_MAX_BYTES:
+                self._written[path] = (notebook, after)
                 self._evict()
         result.seconds = time.perf_counter() - started
         return result
 
     def _evict(self) -> None:
         """Drop the copies written longest ago beyond ``CACHE_MAX_BYTES`` in all."""
-        total = sum(int(size or 0) for _, _, size in self._written.values())
+        total = sum(version.size or 0 for _, version in self._written.values())
         while total > CACHE_MAX_BYTES and len(self._written) > 1:
             oldest = next(iter(self._written))
-            total -= int(self._written.pop(oldest)[2] or 0)
+            total -= self._written.pop(oldest)[1].size or 0
 
     def forget(self, path: str) -> None:
         """Drop the parsed copy kept of a notebook (no cell of it is running any more).
@@ -176,12 +176,12 @@ class NotebookWriter(LoggingConfigurable):
         written = self._written.get(path)
         if written is None:
             return None
-        notebook, modified, size = written
+        notebook, version = written
         try:
             model = await ensure_async(self.contents_manager.get(path, content=False))
         except HTTPError:
             model = {}
-        if model.get("last_modified") != modified or model.get("size") != size:
+        if not FileVersion.of(model).is_our_write(version):
             self._written.pop(path, None)
             return None
         return notebook

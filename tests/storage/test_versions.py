@@ -120,6 +120,8 @@ def test_file_version_of_models_and_times() -> None:
     assert FileVersion.of(model) == FileVersion(T0, 7, "abc")
     assert FileVersion.of({"last_modified": "yesterday", "hash": ""}) == FileVersion(None)
     assert FileVersion.of(None) == FileVersion(None)
+    as_text = {"last_modified": "2026-12-04T02:00:00.123456Z", "size": 7}
+    assert FileVersion.of(as_text) == FileVersion(T0, 7)
     assert parse_time("2026-12-04T02:00:00.123456Z") == T0
     assert parse_time("2026-12-04T02:00:00.123456") == T0
     assert parse_time("not a time") is None
