@@ -254,26 +254,10 @@ class KernelListener(LoggingConfigurable):
                 continue
             decoded.append((kernel_id, msg))
             if msg["header"].get("msg_type") == "status":
-                self._note_status(subscription, msg)
+                subscription.note_status(msg, self.kernel_manager)
         for kernel_id, run in groupby(decoded, key=itemgetter(0)):
             for msg in coalesce_streams(msg for _, msg in run):
                 self._deliver(kernel_id, msg)
-
-    def _note_status(self, subscription: Subscription, msg: dict[str, Any]) -> None:
-        """Follow the kernel's state as jupyter_server's activity watcher does.
-
-        Like it, only statuses of tracked requests count: the busy/idle around a
-        control request (an interrupt, a debugger request) answered while a cell runs
-        must not make the kernel look idle.
-        """
-        parent, content = msg.get("parent_header"), msg.get("content")
-        if not isinstance(parent, dict) or not isinstance(content, dict):
-            return
-        tracked = getattr(self.kernel_manager, "track_message_type", None)
-        if callable(tracked) and not tracked(parent.get("msg_type", "")):
-            return
-        state = content.get("execution_state")
-        subscription.idle_since = time.monotonic() if state == "idle" else None
 
     def detach(self, kernel_id: str) -> None:
         """Close the subscription of a kernel, if any, after handling all it holds."""

@@ -33,6 +33,22 @@ class Subscription:
     #: When the kernel's latest status message, if it said ``idle``, was handled.
     idle_since: float | None = None
 
+    def note_status(self, msg: dict[str, Any], kernel_manager: Any) -> None:
+        """Follow the kernel's state as jupyter_server's activity watcher does.
+
+        Like it, only statuses of tracked requests count: the busy/idle around a
+        control request (an interrupt, a debugger request) answered while a cell runs
+        must not make the kernel look idle.
+        """
+        parent, content = msg.get("parent_header"), msg.get("content")
+        if not isinstance(parent, dict) or not isinstance(content, dict):
+            return
+        tracked = getattr(kernel_manager, "track_message_type", None)
+        if callable(tracked) and not tracked(parent.get("msg_type", "")):
+            return
+        state = content.get("execution_state")
+        self.idle_since = time.monotonic() if state == "idle" else None
+
 
 def open_subscription(kernel: Any, ports: tuple[Any, ...]) -> Subscription:
     """Subscribe to the kernel's IOPub; raises while the kernel has no connection info."""

@@ -12,6 +12,7 @@ from typing import Any
 from tornado.web import HTTPError
 from traitlets.config import LoggingConfigurable
 
+from ..logs import OnceWarnings
 from ..model.store import CaptureStore, Execution
 from .room import RoomUnsupported, room_is_loaded, write_into_room
 from .writer import CellUpdate, NotebookUnavailable, NotebookWriter
@@ -69,8 +70,7 @@ class Flusher(LoggingConfigurable):
         #: Per notebook, when we last wrote it (seconds since the epoch).
         self.last_written: dict[str, float] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        #: Per notebook and topic, the last warning logged (until that topic is fine again).
-        self._warned: dict[tuple[str, str], str] = {}
+        self.warnings = OnceWarnings(self.log)
         #: Notebooks being saved by us right now (the save guard sees our saves too).
         self.saving: set[str] = set()
         #: The server stops: clients are ignored (their rooms cancel pending saves).
@@ -153,7 +153,7 @@ class Flusher(LoggingConfigurable):
         try:
             result = await self.writer.merge(path, updates)
         except NotebookUnavailable as err:
-            self._warn_once(
+            self.warnings.warn(
                 path, "file", f"jupyter_persist: not writing {path}: {err}; outputs kept in memory"
             )
             return "unavailable"
@@ -161,7 +161,7 @@ class Flusher(LoggingConfigurable):
             # The ContentsManager could not save (disk full, quota, permissions); it
             # logs its own error. Ours is one WARNING until a write succeeds again.
             reason = err.log_message if isinstance(err, HTTPError) else str(err)
-            self._warn_once(
+            self.warnings.warn(
                 path,
                 "file",
                 f"jupyter_persist: cannot save {path} ({reason}); outputs kept in memory "
@@ -170,11 +170,11 @@ class Flusher(LoggingConfigurable):
             return "save failed"
         finally:
             self.saving.discard(path)
-        self._warned.pop((path, "file"), None)
+        self.warnings.clear(path, "file")
         for cell_id in result.merged:
             execution, version = versions[cell_id]
             execution.written_version = version
-        self._warn_missing(path, "cells", result.missing, "no longer exist")
+        self.warnings.missing_cells(path, "cells", result.missing, "no longer exist")
         self._forget_if_done(path)
         if not result.saved:
             return "up to date"
@@ -231,7 +231,7 @@ class Flusher(LoggingConfigurable):
         try:
             document = await self.find_room(path)
         except Exception as err:
-            self._warn_once(
+            self.warnings.warn(
                 path,
                 "room",
                 f"jupyter_persist: cannot look up the collaboration room of {path} ({err!r}); "
@@ -239,7 +239,7 @@ class Flusher(LoggingConfigurable):
             )
             return None
         if document is None:
-            self._warned.pop((path, "room"), None)
+            self.warnings.clear(path, "room")
         return document
 
     def _write_into_room(self, path: str, document: Any, executions: list[Execution]) -> str | None:
@@ -259,19 +259,21 @@ class Flusher(LoggingConfigurable):
                 {str(e.cell_id) for e in pending if not e.running},
             )
         except RoomUnsupported as err:
-            self._warn_once(
+            self.warnings.warn(
                 path,
                 "room",
                 f"jupyter_persist: cannot write into the collaboration room of {path} "
                 f"({err}); writing the file",
             )
             return None
-        self._warned.pop((path, "room"), None)
+        self.warnings.clear(path, "room")
         document_ref = weakref.ref(document)
         for execution in pending:
             if execution.cell_id in result.merged:
                 execution.room_written = (document_ref, execution.version)
-        self._warn_missing(path, "room cells", result.missing, "are not in its collaboration room")
+        self.warnings.missing_cells(
+            path, "room cells", result.missing, "are not in its collaboration room"
+        )
         if not result.changed:
             return "in room"
         self.log.info(
@@ -289,24 +291,6 @@ class Flusher(LoggingConfigurable):
         """Drop the writer's parsed copy of a notebook none of whose cells is running."""
         if not self._running(path):
             self.writer.forget(path)
-
-    def _warn_missing(self, path: str, topic: str, missing: set[str], where: str) -> None:
-        """Warn once about cells whose outputs cannot be placed, or end an earlier warning."""
-        if not missing:
-            self._warned.pop((path, topic), None)
-            return
-        self._warn_once(
-            path,
-            topic,
-            f"jupyter_persist: {len(missing)} cell(s) of {path} {where} "
-            f"({', '.join(sorted(missing))}); their outputs are kept in memory",
-        )
-
-    def _warn_once(self, path: str, topic: str, message: str) -> None:
-        """Log ``message`` unless it is what was last logged for this notebook and topic."""
-        if self._warned.get((path, topic)) != message:
-            self._warned[(path, topic)] = message
-            self.log.warning("%s", message)
 
 
 def pause_after_write(seconds: float, max_share: float) -> float:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from helpers import make_notebook, run_and_leave, wait_for
 
-from jupyter_persist.logs import debug_logged
+from jupyter_persist.logs import OnceWarnings, debug_logged
 
 
 def test_debug_logged_follows_the_handlers() -> None:
@@ -29,6 +29,31 @@ def test_debug_logged_follows_the_handlers() -> None:
         assert not debug_logged(logger)
     finally:
         logger.removeHandler(handler)
+
+
+def test_a_warning_is_logged_once_per_notebook_and_topic_until_it_clears(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    logger = logging.getLogger("test-once-warnings")
+    warnings = OnceWarnings(logger)
+    with caplog.at_level(logging.WARNING, logger="test-once-warnings"):
+        for _ in range(3):
+            warnings.warn("a.ipynb", "file", "disk full")
+        warnings.warn("b.ipynb", "file", "disk full")
+        warnings.warn("a.ipynb", "room", "disk full")
+        warnings.warn("a.ipynb", "file", "quota")  # a new reason is news
+        warnings.clear("a.ipynb", "file")
+        warnings.warn("a.ipynb", "file", "quota")  # failing again after a success
+        warnings.missing_cells("a.ipynb", "cells", {"c2", "c1"}, "no longer exist")
+        warnings.missing_cells("a.ipynb", "cells", {"c2", "c1"}, "no longer exist")
+        warnings.missing_cells("a.ipynb", "cells", set(), "no longer exist")
+        warnings.missing_cells("a.ipynb", "cells", {"c1", "c2"}, "no longer exist")
+    messages = [record.getMessage() for record in caplog.records]
+    cells = (
+        "jupyter_persist: 2 cell(s) of a.ipynb no longer exist (c1, c2); "
+        "their outputs are kept in memory"
+    )
+    assert messages == ["disk full", "disk full", "disk full", "quota", "quota", cells, cells]
 
 
 async def test_the_server_log_tells_an_admin_what_happens(
