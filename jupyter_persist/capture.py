@@ -11,7 +11,7 @@ execution ends, when its kernel restarts or stops, and when the server stops.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +166,10 @@ class CaptureManager(LoggingConfigurable):
             self.log.error("jupyter_persist: background task failed", exc_info=task.exception())
 
     def _kernel_restarted(self, kernel_id: str) -> None:
+        # The old process's widget models are gone with it, once their state is written.
+        stale = self.store.widgets.model_ids(kernel_id)
         self._finish_kernel(kernel_id, "restarted")
+        self._spawn(self._flush_then(lambda: self.store.widgets.drop(kernel_id, stale)))
         self.kernels.resubscribe(kernel_id)
         self._spawn(self.kernels.until_capturing(kernel_id))
 
@@ -179,7 +182,7 @@ class CaptureManager(LoggingConfigurable):
                 "jupyter_persist: stopped capturing %s (its kernel %s stopped)", path, kernel_id
             )
         self.log.info("jupyter_persist: stopped capturing kernel %s", kernel_id)
-        self._spawn(self._flush_and_forget(kernel_id))
+        self._spawn(self._flush_then(lambda: self.store.forget_written(kernel_id)))
 
     def _finish_kernel(self, kernel_id: str, why: str) -> None:
         finished = self.store.finish_kernel(kernel_id)
@@ -194,9 +197,9 @@ class CaptureManager(LoggingConfigurable):
         if finished:
             self._spawn(self.flusher.flush_all())
 
-    async def _flush_and_forget(self, kernel_id: str) -> None:
+    async def _flush_then(self, then: Callable[[], None]) -> None:
         await self.flusher.flush_all()
-        self.store.forget_written(kernel_id)
+        then()
 
     def owner_attached(self, execution: Execution) -> bool:
         """Whether the client that started ``execution`` is attached (unknown: any client)."""

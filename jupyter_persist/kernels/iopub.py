@@ -22,8 +22,13 @@ WANTED_MSG_TYPES = frozenset(
         "clear_output",
         "execute_input",
         "status",
+        "comm_open",
+        "comm_msg",
+        "comm_close",
     }
 )
+#: Message types whose binary buffers are kept (widget state, e.g. an image's bytes).
+BUFFERED_MSG_TYPES = frozenset({"comm_open", "comm_msg"})
 
 
 def decode(session: Session, parts: list[bytes]) -> dict[str, Any] | None:
@@ -40,13 +45,14 @@ def decode(session: Session, parts: list[bytes]) -> dict[str, Any] | None:
     if session.auth is not None and not hmac.compare_digest(signature, session.sign(fed[1:5])):
         raise ValueError("invalid signature")
     header = session.unpack(fed[1])
-    if header.get("msg_type") not in WANTED_MSG_TYPES:
+    msg_type = header.get("msg_type")
+    if msg_type not in WANTED_MSG_TYPES:
         return None
     return {
         "header": header,
         "parent_header": session.unpack(fed[2]),
         "content": session.unpack(fed[4]),
-        "buffers": [],
+        "buffers": list(fed[5:]) if msg_type in BUFFERED_MSG_TYPES else [],
     }
 
 

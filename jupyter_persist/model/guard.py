@@ -7,17 +7,27 @@ saves (autosave, Ctrl+S, "Overwrite"), the saved cell gets the captured outputs 
 A client that saw a whole execution keeps the last word: what it saves (for example
 cleared outputs) is what the user wants. Pure: it edits the save's model, no I/O.
 Nothing counts as written until the save succeeds (:meth:`SaveReport.commit`): a save
-that fails (a full disk) must leave the outputs to be written again.
+that fails (a full disk) must leave the outputs to be written again. Widget state
+follows the same rules (:func:`reconcile_widget_state`).
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .reducer import OutputArea
 from .store import CaptureStore, Execution
+from .widgets import (
+    STATE_MIME,
+    KernelWidgets,
+    notebook_widget_state,
+    view_model_ids,
+    widget_digest,
+    widget_state_document,
+)
 
 
 @dataclass
@@ -33,6 +43,8 @@ class SaveReport:
     #: Each execution whose outputs the file will hold once the save succeeds, and the
     #: version it will hold (output may arrive while the save is being written).
     saved_versions: list[tuple[Execution, int]] = field(default_factory=list)
+    #: The kernels' widget state the save was given, by model id.
+    widgets: dict[str, Any] = field(default_factory=dict)
 
     def commit(self) -> None:
         """The save succeeded: its executions' outputs are on disk, as of the save."""
@@ -98,3 +110,50 @@ def reconcile_save(store: CaptureStore, path: str, cells: list[Any]) -> SaveRepo
             report.restored.append(execution)
         report.saved_versions.append((execution, execution.version))
     return report
+
+
+def reconcile_widget_state(
+    content: dict[str, Any],
+    kernels: list[KernelWidgets],
+    written: Mapping[str, str],
+    max_model_bytes: int,
+) -> dict[str, Any]:
+    """Give a save the kernels' state of the widget models its views reach; returns it.
+
+    A tab saves widget state only with JupyterLab's "save widget state" setting on;
+    otherwise it keeps what the file held when it was opened, or nothing. A model the
+    save lacks, or holds exactly as we last wrote it (a copy carried over, now stale),
+    gets the kernel's current state; a state the tab saved itself is its last word.
+    """
+    cells = content.get("cells")
+    if not isinstance(cells, list):
+        return {}
+    roots = [
+        model_id
+        for cell in cells
+        if isinstance(cell, dict) and cell.get("cell_type") == "code"
+        for model_id in view_model_ids(cell.get("outputs") or [])
+    ]
+    ours = notebook_widget_state(roots, kernels, None, max_model_bytes).state if roots else {}
+    metadata = content.get("metadata")
+    if not ours or not isinstance(metadata, dict):
+        return {}
+    holder = metadata.get("widgets")
+    document = holder.get(STATE_MIME) if isinstance(holder, dict) else None
+    theirs = document.get("state") if isinstance(document, dict) else {}
+    if not isinstance(theirs, dict) or (holder is not None and not isinstance(holder, dict)):
+        return {}  # not the widget manager's format: left as the tab saved it
+    put = {
+        model_id: entry
+        for model_id, entry in ours.items()
+        if model_id not in theirs
+        or (widget_digest(theirs[model_id]) == written.get(model_id) and theirs[model_id] != entry)
+    }
+    if not put:
+        return {}
+    if not isinstance(holder, dict):
+        holder = metadata["widgets"] = {}
+    if not isinstance(document, dict):
+        document = holder[STATE_MIME] = widget_state_document({})
+    document["state"] = {**theirs, **put}
+    return put

@@ -14,6 +14,7 @@ from typing import Any
 from . import reducer
 from .caps import Limits
 from .reducer import OutputArea
+from .widgets import WidgetStore
 
 
 @dataclass(eq=False)
@@ -82,6 +83,8 @@ class CaptureStore:
         #: (kernel id, display id) → message ids of executions that showed it, in order.
         self._displays: dict[tuple[str, str], list[str]] = {}
         self._seq = 0
+        #: The widget models of every kernel (``metadata.widgets`` of their notebooks).
+        self.widgets = WidgetStore()
 
     def __len__(self) -> int:
         return len(self._executions)
@@ -231,11 +234,13 @@ class CaptureStore:
         """The kernel is gone: forget its executions that are on disk and no one else's.
 
         Unsaved outputs stay for a later write; server-owned ones stay so that the save
-        guard can still protect them from a stale tab.
+        guard can still protect them from a stale tab, and so do the kernel's widgets.
         """
         for execution in list(self.executions(kernel_id)):
             if not execution.dirty and not execution.server_owned:
                 self.forget(execution)
+        if next(self.executions(kernel_id), None) is None:
+            self.widgets.forget_kernel(kernel_id)
 
     def finish_kernel(self, kernel_id: str) -> list[Execution]:
         """Mark a kernel's running executions finished (restart, shutdown, death)."""

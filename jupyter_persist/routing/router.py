@@ -25,6 +25,7 @@ from .locator import ExecutionLocator
 OUTPUT_MSG_TYPES = frozenset(
     {"stream", "display_data", "update_display_data", "execute_result", "error"}
 )
+COMM_MSG_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})
 
 
 class Router(LoggingConfigurable):
@@ -76,6 +77,9 @@ class Router(LoggingConfigurable):
             parent = msg.get("parent_header") or {}
             msg_id = parent.get("msg_id")
             msg_type = msg["header"]["msg_type"]
+            if msg_type in COMM_MSG_TYPES:
+                self._on_comm(kernel_id, msg)
+                return
             if not msg_id:
                 return
             execution = self.store.get(msg_id)
@@ -104,6 +108,26 @@ class Router(LoggingConfigurable):
                 self._execution_finished(execution, detached)
         except Exception as err:
             self.log.debug("jupyter_persist: ignored a malformed %s message: %r", kernel_id, err)
+
+    def _on_comm(self, kernel_id: str, msg: dict[str, Any]) -> None:
+        """A widget's state changed: the execution that changed it has news to write.
+
+        Widget state is the kernel's, not an execution's; the execution named as the
+        message's parent (the cell whose code made the change, a running loop drawing
+        its progress bar) is what gets written, state and all, under the usual rules
+        (a change after the run ended waits for the next tick, not one write each).
+        """
+        if not self.store.widgets.apply(kernel_id, msg):
+            return
+        parent_id = (msg.get("parent_header") or {}).get("msg_id")
+        execution = self.store.get(parent_id) if isinstance(parent_id, str) else None
+        if execution is None or execution.kernel_id != kernel_id:
+            return
+        execution.version += 1
+        if not self.owner_attached(execution):
+            execution.server_owned = True
+        if not execution.notebookless:
+            self.recorder.widgets_changed(execution)
 
     def forget_kernel(self, kernel_id: str) -> list[str]:
         """The kernel is gone: the notebooks its outputs went to."""

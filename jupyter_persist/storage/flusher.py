@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,8 +13,9 @@ from traitlets.config import LoggingConfigurable
 
 from ..logs import OnceWarnings
 from ..model.store import CaptureStore, Execution
-from .room import RoomUnsupported, room_is_loaded, write_into_room
-from .writer import CellUpdate, NotebookUnavailable, NotebookWriter
+from ..model.widgets import notebook_widget_state
+from .roomoutputs import RoomOutputs
+from .writer import CellUpdate, NotebookUnavailable, NotebookWriter, WidgetStateBuilder
 
 
 class Flusher(LoggingConfigurable):
@@ -54,8 +54,6 @@ class Flusher(LoggingConfigurable):
     ) -> None:
         super().__init__(**kwargs)
         self.attached = attached
-        #: The open collaboration room's notebook of a path, or None.
-        self.find_room = find_room
         #: Whether the client that started an execution is attached (default: any client).
         self.owner_attached = owner_attached or (lambda e: self.attached(e.kernel_id))
         #: Whether a page opening a notebook holds its file (``CaptureManager.page_owns``).
@@ -71,6 +69,10 @@ class Flusher(LoggingConfigurable):
         self.last_written: dict[str, float] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.warnings = OnceWarnings(self.log)
+        #: Writes outputs into open collaboration rooms (``find_room``: a path's room).
+        self.rooms = (
+            RoomOutputs(find_room, self.warnings, self.log) if find_room is not None else None
+        )
         #: Notebooks being saved by us right now (the save guard sees our saves too).
         self.saving: set[str] = set()
         #: The server stops: clients are ignored (their rooms cancel pending saves).
@@ -130,7 +132,9 @@ class Flusher(LoggingConfigurable):
         if not ignore_clients and self.tab_saving(path):
             return "tab saving"
         if not ignore_clients and any(self.attached(e.kernel_id) for e in executions):
-            return await self._write_room_for_absent_owners(path, executions)
+            if self.rooms is None:
+                return "client attached"
+            return await self.rooms.write_for_absent_owners(path, executions, self.owner_attached)
         if (
             not (ignore_clients or ignore_pause)
             and time.monotonic() < self.not_before.get(path, 0.0)
@@ -138,10 +142,10 @@ class Flusher(LoggingConfigurable):
         ):
             return "paused"
         # Clients are ignored only when the server stops, which cancels the rooms' saves.
-        if not ignore_clients and self.find_room is not None:
-            document = await self._open_room(path)
+        if not ignore_clients and self.rooms is not None:
+            document = await self.rooms.open(path)
             if document is not None:
-                outcome = self._write_into_room(path, document, executions)
+                outcome = self.rooms.write(path, document, executions)
                 if outcome is not None:
                     return outcome
         versions = {e.cell_id: (e, e.version) for e in executions if e.cell_id is not None}
@@ -151,7 +155,7 @@ class Flusher(LoggingConfigurable):
         }
         self.saving.add(path)
         try:
-            result = await self.writer.merge(path, updates)
+            result = await self.writer.merge(path, updates, self._widget_state_of(path))
         except NotebookUnavailable as err:
             self.warnings.warn(
                 path, "file", f"jupyter_persist: not writing {path}: {err}; outputs kept in memory"
@@ -175,6 +179,9 @@ class Flusher(LoggingConfigurable):
             execution, version = versions[cell_id]
             execution.written_version = version
         self.warnings.missing_cells(path, "cells", result.missing, "no longer exist")
+        self._warn_widgets_too_big(path, result.widgets_too_big)
+        if result.widgets is not None:
+            self.store.widgets.wrote(path, result.widgets, only_these=True)
         self._forget_if_done(path)
         if not result.saved:
             return "up to date"
@@ -191,98 +198,41 @@ class Flusher(LoggingConfigurable):
         )
         return "written"
 
-    async def _write_room_for_absent_owners(self, path: str, executions: list[Execution]) -> str:
-        """With clients attached, the room still gets executions whose own client left.
-
-        A tab reopened under collaboration shows the room's cells; the tab that ran the
-        cell, the only one that would put the outputs there, is gone. Without a room,
-        attached clients own the file, as always.
-        """
-        if self.find_room is None:
-            return "client attached"
-        orphaned = [e for e in executions if not self.owner_attached(e)]
-        if not orphaned:
-            return "client attached"
-        document = await self._open_room(path)
-        if document is None:
-            return "client attached"
-        return self._write_into_room(path, document, orphaned) or "client attached"
-
     async def flush_into_room(self, path: str) -> Any | None:
         """Write the notebook's unwritten outputs into its open room, clients or not.
 
         Returns the room's notebook, or None when no room is open (nothing written).
         """
-        if self.find_room is None:
+        if self.rooms is None:
             return None
         lock = self._locks.setdefault(path, asyncio.Lock())
         async with lock:
             try:
-                document = await self._open_room(path)
+                document = await self.rooms.open(path)
                 if document is not None:
-                    self._write_into_room(path, document, self.store.to_write(path))
+                    self.rooms.write(path, document, self.store.to_write(path))
                 return document
             except Exception:
                 self.log.exception("jupyter_persist: error writing %s into its room", path)
                 return None
 
-    async def _open_room(self, path: str) -> Any | None:
-        assert self.find_room is not None
-        try:
-            document = await self.find_room(path)
-        except Exception as err:
-            self.warnings.warn(
-                path,
-                "room",
-                f"jupyter_persist: cannot look up the collaboration room of {path} ({err!r}); "
-                "writing the file",
-            )
-            return None
-        if document is None:
-            self.warnings.clear(path, "room")
-        return document
+    def _widget_state_of(self, path: str) -> WidgetStateBuilder:
+        """The notebook's widget state, from the models of the kernels its cells ran on."""
+        kernels = self.store.widgets.of(e.kernel_id for e in self.store.latest_of(path))
+        max_bytes = self.store.limits.max_rich_output_bytes
+        return lambda roots, saved: notebook_widget_state(roots, kernels, saved, max_bytes)
 
-    def _write_into_room(self, path: str, document: Any, executions: list[Execution]) -> str | None:
-        """Write outputs into an open room; None when the file must be written instead."""
-        pending = [e for e in executions if e.cell_id is not None and not e.in_room(document)]
-        if not pending:
-            return "in room"
-        try:
-            if not room_is_loaded(document):
-                return "room loading"
-            result = write_into_room(
-                document,
-                {
-                    str(e.cell_id): CellUpdate(e.area.to_json(), e.area.execution_count)
-                    for e in pending
-                },
-                {str(e.cell_id) for e in pending if not e.running},
-            )
-        except RoomUnsupported as err:
-            self.warnings.warn(
-                path,
-                "room",
-                f"jupyter_persist: cannot write into the collaboration room of {path} "
-                f"({err}); writing the file",
-            )
-            return None
-        self.warnings.clear(path, "room")
-        document_ref = weakref.ref(document)
-        for execution in pending:
-            if execution.cell_id in result.merged:
-                execution.room_written = (document_ref, execution.version)
-        self.warnings.missing_cells(
-            path, "room cells", result.missing, "are not in its collaboration room"
-        )
-        if not result.changed:
-            return "in room"
-        self.log.info(
-            "jupyter_persist: wrote %d cell(s) of %s into its collaboration room, which saves "
-            "the file",
-            len(result.merged),
+    def _warn_widgets_too_big(self, path: str, too_big: list[tuple[str, int]]) -> None:
+        if not too_big:
+            self.warnings.clear(path, "widgets")
+            return
+        models = ", ".join(f"{model_id} ({size:,} bytes)" for model_id, size in too_big)
+        self.warnings.warn(
             path,
+            "widgets",
+            f"jupyter_persist: left the state of {len(too_big)} widget model(s) of {path} "
+            f"out of the notebook, each over max_rich_output_bytes: {models}",
         )
-        return "written to room"
 
     def _running(self, path: str) -> bool:
         return any(e.running for e in self.store.executions() if e.path == path)

@@ -7,7 +7,9 @@ from typing import Any
 from tornado.ioloop import PeriodicCallback
 from traitlets.config import LoggingConfigurable
 
+from ..model.progress import progress_line
 from ..model.store import CaptureStore, Execution
+from ..model.widgets import view_model_ids
 from .journal import Journal
 from .recovery import restore_journals
 from .textlog import TextLog
@@ -41,6 +43,10 @@ class Recorder(LoggingConfigurable):
         self._journaled_paths: set[str] = set()
         #: Why the last journal append failed; None once one succeeds.
         self._journal_error: str | None = None
+        #: Executions whose widgets changed since the text log last showed their bars.
+        self._widgets_changed: dict[str, Execution] = {}
+        #: Per execution with progress bars, the line each bar (by model id) last got.
+        self._bar_lines: dict[str, tuple[Execution, dict[str, str]]] = {}
 
     async def start(self) -> None:
         """Restore old journals, then record every ``interval`` seconds."""
@@ -88,6 +94,31 @@ class Recorder(LoggingConfigurable):
         if execution is not None:
             self.note(execution, f"[waiting for input: {prompt!r}]\n")
 
+    def widgets_changed(self, execution: Execution) -> None:
+        """A widget state changed by ``execution`` changed: its progress bars may have moved."""
+        if self.text_log is not None:
+            self._widgets_changed[execution.msg_id] = execution
+
+    def _log_progress_bars(self) -> None:
+        """Give the text log a line for each progress bar that moved since its last line.
+
+        One line per bar per tick at most: ``jupyter persist log -f`` follows a widget
+        bar (``tqdm.auto``) at the journal's pace, as a plain tqdm bar writes lines
+        when its output is not a terminal.
+        """
+        changed, self._widgets_changed = self._widgets_changed, {}
+        for execution in changed.values():
+            models = self.store.widgets.models_of(execution.kernel_id)
+            _, logged = self._bar_lines.setdefault(execution.msg_id, (execution, {}))
+            for root in view_model_ids(execution.area.outputs):
+                line = progress_line(root, models)
+                if line is not None and logged.get(root) != line:
+                    self.note(execution, line + "\n")
+                    logged[root] = line
+        for msg_id, (execution, _) in list(self._bar_lines.items()):
+            if not execution.running:
+                del self._bar_lines[msg_id]
+
     def forget(self, execution: Execution) -> None:
         """Drop what is pending for an execution that goes to no notebook."""
         if self.text_log is not None:
@@ -107,6 +138,7 @@ class Recorder(LoggingConfigurable):
             else:
                 self._journal_works()
             if self.text_log is not None:
+                self._log_progress_bars()
                 self.text_log.flush(with_notebook)
             current = {str(e.path) for e in placed}
             pending = {str(e.path) for e in placed if e.dirty or e.running}

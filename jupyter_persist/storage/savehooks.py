@@ -14,7 +14,7 @@ from typing import Any
 
 from traitlets.config import LoggingConfigurable
 
-from ..model.guard import SaveReport, reconcile_save
+from ..model.guard import SaveReport, reconcile_save, reconcile_widget_state
 from ..model.store import CaptureStore
 
 
@@ -56,6 +56,13 @@ class SaveHooks(LoggingConfigurable):
             if path not in self.saving:
                 self._catch_up_before(path)
             report = reconcile_save(self.store, path, cells)
+            if path not in self.saving:
+                report.widgets = reconcile_widget_state(
+                    model["content"],
+                    self.store.widgets.of(e.kernel_id for e in self.store.latest_of(path)),
+                    self.store.widgets.written(path),
+                    self.store.limits.max_rich_output_bytes,
+                )
             # Committed by on_post_save, which the ContentsManager calls only when the
             # save succeeded. Keyed by path: two saves of one notebook in flight at once
             # (ours are serialized per notebook) would share the later one's report.
@@ -68,6 +75,13 @@ class SaveHooks(LoggingConfigurable):
                     "jupyter_persist: a save of %s lacked captured outputs of cell %s; kept them",
                     path,
                     execution.cell_id,
+                )
+            if report.widgets:
+                self.log.info(
+                    "jupyter_persist: a save of %s lacked the state of %d widget model(s); "
+                    "kept the kernel's",
+                    path,
+                    len(report.widgets),
                 )
             for execution in report.cleared:
                 self.log.info(
@@ -85,6 +99,8 @@ class SaveHooks(LoggingConfigurable):
             report = self._saves_in_flight.pop(path, None)
             if report is not None:
                 report.commit()
+                if report.widgets:
+                    self.store.widgets.wrote(path, report.widgets, only_these=False)
             if path not in self.saving and self.on_saved_by_others is not None:
                 self.on_saved_by_others(path)
         except Exception as err:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -15,7 +16,11 @@ from tornado.web import HTTPError
 from traitlets import Any as AnyTrait
 from traitlets.config import LoggingConfigurable
 
+from ..model.widgets import STATE_MIME, NotebookWidgets, view_model_ids, widget_state_document
 from .versions import FileVersion, WrittenVersions
+
+#: Builds a notebook's widget state from its views' model ids and the state it holds.
+WidgetStateBuilder = Callable[[list[str], Any], NotebookWidgets]
 
 
 class NotebookUnavailable(Exception):
@@ -45,6 +50,10 @@ class WriteResult:
     saved: bool = False
     bytes: int = 0
     seconds: float = 0.0
+    #: The widget state the notebook holds now, by model id (None: not touched).
+    widgets: dict[str, Any] | None = None
+    #: Widget models left out for their size: (model id, bytes).
+    widgets_too_big: list[tuple[str, int]] = field(default_factory=list)
 
 
 #: File bytes of the notebooks kept parsed between our writes, in all (see ``merge``).
@@ -127,8 +136,16 @@ class NotebookWriter(LoggingConfigurable):
             return matches[0]["id"], 1
         return None, len(matches)
 
-    async def merge(self, path: str, updates: dict[str, CellUpdate]) -> WriteResult:
+    async def merge(
+        self,
+        path: str,
+        updates: dict[str, CellUpdate],
+        widgets: WidgetStateBuilder | None = None,
+    ) -> WriteResult:
         """Give each cell named in ``updates`` its outputs and count; save if anything changed.
+
+        With ``widgets``, the notebook's widget state is brought up to date too (see
+        :func:`merge_widget_state`).
 
         Raises :class:`NotebookUnavailable` when the notebook cannot be read; a notebook
         that cannot be read is never written.
@@ -139,6 +156,12 @@ class NotebookWriter(LoggingConfigurable):
         if notebook is None:
             notebook, before = await self._read_version(path)
         result = merge_outputs(notebook, updates)
+        if widgets is not None:
+            widget_result = merge_widget_state(notebook, widgets)
+            if widget_result is not None:
+                result.saved = result.saved or widget_result[0]
+                result.widgets = widget_result[1].state
+                result.widgets_too_big = widget_result[1].too_big
         if result.saved:
             model = {"type": "notebook", "format": "json", "content": notebook}
             try:
@@ -211,8 +234,41 @@ def merge_outputs(notebook: NotebookNode, updates: dict[str, CellUpdate]) -> Wri
             continue
         cell["outputs"] = [nbformat.from_dict(output) for output in update.outputs]
         cell["execution_count"] = update.execution_count
+        # The outputs of code the user ran are trusted, as JupyterLab marks a cell it
+        # ran: the ContentsManager then signs the notebook, and a reopened page renders
+        # them in full (a widget view, HTML with scripts) instead of their plain text.
+        # ``trusted`` is transient: nbformat does not write it to the file.
+        cell.setdefault("metadata", nbformat.from_dict({}))["trusted"] = True
         result.saved = True
     return result
+
+
+def merge_widget_state(
+    notebook: NotebookNode, build: WidgetStateBuilder
+) -> tuple[bool, NotebookWidgets] | None:
+    """Give the notebook the state of the widget models its views reach, in memory.
+
+    Only ``metadata.widgets[STATE_MIME]`` is touched; a notebook without widget views
+    is left alone (None). Returns whether the state changed, and the state built.
+    """
+    roots = [
+        model_id
+        for cell in notebook.cells
+        if cell.get("cell_type") == "code"
+        for model_id in view_model_ids(cell.get("outputs", []))
+    ]
+    if not roots:
+        return None
+    holder = notebook.metadata.get("widgets")
+    saved = holder.get(STATE_MIME) if isinstance(holder, dict) else None
+    built = build(roots, saved)
+    document = widget_state_document(built.state)
+    if (saved is None and not built.state) or _plain(saved) == _plain(document):
+        return False, built
+    if not isinstance(holder, dict):
+        holder = notebook.metadata["widgets"] = nbformat.from_dict({})
+    holder[STATE_MIME] = nbformat.from_dict(document)
+    return True, built
 
 
 def _source(cell: NotebookNode) -> str:

@@ -85,7 +85,7 @@ async def test_interrupt_while_detached(
     assert stream_text((await load_cells(path))["c"]) == "start\n"
 
 
-async def test_comm_messages_with_binary_buffers_are_ignored(
+async def test_comm_messages_with_binary_buffers_are_kept_as_widget_state(
     jp_root_dir: Path,
     jp_ws_fetch: Any,
     notebook_session: Any,
@@ -95,9 +95,12 @@ async def test_comm_messages_with_binary_buffers_are_ignored(
     path = jp_root_dir / "widgets.ipynb"
     code = (
         "import time\nfrom comm import create_comm\nprint('start', flush=True)\n"
-        "c = create_comm(target_name='jupyter.widget', data={'state': {}},\n"
+        "c = create_comm(target_name='jupyter.widget', comm_id='odd-widget',\n"
+        "                data={'state': {}, 'buffer_paths': [['a']]},\n"
         "                buffers=[b'\\x00\\xff' * 100])\n"
-        "c.send({'method': 'update'}, buffers=[memoryview(b'\\x01' * 1000)])\n"
+        "c.send({'method': 'update', 'state': {}, 'buffer_paths': [['b']]},\n"
+        "       buffers=[memoryview(b'\\x01' * 1000)])\n"
+        "c.send({'method': 'custom', 'content': {}}, buffers=[b'\\x02'])\n"
         "time.sleep(1)\nprint('end')"
     )
     make_notebook(path, [("c", code)])
@@ -105,6 +108,9 @@ async def test_comm_messages_with_binary_buffers_are_ignored(
     with caplog.at_level(logging.WARNING):
         await run_and_leave(jp_ws_fetch, kernel_id, code, "c")
         await wait_for(lambda: stream_text(read_cells(path)["c"]) == "start\nend\n", what="write")
+    model = capture.store.widgets.models_of(kernel_id)["odd-widget"]
+    assert model.buffers == {("a",): b"\x00\xff" * 100, ("b",): b"\x01" * 1000}
+    assert "widgets" not in read_notebook(path)["metadata"]  # no view of it was displayed
     assert not [
         r
         for r in caplog.records

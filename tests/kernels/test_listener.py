@@ -18,9 +18,12 @@ from jupyter_persist.kernels.iopub import coalesce_streams, decode
 from jupyter_persist.model import reducer
 
 
-def wire(session: Session, msg_type: str, content: dict[str, object]) -> list[bytes]:
+def wire(
+    session: Session, msg_type: str, content: dict[str, object], buffers: list[bytes] | None = None
+) -> list[bytes]:
     msg = session.msg(msg_type, content, parent=session.msg_header("execute_request"))
-    return session.serialize(msg)
+    parts: list[bytes] = session.serialize(msg)
+    return parts + list(buffers or [])  # Session.send puts the buffers after the frames
 
 
 def test_decodes_what_the_capture_needs() -> None:
@@ -34,7 +37,20 @@ def test_decodes_what_the_capture_needs() -> None:
 
 def test_other_message_types_are_skipped_undecoded() -> None:
     session = Session(key=b"secret")
-    assert decode(session, wire(session, "comm_msg", {"data": {}})) is None
+    assert decode(session, wire(session, "debug_event", {"event": "stopped"})) is None
+
+
+def test_comm_messages_keep_their_binary_buffers() -> None:
+    session = Session(key=b"secret")
+    content = {"comm_id": "c", "data": {"method": "update", "buffer_paths": [["value"]]}}
+    parts = wire(session, "comm_msg", content, buffers=[b"\x00\xff" * 10])
+    msg = decode(session, parts)
+    assert msg is not None
+    assert msg["content"] == content
+    assert msg["buffers"] == [b"\x00\xff" * 10]
+    stream = decode(session, wire(session, "stream", {"name": "stdout", "text": "x"}))
+    assert stream is not None
+    assert stream["buffers"] == []
 
 
 def test_a_bad_signature_is_refused() -> None:

@@ -6,8 +6,18 @@ from typing import Any
 
 from helpers import idle_msg, stream_msg
 
-from jupyter_persist.model.guard import normalized_outputs, reconcile_save
+from jupyter_persist.model.guard import (
+    normalized_outputs,
+    reconcile_save,
+    reconcile_widget_state,
+)
 from jupyter_persist.model.store import CaptureStore, Execution
+from jupyter_persist.model.widgets import (
+    STATE_MIME,
+    KernelWidgets,
+    notebook_widget_state,
+    widget_digest,
+)
 
 
 def tracked(
@@ -154,3 +164,96 @@ def test_normalized_outputs() -> None:
     assert normalized_outputs([display]) == [
         {"output_type": "display_data", "data": {"text/html": "<b>x</b>"}, "metadata": {}}
     ]
+
+
+# Widget state: the kernels' models, for views the saving tab has no state of its own for.
+
+
+def slider_kernel(value: int) -> KernelWidgets:
+    widgets = KernelWidgets()
+    state = {
+        "_model_name": "IntSliderModel",
+        "_model_module": "@jupyter-widgets/controls",
+        "_model_module_version": "2.0.0",
+        "value": value,
+        "layout": "IPY_MODEL_lay",
+    }
+    for comm_id, data in (("lay", {"_model_name": "LayoutModel"}), ("w", state)):
+        widgets.apply(
+            {
+                "header": {"msg_type": "comm_open"},
+                "content": {
+                    "comm_id": comm_id,
+                    "target_name": "jupyter.widget",
+                    "data": {"state": data, "buffer_paths": []},
+                },
+                "buffers": [],
+            }
+        )
+    return widgets
+
+
+def widget_save(state: dict[str, Any] | None) -> dict[str, Any]:
+    view = {
+        "output_type": "display_data",
+        "data": {"application/vnd.jupyter.widget-view+json": {"model_id": "w"}},
+        "metadata": {},
+    }
+    metadata: dict[str, Any] = {"kernelspec": {"name": "python3"}}
+    if state is not None:
+        metadata["widgets"] = {
+            STATE_MIME: {"version_major": 2, "version_minor": 0, "state": state},
+            "other/key": {"kept": True},
+        }
+    return {"cells": [cell([view], 1)], "metadata": metadata}
+
+
+def test_a_save_without_widget_state_gets_the_kernels() -> None:
+    content = widget_save(None)
+    put = reconcile_widget_state(content, [slider_kernel(7)], {}, 1_000_000)
+    assert set(put) == {"w", "lay"}
+    state = content["metadata"]["widgets"][STATE_MIME]
+    assert state["version_major"] == 2
+    assert state["state"]["w"]["state"]["value"] == 7
+    assert content["metadata"]["kernelspec"] == {"name": "python3"}  # the rest untouched
+
+
+def test_a_state_the_tab_saved_itself_is_its_last_word() -> None:
+    theirs = {"w": {"model_name": "IntSliderModel", "state": {"value": 3}}}
+    content = widget_save(theirs)
+    put = reconcile_widget_state(content, [slider_kernel(7)], {}, 1_000_000)
+    assert set(put) == {"lay"}  # only what it lacked
+    saved = content["metadata"]["widgets"]
+    assert saved[STATE_MIME]["state"]["w"] == {
+        "model_name": "IntSliderModel",
+        "state": {"value": 3},
+    }
+    assert saved["other/key"] == {"kept": True}
+
+
+def test_a_stale_copy_of_what_we_wrote_gets_the_kernels_current_state() -> None:
+    kernel = slider_kernel(2)
+    ours_then = notebook_widget_state(["w"], [kernel], None, 1_000_000).state
+    written = {model_id: widget_digest(entry) for model_id, entry in ours_then.items()}
+    content = widget_save(dict(ours_then))  # the tab carried the file's state along
+    kernel.apply(
+        {
+            "header": {"msg_type": "comm_msg"},
+            "content": {"comm_id": "w", "data": {"method": "update", "state": {"value": 9}}},
+            "buffers": [],
+        }
+    )
+    put = reconcile_widget_state(content, [kernel], written, 1_000_000)
+    assert set(put) == {"w"}  # the layout did not change
+    assert content["metadata"]["widgets"][STATE_MIME]["state"]["w"]["state"]["value"] == 9
+
+
+def test_saves_without_widget_views_or_in_another_format_are_left_alone() -> None:
+    content = {"cells": [cell([], None)], "metadata": {}}
+    assert reconcile_widget_state(content, [slider_kernel(1)], {}, 1_000_000) == {}
+    assert content["metadata"] == {}
+    odd = widget_save(None)
+    odd["metadata"]["widgets"] = "not a mapping"
+    assert reconcile_widget_state(odd, [slider_kernel(1)], {}, 1_000_000) == {}
+    assert odd["metadata"]["widgets"] == "not a mapping"
+    assert reconcile_widget_state(widget_save(None), [], {}, 1_000_000) == {}

@@ -97,8 +97,8 @@ async def test_the_writes_of_one_round_are_spread_out(tmp_path: Path) -> None:
     written: list[float] = []
     merge = writer.merge
 
-    async def timed_merge(path: str, updates: Any) -> Any:
-        result = await merge(path, updates)
+    async def timed_merge(path: str, updates: Any, widgets: Any = None) -> Any:
+        result = await merge(path, updates, widgets)
         written.append(time.monotonic())
         return result
 

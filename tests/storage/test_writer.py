@@ -10,9 +10,16 @@ import nbformat
 import pytest
 from helpers import make_notebook, run_and_leave, wait_for
 from jupyter_server.services.contents.filemanager import AsyncFileContentsManager
+from nbformat.sign import NotebookNotary
 
+from jupyter_persist.model.widgets import STATE_MIME, NotebookWidgets
 from jupyter_persist.storage import writer as writer_module
-from jupyter_persist.storage.writer import CellUpdate, NotebookUnavailable, NotebookWriter
+from jupyter_persist.storage.writer import (
+    CellUpdate,
+    NotebookUnavailable,
+    NotebookWriter,
+    merge_widget_state,
+)
 
 STREAM = {"output_type": "stream", "name": "stdout", "text": "hello\n"}
 
@@ -214,3 +221,74 @@ async def test_the_parsed_copy_of_a_large_notebook_goes_when_its_run_ends(
     # The last write marks the outputs written from inside the save (the pre-save hook):
     # the copy goes when that write returns.
     await wait_for(lambda: "big.ipynb" not in capture.writer._written, what="the dropped copy")
+
+
+def widget_notebook(metadata: dict[str, Any]) -> nbformat.NotebookNode:
+    notebook = nbformat.v4.new_notebook(metadata=metadata)
+    cell = nbformat.v4.new_code_cell("bar()", id="w")
+    cell.outputs = [
+        nbformat.v4.new_output(
+            "display_data",
+            data={"application/vnd.jupyter.widget-view+json": {"model_id": "m1"}},
+        )
+    ]
+    notebook.cells = [cell, nbformat.v4.new_code_cell("1", id="plain")]
+    return notebook
+
+
+def fixed_state(roots: list[str], saved: Any) -> NotebookWidgets:
+    return NotebookWidgets(
+        state={root: {"model_name": "IntSliderModel", "state": {"value": 1}} for root in roots}
+    )
+
+
+def test_merge_widget_state_touches_only_the_widget_state() -> None:
+    metadata = {"language_info": {"name": "python"}, "widgets": {"other/key": {"x": 1}}}
+    notebook = widget_notebook(metadata)
+    changed, built = merge_widget_state(notebook, fixed_state) or (None, None)
+    assert changed is True
+    assert built is not None
+    widgets = notebook.metadata["widgets"]
+    assert widgets["other/key"] == {"x": 1}
+    assert widgets[STATE_MIME] == {
+        "version_major": 2,
+        "version_minor": 0,
+        "state": {"m1": {"model_name": "IntSliderModel", "state": {"value": 1}}},
+    }
+    assert notebook.metadata["language_info"] == {"name": "python"}
+    # The same state again: nothing to save.
+    assert merge_widget_state(notebook, fixed_state) == (False, built)
+
+
+def test_a_notebook_without_widget_views_is_left_alone() -> None:
+    notebook = widget_notebook({})
+    notebook.cells[0].outputs = []
+    assert merge_widget_state(notebook, fixed_state) is None
+    assert "widgets" not in notebook.metadata
+    # Views whose models nobody has: no empty state is added either.
+    notebook = widget_notebook({})
+    assert merge_widget_state(notebook, lambda roots, saved: NotebookWidgets(state={})) == (
+        False,
+        NotebookWidgets(state={}),
+    )
+    assert "widgets" not in notebook.metadata
+
+
+async def test_the_cells_we_write_are_trusted_and_the_notebook_signed(
+    tmp_path: Path, writer: NotebookWriter
+) -> None:
+    path = tmp_path / "nb.ipynb"
+    make_notebook(path, [("a", "bar()"), ("b", "1")])
+    html = {
+        "output_type": "display_data",
+        "data": {"text/html": "<script>draw()</script>", "text/plain": "bar"},
+        "metadata": {},
+    }
+    # A notary of its own: signatures are kept by content, across runs.
+    (tmp_path / "notary").mkdir()
+    notary = writer.contents_manager.notary = NotebookNotary(data_dir=str(tmp_path / "notary"))
+    assert not notary.check_signature(nbformat.read(path, as_version=4))
+    await writer.merge(path.name, {"a": CellUpdate([html], 1)})
+    on_disk = nbformat.read(path, as_version=4)
+    assert notary.check_signature(on_disk)  # a reopened page renders the output in full
+    assert "trusted" not in on_disk.cells[0].metadata  # transient: not in the file

@@ -1,0 +1,138 @@
+"""Widget progress bars (tqdm.auto with ipywidgets) kept on the server, end to end."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from helpers import load_cells, make_notebook, read_notebook, run_and_leave, wait_for
+from nbclient import NotebookClient
+
+from jupyter_persist.model.widgets import STATE_MIME, VIEW_MIME, references
+
+TQDM_LOOP = (
+    "import time\n"
+    "from tqdm.auto import tqdm\n"
+    "print('start', flush=True)\n"
+    "for i in tqdm(range(20), desc='Work'):\n"
+    "    time.sleep(0.15)\n"
+)
+
+
+def widget_state(notebook: dict[str, Any]) -> dict[str, Any]:
+    return notebook.get("metadata", {}).get("widgets", {}).get(STATE_MIME, {}).get("state", {})
+
+
+def view_ids(cell: dict[str, Any]) -> list[str]:
+    return [
+        output["data"][VIEW_MIME]["model_id"]
+        for output in cell["outputs"]
+        if VIEW_MIME in output.get("data", {})
+    ]
+
+
+def canonical(state: dict[str, Any], roots: list[str]) -> dict[str, Any]:
+    """The models the roots reach, named by where they are reached: equal up to ids."""
+    names: dict[str, str] = {}
+    pending = [(root, f"view{index}") for index, root in enumerate(roots)]
+    while pending:
+        model_id, name = pending.pop(0)
+        if model_id in names or model_id not in state:
+            continue
+        names[model_id] = name
+        pending.extend(
+            (ref, f"{name}/{position}")
+            for position, ref in enumerate(references(state[model_id]["state"]))
+        )
+
+    def renamed(value: Any) -> Any:
+        if isinstance(value, str) and value.startswith("IPY_MODEL_"):
+            return "IPY_MODEL_" + names.get(value[len("IPY_MODEL_") :], "?")
+        if isinstance(value, dict):
+            return {key: renamed(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [renamed(item) for item in value]
+        return value
+
+    result = {names[model_id]: renamed(copy.deepcopy(state[model_id])) for model_id in names}
+    for entry in result.values():
+        value = entry["state"].get("value")
+        if isinstance(value, str) and "it/s" in value:
+            # tqdm's right-hand text holds the elapsed time and the rate of this run.
+            entry["state"]["value"] = re.sub(r"\[.*\]", "[time, rate]", value)
+    return result
+
+
+async def test_a_progress_bar_left_running_is_saved_with_its_widget_state(
+    jp_root_dir: Path, jp_ws_fetch: Any, jp_fetch: Any, notebook_session: Any, capture: Any
+) -> None:
+    nb_path = jp_root_dir / "bar.ipynb"
+    make_notebook(nb_path, [("bar", TQDM_LOOP)])
+    _, kernel_id = await notebook_session("bar.ipynb")
+    await run_and_leave(jp_ws_fetch, kernel_id, TQDM_LOOP, "bar", wait_text="start")
+
+    def finished_bar() -> bool:
+        notebook = read_notebook(nb_path)
+        state = widget_state(notebook)
+        bars = [m for m in state.values() if m.get("model_name") == "FloatProgressModel"]
+        return bool(bars) and bars[0]["state"]["value"] == 20
+
+    await wait_for(finished_bar, timeout=60, what="the finished bar's state in the file")
+    # The text log followed the bar as tqdm's own text bar would show it.
+    text_log = capture.recorder.text_log.file_for("bar.ipynb")
+    await wait_for(
+        lambda: "Work: 100%|██████████| 20/20 [" in text_log.read_text(encoding="utf-8"),
+        timeout=10,
+        what="the finished bar in the text log",
+    )
+    bar_lines = [
+        line for line in text_log.read_text(encoding="utf-8").splitlines() if "/20 [" in line
+    ]
+    assert len(bar_lines) >= 3, bar_lines  # it moved, line by line, while it ran
+
+    # A stale tab saves the notebook as it had it: the cell's view, no widget state.
+    stale = read_notebook(nb_path)
+    stale["metadata"].pop("widgets")
+    body = {"type": "notebook", "format": "json", "content": stale}
+    await jp_fetch("api", "contents", "bar.ipynb", method="PUT", body=json.dumps(body))
+    assert finished_bar(), "the save guard kept the kernel's widget state"
+    await jp_fetch("api", "kernels", kernel_id, method="DELETE")
+    await wait_for(lambda: kernel_id not in capture.listener.kernel_ids, timeout=30)
+
+    notebook = read_notebook(nb_path)
+    cell = (await load_cells(nb_path))["bar"]
+    roots = view_ids(cell)
+    assert len(roots) == 1
+    document = notebook["metadata"]["widgets"][STATE_MIME]
+    assert (document["version_major"], document["version_minor"]) == (2, 0)
+    state = document["state"]
+    # The bar's tree and nothing else: HBox, two HTML texts, the progress, layouts, styles.
+    names = sorted(entry["model_name"] for entry in state.values())
+    assert names == sorted(
+        ["HBoxModel", "HTMLModel", "HTMLModel", "FloatProgressModel"]
+        + ["LayoutModel"] * 4
+        + ["HTMLStyleModel", "HTMLStyleModel", "ProgressStyleModel"]
+    )
+    box = state[roots[0]]["state"]
+    left, bar, right = (state[ref[len("IPY_MODEL_") :]]["state"] for ref in box["children"])
+    assert bar["value"] == bar["max"] == 20
+    assert "100%" in left["value"]
+    assert "Work" in left["value"]
+    assert "20/20" in right["value"]
+
+    # nbclient's store_widget_state on the same notebook: the same models and state.
+    reference = nbformat.read(nb_path, as_version=4)
+    for nb_cell in reference.cells:
+        nb_cell.outputs = []
+    reference.metadata.pop("widgets", None)
+    await NotebookClient(
+        reference, kernel_name="python3", store_widget_state=True, timeout=60
+    ).async_execute()
+    theirs = json.loads(nbformat.writes(reference))
+    their_roots = view_ids(theirs["cells"][0])
+    assert canonical(state, roots) == canonical(widget_state(theirs), their_roots)
+    assert len(state) == len(widget_state(theirs))
