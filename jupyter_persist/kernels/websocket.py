@@ -20,6 +20,7 @@ from jupyter_server.services.kernels.connection.base import (
 )
 
 from .replay import bound_replay_buffer
+from .standin import BusyKernelWidgets, ControlComms, answer
 
 #: Key of the capture manager in the tornado settings.
 #: Where the extension's capture manager is in the server's settings (the API's view).
@@ -53,47 +54,63 @@ class CaptureSink(Protocol):
 
     def on_input_request(self, kernel_id: str, msg: dict[str, Any]) -> None: ...
 
+    def widgets_while_busy(self, kernel_id: str) -> BusyKernelWidgets | None: ...
+
     def client_detached(self, kernel_id: str, session: str = "") -> None: ...
 
     @property
     def replay_buffer_max_bytes(self) -> int: ...
 
 
-def parse_execute_request(
+def parse_client_message(
     ws_message: str | bytes, subprotocol: str | None
-) -> ExecuteRequest | None:
-    """Return the execute request carried by a client's websocket message, if it is one."""
-    marker: str | bytes = b"execute_request" if isinstance(ws_message, bytes) else "execute_request"
-    if marker not in ws_message:  # type: ignore[operator]
-        return None
+) -> tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]] | None:
+    """(channel, header, metadata, content) of a client's websocket message, both protocols."""
     if subprotocol == V1_PROTOCOL:
         if not isinstance(ws_message, bytes):
             return None
         channel, parts = deserialize_msg_from_ws_v1(ws_message)
-        if channel != "shell" or len(parts) < 4:
+        if len(parts) < 4:
             return None
-        header = json.loads(parts[0])
-        if header.get("msg_type") != "execute_request":
-            return None
-        metadata = json.loads(parts[2])
-        content = json.loads(parts[3])
+        header, metadata, content = (json.loads(parts[i]) for i in (0, 2, 3))
     else:
         if isinstance(ws_message, bytes):
             msg = deserialize_binary_message(ws_message)
         else:
             msg = json.loads(ws_message)
-        if msg.get("channel", "shell") != "shell":
-            return None
+        channel = msg.get("channel", "shell")
         header = msg.get("header") or {}
-        if header.get("msg_type") != "execute_request":
-            return None
         metadata = msg.get("metadata") or {}
         content = msg.get("content") or {}
+    if not all(isinstance(part, dict) for part in (header, metadata, content)):
+        return None
+    return str(channel), header, metadata, content
+
+
+def _carries(ws_message: str | bytes, marker: str) -> bool:
+    """A cheap test before parsing: most client messages are of no interest."""
+    if isinstance(ws_message, bytes):
+        return marker.encode() in ws_message
+    return marker in ws_message
+
+
+def parse_execute_request(
+    ws_message: str | bytes, subprotocol: str | None
+) -> ExecuteRequest | None:
+    """Return the execute request carried by a client's websocket message, if it is one."""
+    if not _carries(ws_message, "execute_request"):
+        return None
+    parsed = parse_client_message(ws_message, subprotocol)
+    if parsed is None:
+        return None
+    channel, header, metadata, content = parsed
+    if channel != "shell" or header.get("msg_type") != "execute_request":
+        return None
     msg_id = header.get("msg_id")
     code = content.get("code")
     if not isinstance(msg_id, str) or not isinstance(code, str):
         return None
-    cell_id = metadata.get("cellId") if isinstance(metadata, dict) else None
+    cell_id = metadata.get("cellId")
     session = header.get("session")
     return ExecuteRequest(
         msg_id,
@@ -137,9 +154,36 @@ class CaptureConnectionMixin:
                 request = replace(request, client_session=session)
             if request is not None and sink is not None:
                 sink.on_execute_request(self.kernel_id, request)
+            if sink is not None and request is None and _carries(incoming_msg, "comm_"):
+                self._persist_widget_request(incoming_msg, sink)
         except Exception as err:
             self.log.debug("jupyter_persist: could not read a client message: %s", err)
         return super().handle_incoming_message(incoming_msg)  # type: ignore[misc]
+
+    def _persist_widget_request(self, incoming_msg: Any, sink: CaptureSink) -> None:
+        """Answer a widget manager's requests while a cell runs (see :mod:`.standin`)."""
+        parsed = parse_client_message(incoming_msg, self._persist_subprotocol())
+        if parsed is None:
+            return
+        channel, header, _, content = parsed
+        control = getattr(self, "_persist_control", None)
+        if control is None:
+            control = self._persist_control = ControlComms()
+        request = control.request(channel, header, content)
+        if request is None:
+            return
+        busy = sink.widgets_while_busy(self.kernel_id)
+        session = getattr(self, "session", None)
+        if busy is None or session is None:
+            return
+        for stream, frames in answer(session, request, header, busy):
+            self.handle_outgoing_message(stream, frames)  # type: ignore[attr-defined]
+        self.log.info(
+            "jupyter_persist: kernel %s runs a cell; answered a page's %s for its %d widget(s)",
+            self.kernel_id,
+            request.kind,
+            len(busy.states[0]),
+        )
 
     def connect(self) -> Any:
         """Count the client as attached; connect once the capture receives the kernel.

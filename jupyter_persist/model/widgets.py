@@ -171,15 +171,31 @@ class WidgetStore:
         """Digests of the models' state we last put in the notebook, by model id."""
         return self._written.get(path, {})
 
-    def forget_notebook(self, path: str) -> None:
-        """Nothing of the notebook is tracked any more."""
-        self._written.pop(path, None)
-
 
 def widget_digest(entry: Any) -> str:
     """A digest of a saved model's state, equal for equal JSON."""
     text = json.dumps(entry, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def manager_states(
+    models: Mapping[str, WidgetModel],
+) -> tuple[dict[str, Any], list[list[Any]], list[bytes]]:
+    """Every model's state as ipywidgets answers ``request_states`` (no defaults dropped)."""
+    states: dict[str, Any] = {}
+    paths: list[list[Any]] = []
+    buffers: list[bytes] = []
+    for model_id, model in models.items():
+        states[model_id] = {
+            "model_name": model.state.get("_model_name"),
+            "model_module": model.state.get("_model_module"),
+            "model_module_version": model.state.get("_model_module_version"),
+            "state": model.state,
+        }
+        for path, data in model.buffers.items():
+            paths.append([model_id, "state", *path])
+            buffers.append(data)
+    return states, paths, buffers
 
 
 def _state(data: Mapping[str, Any]) -> dict[str, Any]:

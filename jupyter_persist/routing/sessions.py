@@ -18,8 +18,10 @@ from traitlets.config import LoggingConfigurable
 from ..kernels.clients import AttachedClients
 from ..kernels.lifecycle import KernelTracker
 from ..kernels.replay import buffer_to_replay
+from ..kernels.standin import BusyKernelWidgets
 from ..kernels.websocket import ExecuteRequest
 from ..model.store import CaptureStore
+from ..model.widgets import manager_states
 from ..storage.flusher import Flusher
 from ..storage.recorder import Recorder
 from ..storage.room import outputs_held_by_rooms
@@ -57,6 +59,23 @@ class ClientEvents(LoggingConfigurable):
     def on_execute_request(self, kernel_id: str, request: ExecuteRequest) -> None:
         """A client asked a kernel to execute code."""
         self.router.on_execute_request(kernel_id, request)
+
+    def widgets_while_busy(self, kernel_id: str) -> BusyKernelWidgets | None:
+        """Every widget of a kernel that runs a cell, for a page asking it; else None.
+
+        Between cells the kernel answers itself at once: it is the authority on its
+        widgets.
+        """
+        listener = self.kernels.listener
+        if kernel_id not in listener.kernel_ids:
+            return None
+        listener.catch_up()  # what the kernel sent so far, also what the page has seen
+        running = [e for e in self.store.executions(kernel_id) if e.running]
+        models = self.store.widgets.models_of(kernel_id)
+        if not running or not models:
+            return None
+        latest = max(running, key=lambda e: e.seq)
+        return BusyKernelWidgets(manager_states(models), latest.msg_id, latest.client_session or "")
 
     def client_attached(self, kernel_id: str, session: str = "") -> None:
         """A client websocket connected to a kernel (``session``: its client session id)."""

@@ -21,6 +21,7 @@ from browser import (
     LabServer,
     chromium,
     jupyter_server_process,
+    lab_kernel_state,
     lab_open_notebook,
     lab_run_all_cells,
     lab_wait_kernel_idle,
@@ -164,25 +165,29 @@ def reopen_mid_run(tmp_path: Path, code: str) -> Iterator[Page]:
         wait_until(lambda: finished_on_disk(nb_path), 60, "the finished bar on disk")
 
 
+def assert_bar_moves(page: Page) -> None:
+    page.locator(BAR).first.wait_for(timeout=30_000)
+    seen: list[str] = []
+    wait_until(lambda: seen.append(bar_text(page)) or len(set(seen)) >= 3, 30, "the bar moving")
+    assert f"{STEPS}/{STEPS}" not in seen[0], seen
+
+
 def test_a_bar_reopened_while_its_kernel_is_idle_is_live_and_ends_full(tmp_path: Path) -> None:
-    """A bar driven by a thread (the cell has ended): the widget manager asks the kernel."""
+    """A bar driven by a thread (the cell has ended): the kernel answers the page itself."""
     with reopen_mid_run(tmp_path, THREAD_LOOP) as page:
-        page.locator(BAR).first.wait_for(timeout=30_000)
-        seen: list[str] = []
-        wait_until(lambda: seen.append(bar_text(page)) or len(set(seen)) >= 3, 30, "the bar moving")
-        assert f"{STEPS}/{STEPS}" not in seen[0], seen
+        assert_bar_moves(page)
 
 
-def test_a_bar_reopened_while_its_cell_runs_is_drawn_when_the_kernel_answers(
-    tmp_path: Path,
-) -> None:
-    """The cell itself draws the bar: the kernel answers the widget manager after it.
+def test_a_bar_reopened_while_its_cell_runs_is_live_and_ends_full(tmp_path: Path) -> None:
+    """The running cell draws the bar: the server answers the page for the busy kernel.
 
-    JupyterLab's widget manager loads the kernel's widgets with ``comm_info_request`` and
-    ``request_states``, shell requests a kernel answers only between cells: until the
-    cell ends the view says "Loading widget..." (without the extension such a page
-    shows no output at all for the cell), then the kernel's live models draw the bar.
+    Without that, JupyterLab's widget manager waits for the cell's end (its
+    ``request_states`` and ``comm_info_request`` are shell requests) and the view says
+    "Loading widget..." until then.
     """
     with reopen_mid_run(tmp_path, TQDM_LOOP) as page:
-        page.locator(".jp-OutputArea-output", has_text="Loading widget").first.wait_for()
-        assert f"{STEPS}/{STEPS}" not in bar_text(page)
+        assert_bar_moves(page)
+        # The page still sees the kernel busy with the cell (the server's answers end so).
+        state = lab_kernel_state(page, "bar.ipynb")
+        assert state is not None
+        assert state["status"] == "busy", state

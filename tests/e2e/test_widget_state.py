@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import re
@@ -9,7 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
-from helpers import load_cells, make_notebook, read_notebook, run_and_leave, wait_for
+import pytest
+from helpers import (
+    LabLikeClient,
+    load_cells,
+    make_notebook,
+    read_notebook,
+    run_and_leave,
+    wait_for,
+)
 from nbclient import NotebookClient
 
 from jupyter_persist.model.widgets import STATE_MIME, VIEW_MIME, references
@@ -136,3 +145,98 @@ async def test_a_progress_bar_left_running_is_saved_with_its_widget_state(
     their_roots = view_ids(theirs["cells"][0])
     assert canonical(state, roots) == canonical(widget_state(theirs), their_roots)
     assert len(state) == len(widget_state(theirs))
+
+
+async def ask_widget_states(client: LabLikeClient, timeout: float) -> dict[str, Any] | None:
+    """Ask for every widget's state as JupyterLab's widget manager does; the answer or None."""
+    control = "control-" + client.session_id
+    await client.send(
+        "shell",
+        "comm_open",
+        {"comm_id": control, "target_name": "jupyter.widget.control", "data": {}},
+        {"version": "1.0.0"},
+    )
+    await client.send(
+        "shell", "comm_msg", {"comm_id": control, "data": {"method": "request_states"}}, {}
+    )
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        try:
+            msg = await client.recv(timeout=left)
+        except asyncio.TimeoutError:
+            return None
+        content = msg.get("content") or {}
+        if content.get("comm_id") == control and content["data"].get("method") == "update_states":
+            return dict(content["data"])
+    return None
+
+
+async def test_a_page_asking_a_busy_kernel_for_its_widgets_gets_them_from_the_server(
+    jp_root_dir: Path,
+    jp_ws_fetch: Any,
+    notebook_session: Any,
+    capture: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    code = TQDM_LOOP.replace("range(20)", "range(40)")
+    make_notebook(jp_root_dir / "busy.ipynb", [("bar", code)])
+    _, kernel_id = await notebook_session("busy.ipynb")
+    await run_and_leave(jp_ws_fetch, kernel_id, code, "bar", wait_text="start")
+    await asyncio.sleep(1)  # the loop is under way
+
+    page = await LabLikeClient.connect(jp_ws_fetch, kernel_id)
+    try:
+        # The cell runs for seconds more; the kernel answers only after it.
+        answer = await ask_widget_states(page, timeout=3)
+        assert answer is not None, "no answer while the kernel is busy"
+        bars = [
+            s["state"] for s in answer["states"].values() if s["model_name"] == "FloatProgressModel"
+        ]
+        assert len(bars) == 1
+        assert 0 < bars[0]["value"] < 40
+        assert answer["buffer_paths"] == []
+        bar_id = next(
+            i for i, s in answer["states"].items() if s["model_name"] == "FloatProgressModel"
+        )
+        # From then on the page's models follow the kernel's own updates.
+        seen = set()
+        while len(seen) < 3:
+            msg = await page.recv(timeout=10)
+            content = msg.get("content") or {}
+            if msg["header"]["msg_type"] == "comm_msg" and content.get("comm_id") == bar_id:
+                seen.add(content["data"]["state"].get("value"))
+        assert "runs a cell; answered a page's request_states for its 11 widget(s)" in caplog.text
+        # The comm info the widget manager asks for next, as the kernel would give it.
+        info_id = await page.send(
+            "shell", "comm_info_request", {"target_name": "jupyter.widget"}, {}
+        )
+        while True:
+            msg = await page.recv(timeout=5)
+            if msg["header"]["msg_type"] == "comm_info_reply":
+                break
+        assert msg["parent_header"]["msg_id"] == info_id
+        assert bar_id in msg["content"]["comms"]
+    finally:
+        page.close()
+
+
+async def test_an_idle_kernel_answers_for_its_widgets_itself(
+    jp_root_dir: Path,
+    jp_ws_fetch: Any,
+    notebook_session: Any,
+    capture: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    make_notebook(jp_root_dir / "idle.ipynb", [("bar", TQDM_LOOP)])
+    _, kernel_id = await notebook_session("idle.ipynb")
+    page = await LabLikeClient.connect(jp_ws_fetch, kernel_id)
+    try:
+        await page.wait_ready()
+        msg_id = await page.execute(TQDM_LOOP.replace("range(20)", "range(2)"), cell_id="bar")
+        await page.wait_idle(msg_id)
+        answer = await ask_widget_states(page, timeout=10)
+        assert answer is not None
+        assert any(s["model_name"] == "FloatProgressModel" for s in answer["states"].values())
+        assert "answered a page's" not in caplog.text
+    finally:
+        page.close()
