@@ -285,3 +285,14 @@ def test_the_store_keeps_models_per_kernel() -> None:
     store.forget_kernel("k1")
     assert store.of(["k1"]) == []
     assert len(store) == 1
+
+
+def test_a_restart_drops_the_old_process_models_only() -> None:
+    store = WidgetStore()
+    store.apply("k", opened("old", model_state("IntSliderModel")))
+    stale = store.model_ids("k")
+    store.apply("k", opened("new", model_state("IntSliderModel")))  # after the restart
+    store.drop("k", stale)
+    assert set(store.models_of("k")) == {"new"}
+    assert store.model_ids("missing") == set()
+    store.drop("missing", {"x"})  # nothing to drop
