@@ -200,11 +200,26 @@ class CaptureConnectionMixin:
             # The server set the session from the websocket's session_id before this.
             self._persist_session = str(getattr(getattr(self, "session", None), "session", ""))
             sink.client_attached(self.kernel_id, self._persist_session)
+        # The server counts a client as its connection opens (``notify_connect``, seen by
+        # ``GET /api/kernels`` and by the idle culler); ours opens after the gate, so the
+        # client is counted now and the count handed over when it does.
+        self._persist_counted = self._persist_count(+1)
         return asyncio.ensure_future(self._persist_connect_when_capturing(sink))
+
+    def _persist_count(self, step: int) -> bool:
+        manager = getattr(self, "multi_kernel_manager", None)
+        notify = getattr(manager, "notify_connect" if step > 0 else "notify_disconnect", None)
+        if notify is None:
+            return False
+        notify(self.kernel_id)
+        return True
 
     async def _persist_connect_when_capturing(self, sink: CaptureSink) -> Any:
         await sink.until_capturing(self.kernel_id)
         await sink.before_replay(self.kernel_id, getattr(self, "session_key", ""))
+        if getattr(self, "_persist_counted", False):
+            self._persist_counted = False
+            self._persist_count(-1)  # the server's connect() counts the client itself
         connected = super().connect()  # type: ignore[misc]
         if inspect.isawaitable(connected):
             return await connected
@@ -212,6 +227,8 @@ class CaptureConnectionMixin:
 
     def disconnect(self) -> Any:
         """Count the client as gone (once, although disconnect may run twice)."""
+        # The server's disconnect() uncounts the client, also one counted only by us.
+        self._persist_counted = False
         try:
             return super().disconnect()  # type: ignore[misc]
         finally:

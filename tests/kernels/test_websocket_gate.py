@@ -1,0 +1,75 @@
+"""While the websocket gate holds a client back, the server counts it as it would without us."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+
+async def connections(jp_fetch: Any, kernel_id: str) -> int:
+    response = await jp_fetch("api", "kernels", kernel_id, method="GET")
+    count: int = json.loads(response.body)["connections"]
+    return count
+
+
+@pytest.fixture
+def held_gate(capture: Any, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """The gate waits for this event, as it waits for a slow kernel's first message."""
+    release = asyncio.Event()
+    until_capturing = capture.client_events.until_capturing
+
+    async def held(kernel_id: str) -> None:
+        await release.wait()
+        await until_capturing(kernel_id)
+
+    monkeypatch.setattr(capture.client_events, "until_capturing", held)
+    return release
+
+
+async def start_kernel(jp_fetch: Any) -> str:
+    response = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "python3"}))
+    kernel_id: str = json.loads(response.body)["id"]
+    return kernel_id
+
+
+async def test_a_client_held_at_the_gate_is_counted_as_connected(
+    jp_fetch: Any, jp_ws_fetch: Any, held_gate: asyncio.Event
+) -> None:
+    kernel_id = await start_kernel(jp_fetch)
+    ws = await jp_ws_fetch("api", "kernels", kernel_id, "channels")
+    assert await connections(jp_fetch, kernel_id) == 1  # as jupyter_server counts it at once
+    held_gate.set()
+    await asyncio.sleep(0.5)
+    assert await connections(jp_fetch, kernel_id) == 1  # handed over, not counted twice
+    ws.close()
+
+    for _ in range(100):  # the server notices the close on its next event-loop turns
+        if await connections(jp_fetch, kernel_id) == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert await connections(jp_fetch, kernel_id) == 0
+
+
+async def test_a_client_gone_while_held_ends_uncounted(
+    jp_fetch: Any, jp_ws_fetch: Any, held_gate: asyncio.Event
+) -> None:
+    """Tornado reads the close only once the handler's ``open`` returns, gate or not."""
+    kernel_id = await start_kernel(jp_fetch)
+    ws = await jp_ws_fetch("api", "kernels", kernel_id, "channels")
+    assert await connections(jp_fetch, kernel_id) == 1
+    ws.close()
+    held_gate.set()
+    await wait_for_count(jp_fetch, kernel_id, 0)
+    await asyncio.sleep(0.5)
+    assert await connections(jp_fetch, kernel_id) == 0  # not -1: counted out once
+
+
+async def wait_for_count(jp_fetch: Any, kernel_id: str, expected: int) -> None:
+    for _ in range(100):  # the server notices a close on its next event-loop turns
+        if await connections(jp_fetch, kernel_id) == expected:
+            return
+        await asyncio.sleep(0.1)
+    assert await connections(jp_fetch, kernel_id) == expected
