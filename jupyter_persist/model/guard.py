@@ -23,8 +23,8 @@ from .store import CaptureStore, Execution
 from .widgets import (
     STATE_MIME,
     KernelWidgets,
+    cells_view_ids,
     notebook_widget_state,
-    view_model_ids,
     widget_digest,
     widget_state_document,
 )
@@ -128,12 +128,7 @@ def reconcile_widget_state(
     cells = content.get("cells")
     if not isinstance(cells, list):
         return {}
-    roots = [
-        model_id
-        for cell in cells
-        if isinstance(cell, dict) and cell.get("cell_type") == "code"
-        for model_id in view_model_ids(cell.get("outputs") or [])
-    ]
+    roots = cells_view_ids(cells)
     ours = notebook_widget_state(roots, kernels, None, max_model_bytes).state if roots else {}
     metadata = content.get("metadata")
     if not ours or not isinstance(metadata, dict):

@@ -14,7 +14,7 @@ from typing import Any
 from . import reducer
 from .caps import Limits
 from .reducer import OutputArea
-from .widgets import WidgetStore
+from .widgets import KernelWidgets, WidgetStore
 
 
 @dataclass(eq=False)
@@ -282,6 +282,10 @@ class CaptureStore:
     def latest_of(self, path: str) -> list[Execution]:
         """The execution each cell of a notebook should hold, for every cell with one."""
         return [e for (cell_path, _), e in self._latest_by_cell.items() if cell_path == path]
+
+    def widget_kernels(self, path: str) -> list[KernelWidgets]:
+        """The widget models of the kernels a notebook's cells ran on."""
+        return self.widgets.of(e.kernel_id for e in self.latest_of(path))
 
     def latest(self, path: str, cell_id: str) -> Execution | None:
         """The execution whose outputs a notebook cell should hold, if one is tracked."""

@@ -52,14 +52,18 @@ class WidgetModel:
         self.state.update(state)
         self.buffers.update(named)
 
-    def saved(self) -> dict[str, Any]:
-        """The model as the widget manager saves it in ``metadata.widgets``."""
-        entry: dict[str, Any] = {
+    def entry(self, state: dict[str, Any]) -> dict[str, Any]:
+        """The model's name, module and version with ``state``, as widget managers send it."""
+        return {
             "model_name": self.state.get("_model_name"),
             "model_module": self.state.get("_model_module"),
             "model_module_version": self.state.get("_model_module_version"),
-            "state": copy.deepcopy(self.state),
+            "state": state,
         }
+
+    def saved(self) -> dict[str, Any]:
+        """The model as the widget manager saves it in ``metadata.widgets``."""
+        entry = self.entry(copy.deepcopy(self.state))
         if self.buffers:
             entry["buffers"] = [
                 {
@@ -186,12 +190,7 @@ def manager_states(
     paths: list[list[Any]] = []
     buffers: list[bytes] = []
     for model_id, model in models.items():
-        states[model_id] = {
-            "model_name": model.state.get("_model_name"),
-            "model_module": model.state.get("_model_module"),
-            "model_module_version": model.state.get("_model_module_version"),
-            "state": model.state,
-        }
+        states[model_id] = model.entry(model.state)
         for path, data in model.buffers.items():
             paths.append([model_id, "state", *path])
             buffers.append(data)
@@ -212,6 +211,16 @@ def view_model_ids(outputs: Iterable[Any]) -> Iterator[str]:
         view = data.get(VIEW_MIME) if isinstance(data, Mapping) else None
         if isinstance(view, Mapping) and isinstance(view.get("model_id"), str):
             yield view["model_id"]
+
+
+def cells_view_ids(cells: Iterable[Any]) -> list[str]:
+    """Model ids of the widget views in a notebook's code cells, in order."""
+    return [
+        model_id
+        for cell in cells
+        if isinstance(cell, Mapping) and cell.get("cell_type") == "code"
+        for model_id in view_model_ids(cell.get("outputs") or [])
+    ]
 
 
 def references(value: Any) -> Iterator[str]:

@@ -218,7 +218,7 @@ class Flusher(LoggingConfigurable):
 
     def _widget_state_of(self, path: str) -> WidgetStateBuilder:
         """The notebook's widget state, from the models of the kernels its cells ran on."""
-        kernels = self.store.widgets.of(e.kernel_id for e in self.store.latest_of(path))
+        kernels = self.store.widget_kernels(path)
         max_bytes = self.store.limits.max_rich_output_bytes
         return lambda roots, saved: notebook_widget_state(roots, kernels, saved, max_bytes)
 

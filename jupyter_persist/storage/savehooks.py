@@ -59,7 +59,7 @@ class SaveHooks(LoggingConfigurable):
             if path not in self.saving:
                 report.widgets = reconcile_widget_state(
                     model["content"],
-                    self.store.widgets.of(e.kernel_id for e in self.store.latest_of(path)),
+                    self.store.widget_kernels(path),
                     self.store.widgets.written(path),
                     self.store.limits.max_rich_output_bytes,
                 )

@@ -16,7 +16,7 @@ from tornado.web import HTTPError
 from traitlets import Any as AnyTrait
 from traitlets.config import LoggingConfigurable
 
-from ..model.widgets import STATE_MIME, NotebookWidgets, view_model_ids, widget_state_document
+from ..model.widgets import STATE_MIME, NotebookWidgets, cells_view_ids, widget_state_document
 from .versions import FileVersion, WrittenVersions
 
 #: Builds a notebook's widget state from its views' model ids and the state it holds.
@@ -251,12 +251,7 @@ def merge_widget_state(
     Only ``metadata.widgets[STATE_MIME]`` is touched; a notebook without widget views
     is left alone (None). Returns whether the state changed, and the state built.
     """
-    roots = [
-        model_id
-        for cell in notebook.cells
-        if cell.get("cell_type") == "code"
-        for model_id in view_model_ids(cell.get("outputs", []))
-    ]
+    roots = cells_view_ids(notebook.cells)
     if not roots:
         return None
     holder = notebook.metadata.get("widgets")

@@ -36,6 +36,7 @@ from jupyter_persist.model.widgets import STATE_MIME
 pytestmark = pytest.mark.browser
 
 CELL_ID = "bar"
+NAME = "bar.ipynb"
 STEPS = 60
 TQDM_LOOP = (
     "import time\n"
@@ -111,16 +112,20 @@ def wait_bar_full(page: Page) -> None:
     assert "100%" in bar_text(page)
 
 
-def test_a_bar_closed_mid_run_is_drawn_full_after_its_kernel_is_gone(tmp_path: Path) -> None:
+@contextmanager
+def bar_left_mid_run(tmp_path: Path, code: str) -> Iterator[tuple[LabServer, Path]]:
+    """A server whose page ran ``code`` and went away while the bar was under way."""
     with jupyter_server_process(tmp_path, save_interval=1) as server:
-        name = "bar.ipynb"
-        nb_path = server.root_dir / name
-        make_notebook(nb_path, [(CELL_ID, TQDM_LOOP)], kernelspec=PYTHON3_KERNELSPEC)
-
+        nb_path = server.root_dir / NAME
+        make_notebook(nb_path, [(CELL_ID, code)], kernelspec=PYTHON3_KERNELSPEC)
         with chromium() as session, report_failure(server, session):
-            start_the_bar(session.page, server, name)
+            start_the_bar(session.page, server, NAME)
             session.close()  # mid-run
+        yield server, nb_path
 
+
+def test_a_bar_closed_mid_run_is_drawn_full_after_its_kernel_is_gone(tmp_path: Path) -> None:
+    with bar_left_mid_run(tmp_path, TQDM_LOOP) as (server, nb_path):
         with report_failure(server):
             wait_until(lambda: finished_on_disk(nb_path), 60, "the finished bar on disk")
             shut_down_kernels(server)
@@ -129,8 +134,8 @@ def test_a_bar_closed_mid_run_is_drawn_full_after_its_kernel_is_gone(tmp_path: P
         # Reopened: a new kernel has none of these models; the page draws them from the file.
         with chromium() as session, report_failure(server, session):
             page = session.page
-            lab_open_notebook(page, server, name)
-            lab_wait_kernel_idle(page, name)
+            lab_open_notebook(page, server, NAME)
+            lab_wait_kernel_idle(page, NAME)
             page.locator(BAR).first.wait_for(timeout=30_000)
             wait_bar_full(page)
             assert "Work" in bar_text(page)
@@ -140,19 +145,11 @@ def test_a_bar_closed_mid_run_is_drawn_full_after_its_kernel_is_gone(tmp_path: P
 @contextmanager
 def reopen_mid_run(tmp_path: Path, code: str) -> Iterator[Page]:
     """Run ``code`` in a page that goes away mid-run; yield a page reopened meanwhile."""
-    with jupyter_server_process(tmp_path, save_interval=1) as server:
-        name = "bar.ipynb"
-        nb_path = server.root_dir / name
-        make_notebook(nb_path, [(CELL_ID, code)], kernelspec=PYTHON3_KERNELSPEC)
-
-        with chromium() as session, report_failure(server, session):
-            start_the_bar(session.page, server, name)
-            session.close()
-
+    with bar_left_mid_run(tmp_path, code) as (server, nb_path):
         with chromium() as session, report_failure(server, session):
             # The server wrote the bar meanwhile: the page opens on that file.
             wait_until(lambda: STATE_MIME in nb_path.read_text(encoding="utf-8"), 30, "state")
-            lab_open_notebook(session.page, server, name)
+            lab_open_notebook(session.page, server, NAME)
             yield session.page
             wait_bar_full(session.page)
             page_text = session.page.locator(".jp-Notebook").inner_text().lower()
@@ -188,6 +185,6 @@ def test_a_bar_reopened_while_its_cell_runs_is_live_and_ends_full(tmp_path: Path
     with reopen_mid_run(tmp_path, TQDM_LOOP) as page:
         assert_bar_moves(page)
         # The page still sees the kernel busy with the cell (the server's answers end so).
-        state = lab_kernel_state(page, "bar.ipynb")
+        state = lab_kernel_state(page, NAME)
         assert state is not None
         assert state["status"] == "busy", state
