@@ -27,10 +27,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from servers import Server, start_server
+from servers import Server, start_gateway, start_server
 from workloads import (
     big_notebook,
     big_output_detached,
+    gateway_kernel,
     lines_attached,
     lines_detached,
     many_kernels,
@@ -91,10 +92,11 @@ class Sizes:
     notebook_cells: int
     notebook_mb: int
     notebook_seconds: int
+    gateway_connects: int
 
 
-QUICK = Sizes(5_000, 20_000, 30, 4, 10, 500, 5, 10)
-FULL = Sizes(200_000, 1_000_000, 1024, 20, 60, 5_000, 50, 60)
+QUICK = Sizes(5_000, 20_000, 30, 4, 10, 500, 5, 10, 5)
+FULL = Sizes(200_000, 1_000_000, 1024, 20, 60, 5_000, 50, 60, 30)
 #: The extension's defaults the targets refer to.
 SAVE_INTERVAL = 5.0
 #: A stream output's cap: 100k head + up to 1.25 × 400k tail characters, plus JSON.
@@ -193,6 +195,27 @@ def make_rows(z: Sizes) -> dict[str, Row]:
         "nb_rate": (nb, ".ipynb MB written per s", "info"),
         "nb_journal": (nb, "journal bytes per output byte", "≤2", None, 2),
         "nb_done": (nb, "last line on disk (1=yes)", "=1", None, None, 1),
+        "gw_first": (
+            "a page opens a gateway kernel's websocket",
+            "first connection: open → kernel_info reply ms",
+            "≤1000 ms",
+            None,
+            1000,
+        ),
+        "gw_open": (
+            "a page opens a gateway kernel's websocket",
+            f"next {z.gateway_connects} connections, median ms",
+            "≤1.1×",
+            1.1,
+        ),
+        "gw_done": (
+            "200 lines on a gateway kernel, detached",
+            "complete on disk (1=yes)",
+            "=1",
+            None,
+            None,
+            1,
+        ),
         "p99": ("all of the above", "p99 GET /api/status ms", "≤50 ms, ≤1.5×", 1.5, 50),
         "p99_worst": ("worst single workload", "p99 GET /api/status ms", "≤50 ms", None, 50),
     }
@@ -271,6 +294,40 @@ async def run_side(
     add("p99_worst", worst)
 
 
+async def run_gateway_side(
+    server: Server, z: Sizes, run: int, rows: dict[str, Row], side: str
+) -> None:
+    """The gateway workload (its own servers: every kernel of theirs is on the gateway)."""
+    started = time.monotonic()
+    result = await gateway_kernel(server, z.gateway_connects, run, [])
+    print(
+        f"  {side:5} run {run}: gateway_kernel in {time.monotonic() - started:.0f} s: "
+        + ", ".join(f"{k}={v:.3g}" for k, v in result.items()),
+        flush=True,
+    )
+    for measure, key in (("first_ms", "gw_first"), ("open_ms", "gw_open"), ("done", "gw_done")):
+        getattr(rows[key], side).append(result[measure])
+
+
+async def compare_on_gateway(folder: Path, z: Sizes, repeat: int, rows: dict[str, Row]) -> None:
+    """A Kernel Gateway and one server of each kind using it."""
+    gateway = start_gateway(folder / "gateway")
+    servers: dict[str, Server] = {}
+    try:
+        for name, extension in (("plain", False), ("ours", True)):
+            servers[name] = start_server(
+                f"{name} (gateway)", folder / f"{name}-gw", extension, gateway.server_args()
+            )
+        for run in range(repeat):
+            order = ["plain", "ours"] if run % 2 == 0 else ["ours", "plain"]
+            for name in order:
+                await run_gateway_side(servers[name], z, run, rows, name)
+    finally:
+        for server in servers.values():
+            server.stop()
+        gateway.stop()
+
+
 async def main(args: argparse.Namespace) -> int:
     z = QUICK if args.quick else FULL
     if args.kernels:
@@ -293,6 +350,8 @@ async def main(args: argparse.Namespace) -> int:
         finally:
             for server in servers.values():
                 server.stop()
+        if not only or "gateway_kernel" in only:
+            await compare_on_gateway(Path(tmp), z, repeat, rows)
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -88,16 +88,23 @@ class Server:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(20)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
+        stop_process(self.process)
 
 
-def start_server(name: str, folder: Path, extension: bool) -> Server:
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL to the process group (kernels included)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(20)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(10)
+
+
+def start_server(
+    name: str, folder: Path, extension: bool, extra_args: list[str] | None = None
+) -> Server:
     """Start `jupyter server` isolated under ``folder``; wait until /api/status answers."""
     root = folder / "root"
     root.mkdir(parents=True, exist_ok=True)
@@ -121,6 +128,7 @@ def start_server(name: str, folder: Path, extension: bool) -> Server:
         # INFO: the extension's "wrote <path> (cells, bytes, ms)" lines are measured.
         "--ServerApp.log_level=INFO",
     ]
+    command += extra_args or []
     if not extension:
         command.append("--ServerApp.jpserver_extensions={'jupyter_persist': False}")
     log = (folder / "server.log").open("ab")
@@ -150,6 +158,55 @@ def start_server(name: str, folder: Path, extension: bool) -> Server:
             time.sleep(0.05)
     server.started_in = time.monotonic() - started
     return server
+
+
+@dataclass
+class Gateway:
+    """A running `jupyter kernelgateway` whose kernels the gateway servers use."""
+
+    url: str
+    token: str
+    process: subprocess.Popen[bytes]
+
+    def server_args(self) -> list[str]:
+        return [f"--gateway-url={self.url}", f"--GatewayClient.auth_token={self.token}"]
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+def start_gateway(folder: Path) -> Gateway:
+    """Start a Jupyter Kernel Gateway on 127.0.0.1; wait until it lists its kernels."""
+    folder.mkdir(parents=True, exist_ok=True)
+    port, token = free_port(), uuid.uuid4().hex
+    command = [
+        sys.executable,
+        "-m",
+        "jupyter",
+        "kernelgateway",
+        "--KernelGatewayApp.ip=127.0.0.1",
+        f"--KernelGatewayApp.port={port}",
+        f"--KernelGatewayApp.auth_token={token}",
+        "--JupyterWebsocketPersonality.list_kernels=True",
+    ]
+    with (folder / "gateway.log").open("ab") as log:
+        process = subprocess.Popen(
+            command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    gateway = Gateway(f"http://127.0.0.1:{port}", token, process)
+    deadline = time.monotonic() + 60
+    while True:
+        request = urllib.request.Request(
+            f"{gateway.url}/api/kernels", headers={"Authorization": f"token {token}"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=2):
+                return gateway
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                gateway.stop()
+                raise RuntimeError(f"gateway did not start; see {folder / 'gateway.log'}") from None
+            time.sleep(0.1)
 
 
 def make_notebook(
@@ -200,6 +257,11 @@ class KernelClient:
         )
         return await websocket_connect(request, subprotocols=[V1], max_message_size=1 << 30)
 
+    @property
+    def legacy(self) -> bool:
+        """The server chose the legacy protocol (as it does for kernels on a gateway)."""
+        return bool(self.ws.selected_subprotocol != V1)
+
     async def send(self, msg_type: str, content: dict[str, Any], metadata: dict[str, Any]) -> str:
         header = {
             "msg_id": uuid.uuid4().hex,
@@ -209,6 +271,12 @@ class KernelClient:
             "date": "2026-01-01T00:00:00Z",
             "version": "5.3",
         }
+        if self.legacy:
+            msg = {"header": header, "parent_header": {}, "metadata": metadata}
+            await self.ws.write_message(
+                json.dumps({**msg, "content": content, "channel": "shell", "buffers": []})
+            )
+            return str(header["msg_id"])
         parts = [json.dumps(part).encode() for part in (header, {}, metadata, content)]
         await self.ws.write_message(serialize_msg_to_ws_v1(parts, "shell"), binary=True)
         return str(header["msg_id"])
@@ -217,6 +285,9 @@ class KernelClient:
         raw = await asyncio.wait_for(self.ws.read_message(), timeout)
         if raw is None:
             raise ConnectionError("websocket closed")
+        if self.legacy:
+            msg = json.loads(raw)
+            return {key: msg[key] for key in ("header", "parent_header", "content")}
         _, parts = deserialize_msg_from_ws_v1(raw)
         return {
             "header": json.loads(parts[0]),

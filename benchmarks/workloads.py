@@ -424,3 +424,38 @@ async def big_notebook(
         "done": float(cell is not None and "DONE" in json.dumps(cell["outputs"])),
         "p99": sampler.p99(),
     }
+
+
+async def gateway_kernel(
+    server: Server, connects: int, run: int, lat: list[float]
+) -> dict[str, float]:
+    """A kernel on a gateway: how long a page's kernel websocket takes to be usable
+    (open, then the kernel's kernel_info reply), first and later connections, and a
+    run the page leaves: complete on disk?"""
+    code = "import time\nprint('start', flush=True)\ntime.sleep(1)\nfor i in range(200):\n"
+    code += "    print(i, flush=True)\n    time.sleep(0.005)"
+    path = make_notebook(server, f"gateway-{run}.ipynb", code)
+    opened: list[float] = []
+    with ServerSampler(server, lat) as sampler:
+        kernel_id = await new_kernel(server, path)
+        for _ in range(connects + 1):
+            started = time.perf_counter()
+            client = await KernelClient.connect(server, kernel_id)
+            await client.ready()
+            opened.append((time.perf_counter() - started) * 1000)
+            client.close()
+            await asyncio.sleep(0.1)
+        client = await KernelClient.connect(server, kernel_id)
+        await client.ready()
+        msg_id = await client.execute(code)
+        await client.until_output(msg_id)
+        client.close()
+        await wait_kernel_idle(server, kernel_id)
+        cell = await settle(server, path, lambda c: stream_end(c) == "199\n", timeout=15)
+    await shutdown(server, kernel_id)
+    return {
+        "first_ms": opened[0],
+        "open_ms": statistics.median(opened[1:]),
+        "done": float(stream_end(cell) == "199\n"),
+        "p99": sampler.p99(),
+    }

@@ -96,7 +96,10 @@ class CaptureManager(LoggingConfigurable):
             parent=self,
         )
         self.listener = KernelListener(
-            on_message=self.router.on_iopub, kernel_manager=self.kernel_manager, parent=self
+            on_message=self.router.on_iopub,
+            on_gone=self._kernel_gone,
+            kernel_manager=self.kernel_manager,
+            parent=self,
         )
         self.kernels = KernelTracker(
             self.listener,
@@ -174,6 +177,8 @@ class CaptureManager(LoggingConfigurable):
         self._spawn(self.kernels.until_capturing(kernel_id))
 
     def _kernel_gone(self, kernel_id: str) -> None:
+        if self.flusher.stopping:
+            return  # the server stops its kernels after our stop() wrote everything
         self.kernels.untrack(kernel_id)
         self._finish_kernel(kernel_id, "stopped")
         self.clients.forget_kernel(kernel_id)

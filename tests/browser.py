@@ -267,6 +267,19 @@ def jupyter_server_process(
         yield server
 
 
+def start_session(base_url: str, token: str, path: str) -> str:
+    """Start a notebook session on a server subprocess; return its kernel id."""
+    body = json.dumps({"path": path, "type": "notebook", "name": "", "kernel": {"name": "python3"}})
+    request = urllib.request.Request(
+        f"{base_url}api/sessions",
+        data=body.encode(),
+        method="POST",
+        headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return str(json.loads(response.read())["kernel"]["id"])
+
+
 class BrowserSession:
     """A headless Chromium with one context and one page; :meth:`close` is idempotent."""
 

@@ -4,10 +4,18 @@ import json
 from typing import Any
 
 import pytest
+from jupyter_server.gateway.gateway_client import GatewayClient
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
 SAVE_INTERVAL = 0.5
+
+
+@pytest.fixture(autouse=True)
+def fresh_gateway_client() -> None:
+    """The gateway client is a process-wide singleton that a server configures once: a
+    server of a gateway test must not leave its gateway URL to the next test's server."""
+    GatewayClient.clear_instance()
 
 
 @pytest.fixture

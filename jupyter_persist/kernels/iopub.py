@@ -1,15 +1,23 @@
 """IOPub messages off the wire: lean decoding, and merging runs of stream messages.
 
-Pure functions, no sockets: the listener reads the socket and calls these.
+Pure functions, no sockets: the listener reads ZMQ sockets and a gateway's websockets
+(:mod:`.gateway`) and calls these.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from jupyter_client.jsonutil import json_default
 from jupyter_client.session import Session
+from jupyter_server.services.kernels.connection.base import (
+    deserialize_binary_message,
+    deserialize_msg_from_ws_v1,
+    serialize_msg_to_ws_v1,
+)
 
 #: IOPub message types whose content the capture needs; the rest are skipped unparsed.
 WANTED_MSG_TYPES = frozenset(
@@ -27,6 +35,7 @@ WANTED_MSG_TYPES = frozenset(
         "comm_close",
     }
 )
+V1_PROTOCOL = "v1.kernel.websocket.jupyter.org"
 #: Message types whose binary buffers are kept (widget state, e.g. an image's bytes).
 BUFFERED_MSG_TYPES = frozenset({"comm_open", "comm_msg"})
 
@@ -103,3 +112,58 @@ def _joined(first: dict[str, Any], texts: list[str]) -> dict[str, Any]:
     if len(texts) == 1:
         return first
     return {**first, "content": {**first["content"], "text": "".join(texts)}}
+
+
+def decode_frame(frame: str | bytes, protocol: str | None) -> tuple[str, dict[str, Any] | None]:
+    """(channel, message) of a frame from the gateway; the message is None to skip it.
+
+    Decoded as :func:`~jupyter_persist.kernels.iopub.decode` decodes a ZMQ message:
+    IOPub messages of the types the capture needs, buffers kept for comm messages.
+    Both wire protocols: ``v1.kernel.websocket.jupyter.org`` (binary frames) and the
+    legacy one (JSON text, binary frames for messages with buffers).
+    """
+    if protocol == V1_PROTOCOL and isinstance(frame, bytes):
+        channel, parts = deserialize_msg_from_ws_v1(frame)
+        if channel != "iopub" or len(parts) < 4:
+            return channel, None
+        header = json.loads(parts[0])
+        msg_type = header.get("msg_type")
+        if msg_type not in WANTED_MSG_TYPES:
+            return channel, None
+        return channel, {
+            "header": header,
+            "parent_header": json.loads(parts[1]),
+            "content": json.loads(parts[3]),
+            "buffers": [bytes(b) for b in parts[4:]] if msg_type in BUFFERED_MSG_TYPES else [],
+        }
+    msg = deserialize_binary_message(frame) if isinstance(frame, bytes) else json.loads(frame)
+    channel = str(msg.get("channel", ""))
+    header = msg.get("header") or {}
+    msg_type = header.get("msg_type")
+    if channel != "iopub" or msg_type not in WANTED_MSG_TYPES:
+        return channel, None
+    buffers = msg.get("buffers") or []
+    return channel, {
+        "header": header,
+        "parent_header": msg.get("parent_header") or {},
+        "content": msg.get("content") or {},
+        "buffers": [bytes(b) for b in buffers] if msg_type in BUFFERED_MSG_TYPES else [],
+    }
+
+
+def encode_request(session: Session, msg_type: str, channel: str, protocol: str | None) -> Any:
+    """A request from us to the kernel, in the websocket's protocol."""
+    msg = session.msg(msg_type)
+    if protocol == V1_PROTOCOL:
+        parts = [session.pack(msg[key]) for key in ("header", "parent_header", "metadata")]
+        parts.append(session.pack(msg["content"]))
+        return serialize_msg_to_ws_v1(parts, channel)
+    msg["channel"] = channel
+    return json.dumps(msg, default=json_default)
+
+
+def mentions(frame: str | bytes, word: str) -> bool:
+    """A cheap look at a frame's start (where its header is) before parsing it."""
+    if isinstance(frame, bytes):
+        return word.encode() in frame[:4096]
+    return word in frame[:4096]

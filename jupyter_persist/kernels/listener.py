@@ -17,8 +17,12 @@ from tornado.ioloop import PeriodicCallback
 from traitlets import Any as AnyTrait
 from traitlets.config import LoggingConfigurable
 
-from .iopub import coalesce_streams, decode
+from .gateway import GatewayFeed, is_gateway_kernel
+from .iopub import coalesce_streams
 from .subscription import Subscription, nudge_until_live, open_subscription
+
+#: A kernel's messages: a ZMQ subscription, or a websocket to a gateway kernel.
+Source = Subscription | GatewayFeed
 
 MessageCallback = Callable[[str, dict[str, Any]], None]
 
@@ -58,12 +62,20 @@ class KernelListener(LoggingConfigurable):
 
     kernel_manager = AnyTrait(help="The server's MultiKernelManager.")
 
-    def __init__(self, on_message: MessageCallback, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        on_message: MessageCallback,
+        on_gone: Callable[[str], None] = lambda kernel_id: None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self._on_message = on_message
-        self._subscriptions: dict[str, Subscription] = {}
-        #: Received, not yet handled (our socket's queue has no limit; this is its tail).
-        self._received: deque[tuple[str, Subscription, list[bytes], int]] = deque()
+        #: Called when a gateway says one of its kernels no longer exists.
+        self._on_gone = on_gone
+        self._subscriptions: dict[str, Source] = {}
+        #: Received, not yet handled (our socket's queue has no limit; this is its tail):
+        #: ZMQ message parts, or a gateway's websocket frames.
+        self._received: deque[tuple[str, Source, Any, int]] = deque()
         self._received_bytes = 0
         #: Kernels whose socket is not read until the backlog shrinks.
         self._paused: set[str] = set()
@@ -71,6 +83,8 @@ class KernelListener(LoggingConfigurable):
         self._poller: PeriodicCallback | None = None
         #: Kernels with no local ZMQ connection, warned about once.
         self._not_capturable: set[str] = set()
+        #: Gateway kernels the gateway said are gone (the server may list them a while).
+        self._gone: deque[str] = deque(maxlen=1000)
 
     @property
     def kernel_ids(self) -> set[str]:
@@ -85,10 +99,14 @@ class KernelListener(LoggingConfigurable):
         except KeyError:
             return False
         current = self._subscriptions.get(kernel_id)
-        if current is not None:
+        if isinstance(current, GatewayFeed) and not current.closed:
+            return True
+        if isinstance(current, Subscription):
             if current.ports == ports and not current.owner.closed:
                 return True
             self.detach(kernel_id)
+        if is_gateway_kernel(kernel):
+            return self._attach_gateway(kernel_id)
         if not isinstance(kernel, ConnectionFileMixin):
             if kernel_id in self._not_capturable:
                 return False
@@ -115,6 +133,36 @@ class KernelListener(LoggingConfigurable):
         self.log.debug("jupyter_persist: subscribed to IOPub of kernel %s", kernel_id)
         return True
 
+    def _attach_gateway(self, kernel_id: str) -> bool:
+        if kernel_id in self._gone:
+            return False
+        self._subscriptions[kernel_id] = GatewayFeed(
+            kernel_id, self._receive_frame, self._gateway_kernel_gone, self.log
+        )
+        self.log.debug(
+            "jupyter_persist: opening a websocket to kernel %s on the gateway", kernel_id
+        )
+        return True
+
+    def _gateway_kernel_gone(self, kernel_id: str) -> None:
+        self._gone.append(kernel_id)
+        self._on_gone(kernel_id)
+
+    def _receive_frame(self, feed: GatewayFeed, frame: str | bytes) -> bool:
+        """Take a gateway frame; False (and the feed paused) while the backlog is full."""
+        if self._subscriptions.get(feed.kernel_id) is not feed:
+            return True
+        size = len(frame)
+        self._received.append((feed.kernel_id, feed, frame, size))
+        self._received_bytes += size
+        if self._handling is None:
+            self._handling = asyncio.get_running_loop().call_later(HANDLE_DELAY, self._handle_some)
+        if self._received_bytes < BACKLOG_BYTES:
+            return True
+        feed.pause()
+        self._paused.add(feed.kernel_id)
+        return False
+
     def idle_since(self, kernel_id: str) -> float | None:
         """Monotonic time since which the kernel is idle by its IOPub status, or None."""
         subscription = self._subscriptions.get(kernel_id)
@@ -127,7 +175,9 @@ class KernelListener(LoggingConfigurable):
         the websocket gate holds clients back meanwhile.
         """
         subscription = self._subscriptions.get(kernel_id)
-        if subscription is not None:
+        if isinstance(subscription, GatewayFeed):
+            subscription.renudge()
+        elif subscription is not None:
             subscription.live.clear()
 
     async def wait_live(self, kernel_id: str, timeout: float) -> bool:
@@ -135,6 +185,10 @@ class KernelListener(LoggingConfigurable):
         subscription = self._subscriptions.get(kernel_id)
         if subscription is None:
             return False
+        if isinstance(subscription, GatewayFeed):
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(subscription.live.wait(), timeout)
+            return subscription.live.is_set()
         return await nudge_until_live(
             self.kernel_manager, kernel_id, subscription, timeout, self.log
         )
@@ -201,7 +255,9 @@ class KernelListener(LoggingConfigurable):
         loop = asyncio.get_running_loop()
         for kernel_id in self._paused:
             subscription = self._subscriptions.get(kernel_id)
-            if subscription is not None:
+            if isinstance(subscription, GatewayFeed):
+                subscription.resume()
+            elif subscription is not None:
                 loop.call_soon(self._read, kernel_id, subscription)
         self._paused.clear()
 
@@ -214,7 +270,7 @@ class KernelListener(LoggingConfigurable):
         kernel dropped the rest for it (cause not found).
         """
         try:
-            for kernel_id, subscription in list(self._subscriptions.items()):
+            for kernel_id, subscription in self._zmq_subscriptions():
                 if kernel_id not in self._paused and self._read(kernel_id, subscription):
                     self.log.debug("jupyter_persist: polled messages of kernel %s", kernel_id)
             self._resume_reading()
@@ -229,9 +285,13 @@ class KernelListener(LoggingConfigurable):
 
     def catch_up(self) -> None:
         """Read every socket (within the bounds) and handle what was received, now."""
-        for kernel_id, subscription in list(self._subscriptions.items()):
+        for kernel_id, subscription in self._zmq_subscriptions():
             self._read(kernel_id, subscription)
         self.handle_all()
+
+    def _zmq_subscriptions(self) -> list[tuple[str, Subscription]]:
+        """The sockets to read (a gateway's websockets are read by their own tasks)."""
+        return [(k, s) for k, s in self._subscriptions.items() if isinstance(s, Subscription)]
 
     def handle_all(self) -> None:
         """Handle every message received so far, now (before a detach or a stop)."""
@@ -262,13 +322,16 @@ class KernelListener(LoggingConfigurable):
     def detach(self, kernel_id: str) -> None:
         """Close the subscription of a kernel, if any, after handling all it holds."""
         subscription = self._subscriptions.get(kernel_id)
-        if subscription is not None:
+        if isinstance(subscription, Subscription):
             while self._read(kernel_id, subscription, bounded=False):
                 self.handle_all()
         self.handle_all()
         subscription = self._subscriptions.pop(kernel_id, None)
         self._paused.discard(kernel_id)
-        if subscription is None:
+        if isinstance(subscription, GatewayFeed):
+            subscription.close()
+            self.log.debug("jupyter_persist: closed the websocket to kernel %s", kernel_id)
+        if not isinstance(subscription, Subscription):
             return
         # Also for a socket closed under us (a destroyed context): its descriptor
         # number may be reused, and a stale registration would shadow the new one.
@@ -290,11 +353,9 @@ class KernelListener(LoggingConfigurable):
             self._handling.cancel()
             self._handling = None
 
-    def _decode(
-        self, kernel_id: str, subscription: Subscription, parts: list[bytes]
-    ) -> dict[str, Any] | None:
+    def _decode(self, kernel_id: str, source: Source, payload: Any) -> dict[str, Any] | None:
         try:
-            return decode(subscription.session, parts)
+            return source.decode(payload)
         except Exception as err:
             self.log.debug("jupyter_persist: undecodable IOPub message from %s: %s", kernel_id, err)
             return None

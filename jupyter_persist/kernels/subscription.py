@@ -15,6 +15,8 @@ from typing import Any
 import zmq
 from jupyter_client.session import Session
 
+from .iopub import decode
+
 
 @dataclass
 class Subscription:
@@ -32,6 +34,10 @@ class Subscription:
     fd: int = -1
     #: When the kernel's latest status message, if it said ``idle``, was handled.
     idle_since: float | None = None
+
+    def decode(self, parts: list[bytes]) -> dict[str, Any] | None:
+        """The message's fields the capture needs (see :func:`.iopub.decode`)."""
+        return decode(self.session, parts)
 
     def note_status(self, msg: dict[str, Any], kernel_manager: Any) -> None:
         """Follow the kernel's state as jupyter_server's activity watcher does.

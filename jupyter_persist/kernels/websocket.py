@@ -18,7 +18,9 @@ from jupyter_server.services.kernels.connection.base import (
     deserialize_binary_message,
     deserialize_msg_from_ws_v1,
 )
+from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 
+from .iopub import V1_PROTOCOL
 from .replay import bound_replay_buffer
 from .standin import BusyKernelWidgets, ControlComms, answer
 
@@ -27,7 +29,6 @@ from .standin import BusyKernelWidgets, ControlComms, answer
 SETTINGS_KEY = "jupyter_persist_capture"
 #: Where the websocket hooks find what they talk to (a :class:`CaptureSink`).
 SINK_SETTINGS_KEY = "jupyter_persist_websocket_sink"
-V1_PROTOCOL = "v1.kernel.websocket.jupyter.org"
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,8 @@ class CaptureConnectionMixin:
 
     def _persist_widget_request(self, incoming_msg: Any, sink: CaptureSink) -> None:
         """Answer a widget manager's requests while a cell runs (see :mod:`.standin`)."""
+        if not isinstance(self, ZMQChannelsWebsocketConnection):
+            return  # a gateway's connection relays text frames; answers are ZMQ frames
         parsed = parse_client_message(incoming_msg, self._persist_subprotocol())
         if parsed is None:
             return

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import time
-import urllib.request
 from pathlib import Path
 
 import psutil
-from browser import jupyter_server_process, read_cells_retrying
+from browser import jupyter_server_process, read_cells_retrying, start_session
 from helpers import LabLikeClient, make_notebook, stream_text
 
 JOURNAL_INTERVAL = 1.0
@@ -19,18 +17,6 @@ CODE = (
     "import time\nfor i in range(600):\n"
     "    print(f'line {i} {time.time():.3f}', flush=True)\n    time.sleep(0.1)"
 )
-
-
-def start_session(base_url: str, token: str, path: str) -> str:
-    body = json.dumps({"path": path, "type": "notebook", "name": "", "kernel": {"name": "python3"}})
-    request = urllib.request.Request(
-        f"{base_url}api/sessions",
-        data=body.encode(),
-        method="POST",
-        headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return str(json.loads(response.read())["kernel"]["id"])
 
 
 async def test_sigkill_loses_at_most_the_journal_interval(tmp_path: Path) -> None:
