@@ -163,11 +163,12 @@ class GatewayFeed:
                         self.kernel_id,
                     )
                 unreachable_warned = False
+                cut_since = None
                 retry = RETRY_FIRST
                 await self._read(ws)
                 if self.closed:
                     return
-                cut_since = cut_since or time.monotonic()
+                cut_since = time.monotonic()
                 self.log.debug("jupyter_persist: websocket to kernel %s closed", self.kernel_id)
             delay = min(retry, RETRY_MAX) * random.uniform(0.8, 1.2)  # noqa: S311
             retry *= 2
