@@ -73,3 +73,35 @@ async def wait_for_count(jp_fetch: Any, kernel_id: str, expected: int) -> None:
             return
         await asyncio.sleep(0.1)
     assert await connections(jp_fetch, kernel_id) == expected
+
+
+async def test_state_and_activity_while_a_client_connects_are_the_servers_own(
+    jp_fetch: Any, jp_ws_fetch: Any, capture: Any
+) -> None:
+    """The gate's kernel_info nudges, like the server's own, leave the kernel's
+    ``execution_state`` alone (the server does not track kernel_info statuses) and move
+    ``last_activity`` only forward, as every IOPub message does."""
+    kernel_id = await start_kernel(jp_fetch)
+    seen: list[tuple[str, str]] = []
+
+    async def sample() -> None:
+        while True:
+            response = await jp_fetch("api", "kernels", kernel_id, method="GET")
+            model = json.loads(response.body)
+            seen.append((model["execution_state"], model["last_activity"]))
+            await asyncio.sleep(0.005)
+
+    sampler = asyncio.ensure_future(sample())
+    try:
+        ws = await jp_ws_fetch("api", "kernels", kernel_id, "channels")
+        await asyncio.sleep(0.5)
+    finally:
+        sampler.cancel()
+    ws.close()
+    assert kernel_id in capture.listener.kernel_ids  # the gate did wait for our subscription
+    states = {state for state, _ in seen}
+    assert states <= {"starting", "idle"}, states
+    assert seen[-1][0] == "idle"
+    activity = [stamp for _, stamp in seen]
+    assert activity == sorted(activity)  # ISO 8601 in UTC: ordered as text
+    assert len(seen) > 10
