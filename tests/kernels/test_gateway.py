@@ -30,11 +30,17 @@ from jupyter_server.gateway.managers import GatewayMappingKernelManager
 
 from jupyter_persist.kernels.gateway import GatewayFeed
 
+
+def printing(lines: int, pause: float = 0.25) -> str:
+    """A cell printing ``line 0`` … ``line <lines-1>``, one every ``pause`` seconds."""
+    return (
+        f"import time\nfor i in range({lines}):\n    print(f'line {{i}}', flush=True)\n"
+        f"    time.sleep({pause})"
+    )
+
+
 LINES = 12
-TWELVE_LINES = (
-    f"import time\nfor i in range({LINES}):\n    print(f'line {{i}}', flush=True)\n"
-    "    time.sleep(0.25)"
-)
+TWELVE_LINES = printing(LINES)
 EXPECTED = "".join(f"line {i}\n" for i in range(LINES))
 
 
@@ -114,7 +120,7 @@ async def test_websocket_cut_mid_run_reconnects_and_warns_with_the_gap(
     gateway_path: CuttablePath,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    code = TWELVE_LINES.replace(str(LINES), "80")
+    code = printing(80)
     nb_path = jp_root_dir / "cut.ipynb"
     make_notebook(nb_path, [("c", code)])
     _, kernel_id = await notebook_session(nb_path.name)
@@ -132,6 +138,12 @@ async def test_websocket_cut_mid_run_reconnects_and_warns_with_the_gap(
         await asyncio.sleep(4)  # several attempts to reconnect fail meanwhile
         gateway_path.restore()
         await wait_for(lambda: len(gaps()) == 1, what="the first reconnection")
+        # The gateway replays first, then what comes live: once a line printed after the
+        # reconnection is on disk, the replay is in (a cut during it would lose it).
+        await wait_for(
+            lambda: "line 40\n" in stream_text(read_cells(nb_path)["c"]),
+            what="the replay and a later line on disk",
+        )
         gateway_path.cut()  # a second, shorter cut: its own gap is reported
         await asyncio.sleep(1)
         gateway_path.restore()
@@ -196,6 +208,15 @@ async def test_interrupt_restart_and_shutdown_through_the_gateway(
     assert stream_text(cells["after"]) == "after restart\n"
 
 
+async def long_run_left(nb_path: Path, jp_ws_fetch: Any, notebook_session: Any) -> tuple[Path, str]:
+    """A notebook whose cell ``c`` prints for 100 s, run by a page that left at line 2."""
+    code = printing(400)
+    make_notebook(nb_path, [("c", code)])
+    _, kernel_id = await notebook_session(nb_path.name)
+    await run_and_leave(jp_ws_fetch, kernel_id, code, "c", wait_text="line 2")
+    return nb_path, kernel_id
+
+
 async def test_kernel_shut_down_on_the_gateway_is_followed(
     jp_root_dir: Path,
     jp_ws_fetch: Any,
@@ -203,11 +224,9 @@ async def test_kernel_shut_down_on_the_gateway_is_followed(
     capture: Any,
     kernel_gateway: KernelGateway,
 ) -> None:
-    nb_path = jp_root_dir / "culled.ipynb"
-    code = TWELVE_LINES.replace(str(LINES), "400")
-    make_notebook(nb_path, [("c", code)])
-    _, kernel_id = await notebook_session(nb_path.name)
-    await run_and_leave(jp_ws_fetch, kernel_id, code, "c", wait_text="line 2")
+    nb_path, kernel_id = await long_run_left(
+        jp_root_dir / "culled.ipynb", jp_ws_fetch, notebook_session
+    )
     # As the gateway's culler does: the kernel ends behind this server's back.
     await asyncio.to_thread(kernel_gateway.delete_kernel, kernel_id)
     await wait_for(lambda: kernel_id not in capture.listener.kernel_ids, what="kernel forgotten")
@@ -227,11 +246,9 @@ async def test_gateway_restarted_without_the_kernel(
     gateway_path: CuttablePath,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    nb_path = jp_root_dir / "restarted.ipynb"
-    code = TWELVE_LINES.replace(str(LINES), "400")
-    make_notebook(nb_path, [("c", code)])
-    _, kernel_id = await notebook_session(nb_path.name)
-    await run_and_leave(jp_ws_fetch, kernel_id, code, "c", wait_text="line 2")
+    nb_path, kernel_id = await long_run_left(
+        jp_root_dir / "restarted.ipynb", jp_ws_fetch, notebook_session
+    )
     original = gateway_path.target_port
     # A new gateway process behind the same URL, which has never heard of the kernel.
     with kernel_gateway_process(tmp_path, token=kernel_gateway.token) as restarted:
@@ -257,7 +274,7 @@ async def test_gateway_restarted_without_the_kernel(
 async def test_sigkill_of_the_server_mid_run_journal_restores(
     tmp_path: Path, kernel_gateway: KernelGateway
 ) -> None:
-    code = TWELVE_LINES.replace(str(LINES), "400").replace("0.25", "0.05")
+    code = printing(400, pause=0.05)
     args = [*kernel_gateway.server_args(), "--PersistExtension.journal_interval=1"]
     with jupyter_server_process(
         tmp_path, app="server", save_interval=600, extra_args=args
