@@ -93,6 +93,8 @@ class GatewayFeed:
         self._resume = asyncio.Event()
         self._resume.set()
         self._helpers: set[asyncio.Future[None]] = set()
+        #: A reconnection asked for (a restart), not a cut: at once and without a WARNING.
+        self._reconnect_now = False
         self._task = asyncio.ensure_future(self._run())
 
     def decode(self, frame: str | bytes) -> dict[str, Any] | None:
@@ -110,10 +112,14 @@ class GatewayFeed:
         self._resume.set()
 
     def renudge(self) -> None:
-        """The kernel restarts: wait for it to answer again before calling the feed live."""
+        """The kernel restarted: reconnect, and wait for it to answer before calling the
+        feed live. The gateway's streams of a connection opened before the restart may
+        still point at the old process's ports (jupyter_server renews them only for a new
+        connection): measured, a feed kept open across a restart heard nothing after it."""
         self.live.clear()
         if self._ws is not None:
-            self._start(self._nudge(self._ws))
+            self._reconnect_now = True
+            self._ws.close()
 
     def _start(self, helper: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(helper)
@@ -168,6 +174,9 @@ class GatewayFeed:
                 await self._read(ws)
                 if self.closed:
                     return
+                if self._reconnect_now:
+                    self._reconnect_now = False
+                    continue
                 cut_since = time.monotonic()
                 self.log.debug("jupyter_persist: websocket to kernel %s closed", self.kernel_id)
             delay = min(retry, RETRY_MAX) * random.uniform(0.8, 1.2)  # noqa: S311
