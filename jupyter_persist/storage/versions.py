@@ -9,7 +9,7 @@ our writes only ever change outputs and execution counts, and the save guard giv
 save that lacks captured outputs the outputs back. Then the tab saves with no dialog.
 
 Per notebook, this keeps one *lineage*: the version someone else left on disk before
-our first write (the *origin*), our latest write, and a token naming the chain of our
+our first write (the *origin*), our latest writes, and a token naming the chain of our
 writes, which a tab that adopted one of them sends back. A write by anyone else
 breaks the chain; our next write starts a new one. Pure: no I/O.
 """
@@ -17,13 +17,17 @@ breaks the chain; our next write starts a new one. Pure: no I/O.
 from __future__ import annotations
 
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 #: Notebooks whose lineage is kept, the ones written longest ago dropped first.
 MAX_LINEAGES = 1024
+#: Our writes remembered per chain. A tab that loaded the file while we wrote it holds
+#: one of our recent writes (a page reopened mid-run loads the file as a write lands);
+#: one that loaded an older one still takes the chain when it sends the token back.
+CHAIN_VERSIONS = 32
 
 
 @dataclass(frozen=True)
@@ -84,10 +88,19 @@ class Lineage:
 
     #: The file as someone else (a tab, an editor, git) left it before our first write.
     origin: FileVersion
-    #: The file as our latest write left it.
-    latest: FileVersion
+    #: The file as each of our latest writes left it, oldest first.
+    written: deque[FileVersion]
     #: Names this chain for tabs that took one of its versions as their own.
     token: str
+
+    @property
+    def latest(self) -> FileVersion:
+        """The file as our latest write left it."""
+        return self.written[-1]
+
+    def holds(self, tab: FileVersion) -> bool:
+        """Whether the tab's version is where the chain started or one of our writes."""
+        return tab.is_file(self.origin) or any(tab.is_file(v) for v in self.written)
 
 
 class WrittenVersions:
@@ -106,9 +119,9 @@ class WrittenVersions:
         lineage = self._lineages.pop(path, None)
         continues = lineage is not None and (before is None or before.is_our_write(lineage.latest))
         if lineage is not None and continues:
-            lineage.latest = after
+            lineage.written.append(after)
         elif before is not None:
-            lineage = Lineage(before, after, uuid.uuid4().hex)
+            lineage = Lineage(before, deque([after], maxlen=CHAIN_VERSIONS), uuid.uuid4().hex)
         else:
             lineage = None  # our own write whose chain was forgotten: origin unknown
         if lineage is not None:
@@ -132,15 +145,15 @@ class WrittenVersions:
         """The lineage when every change from the tab's version to ``disk`` is one of ours.
 
         That holds when the file on disk is our latest write and the tab's version is
-        that write, where our chain started, or another of the chain's versions (the tab
-        took it, and sends the chain's ``token`` back). Otherwise None: someone else
-        changed the file, and JupyterLab's "File Changed" question is the right one.
+        where our chain started or one of its writes (the tab loaded it, or took it and
+        sends the chain's ``token`` back). Otherwise None: someone else changed the
+        file, and JupyterLab's "File Changed" question is the right one.
         """
         lineage = self._lineages.get(path)
         if lineage is None or not disk.is_our_write(lineage.latest):
             return None
         if tab_token and tab_token == lineage.token:
             return lineage
-        if tab.is_file(disk) or tab.is_file(lineage.origin):
+        if tab.is_file(disk) or lineage.holds(tab):
             return lineage
         return None

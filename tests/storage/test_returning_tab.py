@@ -82,6 +82,24 @@ async def test_a_tab_away_while_we_wrote_may_take_our_version(
     assert again["token"] == answer["token"]
 
 
+async def test_a_tab_that_loaded_the_file_mid_run_may_take_our_later_version(
+    jp_fetch: Any, jp_ws_fetch: Any, jp_root_dir: Path, notebook_session: Any, capture: Any
+) -> None:
+    """A page reopened mid-run loads one of our writes as the next lands (CI saw it)."""
+    make_notebook(jp_root_dir / NAME, [("slow", SLOW)])
+    _, kernel_id = await notebook_session(NAME)
+    msg_id = await run_and_leave(jp_ws_fetch, kernel_id, SLOW, "slow", wait_text="line 0")
+    execution = capture.store.get(msg_id)
+    await wait_for(lambda: not execution.dirty and execution.placed, timeout=30)
+    mid_run = await tab_version(jp_fetch)  # the file as one of our writes left it
+    await wait_for(lambda: not execution.running and not execution.dirty, timeout=30)
+    disk = await tab_version(jp_fetch)
+    assert disk != mid_run, "no write of ours after the tab loaded the file"
+    answer = await ask(jp_fetch, mid_run)
+    assert answer["only_ours"] is True
+    assert answer["hash"] == disk["hash"]
+
+
 async def test_our_writes_pause_for_the_tab_that_took_our_version(
     jp_fetch: Any, jp_ws_fetch: Any, jp_root_dir: Path, notebook_session: Any, capture: Any
 ) -> None:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from jupyter_persist.storage.versions import FileVersion, WrittenVersions, parse_time
+from jupyter_persist.storage.versions import (
+    CHAIN_VERSIONS,
+    FileVersion,
+    WrittenVersions,
+    parse_time,
+)
 
 T0 = datetime(2026, 12, 4, 2, 0, 0, 123456, tzinfo=timezone.utc)
 
@@ -58,17 +63,36 @@ def test_the_disk_must_be_our_latest_write() -> None:
     assert versions.only_ours_since("a.ipynb", tab(loaded), "", at(5, 121, "hy")) is None
 
 
+def test_a_tab_that_loaded_one_of_our_writes_may_take_the_latest() -> None:
+    """A page reopened mid-run loads the file as one of our writes lands: it holds the
+    write before the latest, whose time it has and whose hash we never knew."""
+    versions = WrittenVersions()
+    versions.wrote("a.ipynb", at(0, digest="h0"), at(5, 120))
+    versions.wrote("a.ipynb", None, at(6, 130))
+    versions.wrote("a.ipynb", None, at(7, 140))
+    disk = at(7, 140, "h3")
+    loaded = at(5, 120, "h1")
+    assert versions.only_ours_since("a.ipynb", tab(loaded), "", disk) is not None
+    assert versions.only_ours_since("a.ipynb", tab(at(6, 130, "h2")), "", disk) is not None
+    # A time none of our writes left on disk is not one of ours.
+    assert versions.only_ours_since("a.ipynb", tab(at(5.5, 125, "hx")), "", disk) is None
+
+
 def test_a_tab_that_took_a_version_sends_the_token() -> None:
     versions = WrittenVersions()
     versions.wrote("a.ipynb", at(0, digest="h0"), at(5, 120))
     lineage = versions.lineage("a.ipynb")
     assert lineage is not None
     taken = at(5, 120, "h1")
-    versions.wrote("a.ipynb", None, at(10, 140))
-    disk = at(10, 140, "h2")
+    # So many writes since that the one the tab took is no longer remembered.
+    for n in range(1, CHAIN_VERSIONS + 1):
+        versions.wrote("a.ipynb", None, at(5 + n, 120 + n))
+    disk = at(5 + CHAIN_VERSIONS, 120 + CHAIN_VERSIONS, "h2")
     assert versions.only_ours_since("a.ipynb", tab(taken), "", disk) is None
     assert versions.only_ours_since("a.ipynb", tab(taken), "wrong", disk) is None
     assert versions.only_ours_since("a.ipynb", tab(taken), lineage.token, disk) is lineage
+    # The origin is kept for the whole chain.
+    assert versions.only_ours_since("a.ipynb", tab(at(0, digest="h0")), "", disk) is lineage
 
 
 def test_a_tab_at_the_disks_version_gets_the_token() -> None:
