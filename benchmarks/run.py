@@ -125,7 +125,12 @@ OURS_ONLY = {
     "nb_writes",
     "nb_rate",
     "nb_journal",
+    "loop_us",
+    "loop_iopub_us",
+    "loop_write_ms",
 }
+#: Workloads whose IOPub messages the "µs per message" rows pool (the busy ones).
+MESSAGE_WORKLOADS = {"lines_attached", "lines_detached", "many_kernels"}
 
 
 def lag_specs(prefix: str, workload: str) -> dict[str, tuple[Any, ...]]:
@@ -216,6 +221,25 @@ def make_rows(z: Sizes) -> dict[str, Row]:
             None,
             1,
         ),
+        "loop_us": (
+            f"{lines} (both) and many kernels",
+            "our event-loop µs per IOPub message, all our work",
+            "≤30 µs",
+            None,
+            30,
+        ),
+        "loop_iopub_us": (
+            f"{lines} (both) and many kernels",
+            "our event-loop µs per IOPub message, message handling",
+            "info",
+        ),
+        "loop_write_ms": (
+            "whole run (the 50 MB notebook's writes included)",
+            "longest event-loop block by our writes ms",
+            "≤50 ms",
+            None,
+            50,
+        ),
         "p99": ("all of the above", "p99 GET /api/status ms", "≤50 ms, ≤1.5×", 1.5, 50),
         "p99_worst": ("worst single workload", "p99 GET /api/status ms", "≤50 ms", None, 50),
     }
@@ -232,6 +256,8 @@ async def run_side(
 
     latencies: list[float] = []
     worst = 0.0
+    loop_seconds = {"all": 0.0, "iopub": 0.0}
+    loop_messages = 0
     for workload, mapping in (
         (
             lines_attached(server, z.lines, run, latencies),
@@ -281,7 +307,13 @@ async def run_side(
             workload.close()
             continue
         started = time.monotonic()
+        before = loop_counters(server) if side == "ours" else None
         result = await workload
+        if before is not None and workload.__name__ in MESSAGE_WORKLOADS:
+            after = loop_counters(server)
+            loop_messages += after["messages"] - before["messages"]
+            for kind in loop_seconds:
+                loop_seconds[kind] += after[kind] - before[kind]
         print(
             f"  {side:5} run {run}: {workload.__name__} in {time.monotonic() - started:.0f} s: "
             + ", ".join(f"{k}={v:.3g}" for k, v in result.items()),
@@ -292,6 +324,22 @@ async def run_side(
             add(key, result[measure])
     add("p99", p99(latencies))
     add("p99_worst", worst)
+    if side == "ours" and loop_messages:
+        add("loop_us", loop_seconds["all"] / loop_messages * 1e6)
+        add("loop_iopub_us", loop_seconds["iopub"] / loop_messages * 1e6)
+    if side == "ours" and (not only or "big_notebook" in only):
+        meter = server.request("api/persist/status")["event_loop"]
+        add("loop_write_ms", meter["longest_ms"].get("flush", 0.0))
+
+
+def loop_counters(server: Server) -> dict[str, float]:
+    """The extension's event-loop counters (see jupyter_persist/meter.py)."""
+    meter = server.request("api/persist/status")["event_loop"]
+    return {
+        "messages": meter["messages"],
+        "all": meter["seconds_total"],
+        "iopub": meter["seconds"].get("iopub", 0.0),
+    }
 
 
 async def run_gateway_side(

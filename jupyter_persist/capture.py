@@ -25,6 +25,7 @@ from .kernels.idle import correct_missed_idle
 from .kernels.lifecycle import KernelTracker
 from .kernels.listener import KernelListener
 from .logs import debug_logged
+from .meter import LoopMeter
 from .model.caps import Limits
 from .model.store import CaptureStore, Execution
 from .routing.locator import ExecutionLocator
@@ -61,15 +62,25 @@ class CaptureManager(LoggingConfigurable):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        #: Our time on the server's event loop (see :mod:`.meter`).
+        self.meter = LoopMeter()
         self.store = CaptureStore(self.limits)
         self.clients = AttachedClients()
-        self.writer = NotebookWriter(contents_manager=self.contents_manager, parent=self)
+        self.writer = NotebookWriter(
+            self.meter, contents_manager=self.contents_manager, parent=self
+        )
         text_log = None
         if self.text_log_dir:
             text_log = TextLog(Path(self.text_log_dir), self.text_log_max_bytes, parent=self)
         journal = Journal(Path(self.state_dir) / "journals", parent=self)
         self.recorder = Recorder(
-            self.store, self.writer, journal, text_log, self.journal_interval, parent=self
+            self.store,
+            self.writer,
+            journal,
+            text_log,
+            self.journal_interval,
+            meter=self.meter,
+            parent=self,
         )
         self.flusher = Flusher(
             self.store,
@@ -98,6 +109,7 @@ class CaptureManager(LoggingConfigurable):
         self.listener = KernelListener(
             on_message=self.router.on_iopub,
             on_gone=self._kernel_gone,
+            meter=self.meter,
             kernel_manager=self.kernel_manager,
             parent=self,
         )
@@ -140,7 +152,9 @@ class CaptureManager(LoggingConfigurable):
         Journals a previous server left behind are merged into their notebooks first.
         """
         if self._loop is None:
-            self._loop = PeriodicCallback(self._tick, self.save_interval * 1000)
+            self._loop = PeriodicCallback(
+                lambda: self.meter.timed("flush", self._tick()), self.save_interval * 1000
+            )
             self._loop.start()
             self._spawn(self.recorder.start())
             for kernel_id in self.kernel_manager.list_kernel_ids():
@@ -159,7 +173,7 @@ class CaptureManager(LoggingConfigurable):
         self.recorder.tick()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.ensure_future(coro)
+        task = asyncio.ensure_future(self.meter.timed("flush", coro))
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
@@ -242,6 +256,7 @@ class CaptureManager(LoggingConfigurable):
         For the REST API: skips the write pacing, but still never writes a notebook an
         attached client owns. Returns each notebook's outcome (see ``Flusher.flush``).
         """
+        self.listener.catch_up()
         self.recorder.tick()
         paths = [path] if path is not None else sorted(self.store.paths_to_write())
         return {p: await self.flusher.flush(p, ignore_pause=True) for p in paths}

@@ -118,6 +118,7 @@ class OutputsHandler(PersistHandler):
     async def get(self) -> None:
         """Each cell's latest captured execution, whole; 404 when nothing is captured."""
         path = self.notebook_path()
+        self.capture.listener.catch_up()  # what the kernels sent so far
         if path not in self.capture.captured_paths():
             raise web.HTTPError(404, f"no captured outputs for {path!r}")
         executions = sorted(self.capture.store.latest_of(path), key=lambda e: e.seq)
@@ -199,6 +200,7 @@ class FollowHandler(CaptureAccess, WebSocketMixin, WebSocketHandler, JupyterHand
         self._opened = self.capture.clients.follow(self._path)
         self.log.info("jupyter_persist: a page follows %s", self._path)
         self._view = FollowView(self.capture.store, self._path)
+        self.capture.listener.catch_up()  # the snapshot has what the kernels sent so far
         self._push()
         self._pusher = PeriodicCallback(self._push, FOLLOW_INTERVAL * 1000)
         self._pusher.start()

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from ..kernels.lookup import find_kernel
 
 if TYPE_CHECKING:
     from ..capture import CaptureManager
@@ -79,15 +80,14 @@ async def capture_status(capture: CaptureManager) -> dict[str, Any]:
             "max_rich_output_bytes": capture.limits.max_rich_output_bytes,
         },
         "kernels_listened_to": len(listened),
+        "event_loop": capture.meter.snapshot(),
         "notebooks": [notebooks[path] for path in sorted(notebooks)],
     }
 
 
 def _kernel(capture: CaptureManager, kernel_id: str) -> dict[str, Any]:
-    try:
-        state = capture.kernel_manager.get_kernel(kernel_id).execution_state
-    except KeyError:
-        state = "gone"
+    kernel = find_kernel(capture.kernel_manager, kernel_id)
+    state = kernel.execution_state if kernel is not None else "gone"
     return {
         "id": kernel_id,
         "execution_state": state,

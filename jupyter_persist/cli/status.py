@@ -68,11 +68,23 @@ def server_lines(server: RunningServer) -> list[str]:
     if status is None:
         return [*lines, f"  {server.problem}"]
     lines.append(f"  jupyter_persist {status['version']}, state in {status['state_dir']}")
+    if "event_loop" in status:  # servers before 2026-12-04 do not count it
+        lines.append(event_loop_line(status["event_loop"]))
     if not status["notebooks"]:
         lines.append("  no notebook is being captured")
     for notebook in status["notebooks"]:
         lines.extend(notebook_lines(notebook))
     return lines
+
+
+def event_loop_line(meter: dict[str, Any]) -> str:
+    """The extension's time on the server's event loop, as a line for a terminal."""
+    longest = max(meter["longest_ms"].values(), default=0.0)
+    return (
+        f"  event loop: {meter['seconds_total']:.1f} s in the extension (longest block "
+        f"{longest:.0f} ms); {meter['messages']:,} IOPub messages, "
+        f"{meter['iopub_us_per_message']:.0f} µs each"
+    )
 
 
 def notebook_lines(notebook: dict[str, Any]) -> list[str]:

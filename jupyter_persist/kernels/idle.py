@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .listener import KernelListener
+from .lookup import find_kernel
 
 #: Seconds our subscription must have seen a kernel idle before the server's "busy" is
 #: taken as a missed status (the server's own watcher reads the same messages sooner).
@@ -42,9 +43,8 @@ def correct_missed_idle(kernel_manager: Any, listener: KernelListener, log: Any)
         since = listener.idle_since(kernel_id)
         if since is None or now - since < MISSED_IDLE_AFTER:
             continue
-        try:
-            kernel = kernel_manager.get_kernel(kernel_id)
-        except KeyError:
+        kernel = find_kernel(kernel_manager, kernel_id)
+        if kernel is None:
             continue
         if getattr(kernel, "execution_state", None) == "busy" and _watcher_quiet(kernel):
             kernel.execution_state = "idle"

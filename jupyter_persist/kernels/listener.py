@@ -8,56 +8,49 @@ import time
 from collections import deque
 from collections.abc import Callable
 from itertools import groupby
-from operator import itemgetter
 from typing import Any
 
-import zmq
 from jupyter_client.connect import ConnectionFileMixin
 from tornado.ioloop import PeriodicCallback
 from traitlets import Any as AnyTrait
 from traitlets.config import LoggingConfigurable
 
+from ..meter import LoopMeter
 from .gateway import GatewayFeed, is_gateway_kernel
 from .iopub import coalesce_streams
-from .subscription import Subscription, nudge_until_live, open_subscription
+from .lookup import find_kernel
+from .reader import BACKLOG_BYTES, IOPubReader
+from .subscription import Subscription, nudge_until_live, subscription_for
 
 #: A kernel's messages: a ZMQ subscription, or a websocket to a gateway kernel.
 Source = Subscription | GatewayFeed
 
 MessageCallback = Callable[[str, dict[str, Any]], None]
 
-#: Seconds messages wait before they are handled: a backlog is handled as one batch, in
-#: which consecutive stream messages are merged (far below the journal's 1 s).
+#: Seconds a gateway's frames wait before they are handled, so that a run of them is
+#: handled as one batch (the reader's thread paces local kernels' messages itself).
 HANDLE_DELAY = 0.02
 #: Seconds of handling messages per event-loop turn, and the pause after a full one.
 #: jupyter_server's own IOPub subscriptions (activity watcher, clients, replay buffer)
 #: keep ZMQ's 1,000-message limit: they must be read first, or a flood overflows them.
 HANDLE_BUDGET = 0.005
 HANDLE_PAUSE = 0.005
-#: Messages and bytes read from one socket per event-loop turn.
-READ_BATCH = 1000
-READ_BYTES = 4 * 1024 * 1024
-#: Bytes received and not yet handled past which sockets are left unread for a while.
-BACKLOG_BYTES = 16 * 1024 * 1024
-#: Seconds between polls of every subscription (see ``KernelListener.poll``).
+#: Seconds between checks that the reader's thread runs (see ``KernelListener.poll``).
 POLL_INTERVAL = 1.0
-#: Messages and bytes decoded and merged at a time within a handling slice.
+#: Messages passed on at a time within a handling slice.
 HANDLE_BATCH = 64
-HANDLE_BATCH_BYTES = 1024 * 1024
 
 
 class KernelListener(LoggingConfigurable):
     """Subscribes to the IOPub channel of each kernel of the server's kernel manager.
 
-    The subscription is opened with the kernel manager's own connection info, exactly as
+    The subscription is made with the kernel manager's own connection info, exactly as
     jupyter_server's activity watcher does, so it works for every kernel the manager
-    starts, whatever client started it. Messages are passed to ``on_message`` as
-    deserialized dictionaries (buffers dropped), a run of stream messages of one
-    execution merged into one (see :func:`~jupyter_persist.kernels.iopub.coalesce_streams`).
-
-    The socket is read directly, every waiting message at once, rather than through a
-    ``ZMQStream``, which costs an event-loop turn and a socket-option query per message:
-    measured, a third of the capture's cost during a ``print(..., flush=True)`` flood.
+    starts, whatever client started it. A thread of our own (:mod:`.reader`) reads and
+    decodes local kernels' messages; a gateway kernel's arrive on a websocket
+    (:mod:`.gateway`). Messages are passed to ``on_message`` on the event loop as
+    dictionaries, each run of stream messages of one execution merged into one (see
+    :func:`~jupyter_persist.kernels.iopub.coalesce_streams`).
     """
 
     kernel_manager = AnyTrait(help="The server's MultiKernelManager.")
@@ -66,25 +59,29 @@ class KernelListener(LoggingConfigurable):
         self,
         on_message: MessageCallback,
         on_gone: Callable[[str], None] = lambda kernel_id: None,
+        meter: LoopMeter | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self._on_message = on_message
         #: Called when a gateway says one of its kernels no longer exists.
         self._on_gone = on_gone
+        self.meter = meter or LoopMeter()
         self._subscriptions: dict[str, Source] = {}
-        #: Received, not yet handled (our socket's queue has no limit; this is its tail):
-        #: ZMQ message parts, or a gateway's websocket frames.
-        self._received: deque[tuple[str, Source, Any, int]] = deque()
-        self._received_bytes = 0
-        #: Kernels whose socket is not read until the backlog shrinks.
-        self._paused: set[str] = set()
+        self._reader = IOPubReader(self._take_batches, self._live, self.log)
+        #: Taken, not yet handled: (source, decoded messages, bytes on the wire).
+        self._received: deque[tuple[Source, list[dict[str, Any]], int]] = deque()
+        #: Bytes of gateway frames taken and not yet handled.
+        self._gateway_bytes = 0
+        #: Gateway feeds not read until the backlog shrinks.
+        self._paused: set[GatewayFeed] = set()
         self._handling: asyncio.Handle | asyncio.TimerHandle | None = None
         self._poller: PeriodicCallback | None = None
         #: Kernels with no local ZMQ connection, warned about once.
         self._not_capturable: set[str] = set()
         #: Gateway kernels the gateway said are gone (the server may list them a while).
         self._gone: deque[str] = deque(maxlen=1000)
+        self._stopped = False
 
     @property
     def kernel_ids(self) -> set[str]:
@@ -93,16 +90,15 @@ class KernelListener(LoggingConfigurable):
 
     def attach(self, kernel_id: str) -> bool:
         """Subscribe to a kernel's IOPub (again if its ports changed). Returns success."""
-        try:
-            kernel = self.kernel_manager.get_kernel(kernel_id)
-            ports = tuple(getattr(kernel, "ports", ()) or ())
-        except KeyError:
+        kernel = find_kernel(self.kernel_manager, kernel_id)
+        if kernel is None:
             return False
+        ports = tuple(getattr(kernel, "ports", ()) or ())
         current = self._subscriptions.get(kernel_id)
         if isinstance(current, GatewayFeed) and not current.closed:
             return True
         if isinstance(current, Subscription):
-            if current.ports == ports and not current.owner.closed:
+            if current.ports == ports:
                 return True
             self.detach(kernel_id)
         if is_gateway_kernel(kernel):
@@ -118,20 +114,22 @@ class KernelListener(LoggingConfigurable):
             )
             return False
         try:
-            subscription = open_subscription(kernel, ports)
+            subscription = subscription_for(kernel_id, kernel, ports)
         except Exception as err:  # a kernel still starting has no connection info yet
             self.log.debug("jupyter_persist: cannot subscribe to kernel %s yet: %s", kernel_id, err)
             return False
+        self._start()
         self._subscriptions[kernel_id] = subscription
+        self._reader.add(subscription)
+        self.log.debug("jupyter_persist: subscribed to IOPub of kernel %s", kernel_id)
+        return True
+
+    def _start(self) -> None:
+        self._stopped = False
+        self._reader.start()
         if self._poller is None:
             self._poller = PeriodicCallback(self.poll, POLL_INTERVAL * 1000)
             self._poller.start()
-        loop = asyncio.get_running_loop()
-        loop.add_reader(subscription.fd, self._read, kernel_id, subscription)
-        # The descriptor signals changes only: read what may already be waiting.
-        loop.call_soon(self._read, kernel_id, subscription)
-        self.log.debug("jupyter_persist: subscribed to IOPub of kernel %s", kernel_id)
-        return True
 
     def _attach_gateway(self, kernel_id: str) -> bool:
         if kernel_id in self._gone:
@@ -153,15 +151,28 @@ class KernelListener(LoggingConfigurable):
         if self._subscriptions.get(feed.kernel_id) is not feed:
             return True
         size = len(frame)
-        self._received.append((feed.kernel_id, feed, frame, size))
-        self._received_bytes += size
+        self.meter.messages += 1
+        msg = self._decode(feed, frame)
+        self._received.append((feed, [msg] if msg is not None else [], size))
+        self._gateway_bytes += size
         if self._handling is None:
             self._handling = asyncio.get_running_loop().call_later(HANDLE_DELAY, self._handle_some)
-        if self._received_bytes < BACKLOG_BYTES:
+        if self._gateway_bytes < BACKLOG_BYTES:
             return True
         feed.pause()
-        self._paused.add(feed.kernel_id)
+        self._paused.add(feed)
         return False
+
+    def _take_batches(self) -> None:
+        """The reader handed batches over: handle them soon (called on the event loop)."""
+        for batch in self._reader.take():
+            self.meter.messages += batch.received
+            self._received.append((batch.subscription, batch.messages, batch.nbytes))
+        if self._received and self._handling is None:
+            self._handling = asyncio.get_running_loop().call_soon(self._handle_some)
+
+    def _live(self, subscription: Subscription) -> None:
+        subscription.live.set()
 
     def idle_since(self, kernel_id: str) -> float | None:
         """Monotonic time since which the kernel is idle by its IOPub status, or None."""
@@ -179,6 +190,7 @@ class KernelListener(LoggingConfigurable):
             subscription.renudge()
         elif subscription is not None:
             subscription.live.clear()
+            self._reader.want_live(subscription)
 
     async def wait_live(self, kernel_id: str, timeout: float) -> bool:
         """Wait until the kernel's subscription receives messages; False on timeout."""
@@ -193,171 +205,123 @@ class KernelListener(LoggingConfigurable):
             self.kernel_manager, kernel_id, subscription, timeout, self.log
         )
 
-    def _read(self, kernel_id: str, subscription: Subscription, bounded: bool = True) -> int:
-        """Take messages waiting on a socket; return how many. Never raises.
-
-        Bounded (the default), a call takes at most ``READ_BATCH`` messages or
-        ``READ_BYTES``, and none while ``BACKLOG_BYTES`` wait to be handled: the rest
-        stays in the socket's queue until the handler catches up (a flood of 1 MB prints
-        read eagerly blocked the event loop for seconds and doubled the server's memory).
-        """
-        socket = subscription.socket
-        if subscription.owner.closed or self._subscriptions.get(kernel_id) is not subscription:
-            return 0
-        received = read_bytes = 0
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                if bounded and self._received_bytes >= BACKLOG_BYTES:
-                    self._paused.add(kernel_id)
-                    break
-                if bounded and (received >= READ_BATCH or read_bytes >= READ_BYTES):
-                    # More may wait, and the edge-triggered descriptor will not say so again.
-                    loop.call_soon(self._read, kernel_id, subscription)
-                    break
-                try:
-                    parts = socket.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                size = sum(len(part) for part in parts)
-                self._received.append((kernel_id, subscription, parts, size))
-                self._received_bytes += size
-                received += 1
-                read_bytes += size
-        except zmq.ZMQError as err:
-            self.log.debug("jupyter_persist: reading IOPub of kernel %s: %s", kernel_id, err)
-        if received:
-            subscription.live.set()
-            if self._handling is None:
-                self._handling = loop.call_later(HANDLE_DELAY, self._handle_some)
-        return received
-
     def _handle_some(self) -> None:
         """Handle received messages for up to ``HANDLE_BUDGET`` seconds, then yield."""
         self._handling = None
-        deadline = time.perf_counter() + HANDLE_BUDGET
-        try:
-            while self._received and time.perf_counter() < deadline:
-                self._handle_batch(HANDLE_BATCH, HANDLE_BATCH_BYTES)
-        except Exception:
-            # Never leave the backlog unhandled and the sockets unread: log, go on.
-            self.log.exception("jupyter_persist: error handling IOPub messages")
-        finally:
-            self._resume_reading()
-            if self._received:
-                loop = asyncio.get_running_loop()
-                self._handling = loop.call_later(HANDLE_PAUSE, self._handle_some)
+        with self.meter.timing("iopub"):
+            deadline = time.perf_counter() + HANDLE_BUDGET
+            try:
+                while self._received and time.perf_counter() < deadline:
+                    self._handle_batch(HANDLE_BATCH)
+            except Exception:
+                # Never leave the backlog unhandled and the feeds paused: log, go on.
+                self.log.exception("jupyter_persist: error handling IOPub messages")
+            finally:
+                self._resume_feeds()
+                if self._received:
+                    loop = asyncio.get_running_loop()
+                    self._handling = loop.call_later(HANDLE_PAUSE, self._handle_some)
 
-    def _resume_reading(self) -> None:
-        """Read the sockets left unread again once the backlog is down to half."""
-        if not self._paused or self._received_bytes >= BACKLOG_BYTES // 2:
+    def _resume_feeds(self) -> None:
+        """Read the gateway feeds left unread again once the backlog is down to half."""
+        if not self._paused or self._gateway_bytes >= BACKLOG_BYTES // 2:
             return
-        loop = asyncio.get_running_loop()
-        for kernel_id in self._paused:
-            subscription = self._subscriptions.get(kernel_id)
-            if isinstance(subscription, GatewayFeed):
-                subscription.resume()
-            elif subscription is not None:
-                loop.call_soon(self._read, kernel_id, subscription)
+        for feed in self._paused:
+            feed.resume()
         self._paused.clear()
 
     def poll(self) -> None:
-        """Read every socket not paused, and see that what was received gets handled.
+        """See that the reader's thread runs and that what it handed over gets handled.
 
-        Called periodically as a safety net: the sockets' descriptors signal changes
-        only, so a change missed would leave a socket unread until the next message;
-        once, during a flood of 1 MB prints, a subscription stopped after 5 MB and the
-        kernel dropped the rest for it (cause not found).
+        A thread that ended (it never should: it logs its errors and goes on) is logged
+        and started again, with every subscription opened anew.
         """
         try:
-            for kernel_id, subscription in self._zmq_subscriptions():
-                if kernel_id not in self._paused and self._read(kernel_id, subscription):
-                    self.log.debug("jupyter_persist: polled messages of kernel %s", kernel_id)
-            self._resume_reading()
-            if self._received and self._handling is None:
-                self.log.warning(
-                    "jupyter_persist: %d IOPub messages were left unhandled; handling them",
-                    len(self._received),
+            subscribed = [s for s in self._subscriptions.values() if isinstance(s, Subscription)]
+            if subscribed and not self._stopped and not self._reader.running:
+                self.log.error(
+                    "jupyter_persist: the IOPub reader thread stopped; starting it again "
+                    "(messages published meanwhile may be missed)"
                 )
-                self._handling = asyncio.get_running_loop().call_soon(self._handle_some)
+                self._reader.stop()
+                self._reader.start()
+                for subscription in subscribed:
+                    subscription.live.clear()
+                    subscription.signal_live = True
+                    self._reader.add(subscription)
+            self._take_batches()
         except Exception:
             self.log.exception("jupyter_persist: error polling IOPub subscriptions")
 
     def catch_up(self) -> None:
-        """Read every socket (within the bounds) and handle what was received, now."""
-        for kernel_id, subscription in self._zmq_subscriptions():
-            self._read(kernel_id, subscription)
+        """Take what every socket holds (within the bounds) and handle it, now."""
+        if any(isinstance(s, Subscription) for s in self._subscriptions.values()):
+            self._reader.sync()
         self.handle_all()
-
-    def _zmq_subscriptions(self) -> list[tuple[str, Subscription]]:
-        """The sockets to read (a gateway's websockets are read by their own tasks)."""
-        return [(k, s) for k, s in self._subscriptions.items() if isinstance(s, Subscription)]
 
     def handle_all(self) -> None:
         """Handle every message received so far, now (before a detach or a stop)."""
-        while self._received:
-            self._handle_batch(len(self._received), None)
-        self._resume_reading()
+        with self.meter.timing("iopub"):
+            self._take_batches()
+            while self._received:
+                self._handle_batch(len(self._received))
+            self._resume_feeds()
 
-    def _handle_batch(self, size: int, max_bytes: int | None) -> None:
-        """Decode up to ``size`` messages (or ``max_bytes``), merge stream runs, pass them on."""
-        decoded: list[tuple[str, dict[str, Any]]] = []
-        taken = 0
-        while self._received and len(decoded) < size:
-            if max_bytes is not None and decoded and taken >= max_bytes:
-                break
-            kernel_id, subscription, parts, nbytes = self._received.popleft()
-            self._received_bytes -= nbytes
-            taken += nbytes
-            msg = self._decode(kernel_id, subscription, parts)
-            if msg is None:
-                continue
-            decoded.append((kernel_id, msg))
-            if msg["header"].get("msg_type") == "status":
-                subscription.note_status(msg, self.kernel_manager)
-        for kernel_id, run in groupby(decoded, key=itemgetter(0)):
-            for msg in coalesce_streams(msg for _, msg in run):
+    def _handle_batch(self, size: int) -> None:
+        """Pass on the messages of up to ``size`` received items, merging stream runs."""
+        taken: list[tuple[Source, list[dict[str, Any]]]] = []
+        while self._received and len(taken) < size:
+            source, messages, nbytes = self._received.popleft()
+            if isinstance(source, GatewayFeed):
+                self._gateway_bytes -= nbytes
+            else:
+                self._reader.handled(nbytes)
+            taken.append((source, messages))
+            for msg in messages:
+                if msg["header"].get("msg_type") == "status":
+                    source.note_status(msg, self.kernel_manager)
+        for source, run in groupby(taken, key=lambda item: item[0]):
+            messages = [msg for _, batch in run for msg in batch]
+            kernel_id = source.kernel_id
+            for msg in coalesce_streams(messages) if len(messages) > 1 else messages:
                 self._deliver(kernel_id, msg)
 
     def detach(self, kernel_id: str) -> None:
         """Close the subscription of a kernel, if any, after handling all it holds."""
         subscription = self._subscriptions.get(kernel_id)
         if isinstance(subscription, Subscription):
-            while self._read(kernel_id, subscription, bounded=False):
-                self.handle_all()
+            self._reader.remove(subscription)
         self.handle_all()
         subscription = self._subscriptions.pop(kernel_id, None)
-        self._paused.discard(kernel_id)
         if isinstance(subscription, GatewayFeed):
+            self._paused.discard(subscription)
             subscription.close()
             self.log.debug("jupyter_persist: closed the websocket to kernel %s", kernel_id)
-        if not isinstance(subscription, Subscription):
-            return
-        # Also for a socket closed under us (a destroyed context): its descriptor
-        # number may be reused, and a stale registration would shadow the new one.
-        with contextlib.suppress(Exception):
-            asyncio.get_running_loop().remove_reader(subscription.fd)
-        if not subscription.owner.closed:
-            subscription.owner.close(linger=0)
-        self.log.debug("jupyter_persist: unsubscribed from kernel %s", kernel_id)
+        elif subscription is not None:
+            subscription.closed = True
+            self.log.debug("jupyter_persist: unsubscribed from kernel %s", kernel_id)
 
     def close(self) -> None:
         """Close every subscription (handling what they received first)."""
+        self._stopped = True
         if self._poller is not None:
             self._poller.stop()
             self._poller = None
         for kernel_id in list(self._subscriptions):
             self.detach(kernel_id)
+        self._reader.stop()
         self.handle_all()
         if self._handling is not None:
             self._handling.cancel()
             self._handling = None
 
-    def _decode(self, kernel_id: str, source: Source, payload: Any) -> dict[str, Any] | None:
+    def _decode(self, feed: GatewayFeed, frame: str | bytes) -> dict[str, Any] | None:
         try:
-            return source.decode(payload)
+            return feed.decode(frame)
         except Exception as err:
-            self.log.debug("jupyter_persist: undecodable IOPub message from %s: %s", kernel_id, err)
+            self.log.debug(
+                "jupyter_persist: undecodable IOPub message from %s: %s", feed.kernel_id, err
+            )
             return None
 
     def _deliver(self, kernel_id: str, msg: dict[str, Any]) -> None:

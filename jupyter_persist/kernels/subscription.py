@@ -1,6 +1,6 @@
 """A server-side IOPub subscription: the socket, opened as jupyter_client opens one.
 
-Opened with the kernel manager's own connection info, exactly as jupyter_server's
+Made with the kernel manager's own connection info, exactly as jupyter_server's
 activity watcher does, so it works for every kernel the manager starts.
 """
 
@@ -18,22 +18,31 @@ from jupyter_client.session import Session
 from .iopub import decode
 
 
-@dataclass
+@dataclass(eq=False)
 class Subscription:
-    """One kernel's IOPub SUB socket, and what the listener knows of it."""
+    """One kernel's IOPub subscription, and what the listener knows of it.
 
-    #: The socket as jupyter_client made it (with the server's asyncio context, an
-    #: asyncio socket) and a plain shadow of it for non-blocking reads.
-    owner: zmq.Socket[bytes]
-    socket: zmq.Socket[bytes]
+    Made on the event loop from the kernel's connection info; its socket is opened, read
+    and closed by the IOPub reader's thread (:mod:`.reader`), which alone touches it.
+    """
+
+    kernel_id: str
     session: Session
     ports: tuple[Any, ...]
-    #: Set by the first message received: from then on nothing the kernel publishes is
+    url: str
+    #: The connection file's CURVE keys (secret, public), if the kernel uses them.
+    curve: tuple[Any, Any] | None = None
+    #: Set at the first message received: from then on nothing the kernel publishes is
     #: missed (a SUB socket connects asynchronously and drops what comes before).
     live: asyncio.Event = field(default_factory=asyncio.Event)
-    fd: int = -1
     #: When the kernel's latest status message, if it said ``idle``, was handled.
     idle_since: float | None = None
+    #: Read by the reader's thread: tell the event loop at the next message received.
+    signal_live: bool = True
+    #: Set once the listener let go of it.
+    closed: bool = False
+    #: The reader thread's socket (None until it opened it).
+    socket: zmq.Socket[bytes] | None = None
 
     def decode(self, parts: list[bytes]) -> dict[str, Any] | None:
         """The message's fields the capture needs (see :func:`.iopub.decode`)."""
@@ -55,40 +64,39 @@ class Subscription:
         state = content.get("execution_state")
         self.idle_since = time.monotonic() if state == "idle" else None
 
+    def open_socket(self, context: zmq.Context[zmq.Socket[bytes]]) -> zmq.Socket[bytes]:
+        """A SUB socket as jupyter_client makes one, with no queue limit from the start.
 
-def open_subscription(kernel: Any, ports: tuple[Any, ...]) -> Subscription:
-    """Subscribe to the kernel's IOPub; raises while the kernel has no connection info."""
-    owner = connect_iopub(kernel)
-    socket: zmq.Socket[bytes] = zmq.Socket.shadow(owner.underlying)
+        With ZMQ's default high-water mark (1,000 messages), a kernel that publishes
+        faster than the server handles messages drops the excess for this subscriber:
+        measured, 86,000 of 200,000 lines lost. The limit applies to connections made
+        after it is set, and disconnecting a SUB socket that holds messages can abort
+        the process in libzmq (zeromq/libzmq#2163), so it is set before connecting.
+        """
+        socket: zmq.Socket[bytes] = context.socket(zmq.SUB)
+        try:
+            socket.linger = 0
+            socket.setsockopt(zmq.RCVHWM, 0)
+            if self.curve is not None:
+                # As jupyter_client's _create_connected_socket: the connection file's keys.
+                socket.curve_secretkey, socket.curve_publickey = self.curve
+                socket.curve_serverkey = self.curve[1]
+            socket.setsockopt(zmq.SUBSCRIBE, b"")
+            socket.connect(self.url)
+        except BaseException:
+            socket.close(linger=0)
+            raise
+        self.socket = socket
+        return socket
+
+
+def subscription_for(kernel_id: str, kernel: Any, ports: tuple[Any, ...]) -> Subscription:
+    """A kernel's subscription; raises while the kernel has no connection info yet."""
     session = Session(config=kernel.session.config, key=kernel.session.key)
-    return Subscription(owner, socket, session, ports, fd=socket.fileno())
-
-
-def connect_iopub(kernel: Any) -> zmq.Socket[bytes]:
-    """An IOPub SUB socket as jupyter_client makes one, with no queue limit from the start.
-
-    With ZMQ's default high-water mark (1,000 messages), a kernel that publishes
-    faster than the server handles messages drops the excess for this subscriber:
-    measured, 86,000 of 200,000 lines lost. The limit applies to connections made
-    after it is set, and disconnecting a SUB socket that holds messages can abort
-    the process in libzmq (zeromq/libzmq#2163), so it is set before connecting.
-    The socket belongs to the kernel manager's context, as jupyter_client's do.
-    """
-    owner: zmq.Socket[bytes] = kernel.context.socket(zmq.SUB)
-    try:
-        owner.linger = 0
-        owner.setsockopt(zmq.RCVHWM, 0)
-        if getattr(kernel, "curve_publickey", None) is not None:
-            # As jupyter_client's _create_connected_socket: the connection file's keys.
-            owner.curve_secretkey = kernel.curve_secretkey
-            owner.curve_publickey = kernel.curve_publickey
-            owner.curve_serverkey = kernel.curve_publickey
-        owner.setsockopt(zmq.SUBSCRIBE, b"")
-        owner.connect(kernel._make_url("iopub"))
-    except BaseException:
-        owner.close(linger=0)
-        raise
-    return owner
+    curve = None
+    if getattr(kernel, "curve_publickey", None) is not None:
+        curve = (kernel.curve_secretkey, kernel.curve_publickey)
+    return Subscription(kernel_id, session, ports, kernel._make_url("iopub"), curve)
 
 
 async def nudge_until_live(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from jupyter_core.utils import ensure_async
+from tornado.web import HTTPError
 from traitlets import Any as AnyTrait
 from traitlets.config import LoggingConfigurable
 
@@ -34,12 +36,33 @@ class ExecutionLocator(LoggingConfigurable):
     async def notebook_paths(self) -> dict[str, str]:
         """Kernel id → API path of its notebook session, from the session manager."""
         paths: dict[str, str] = {}
-        for session in await ensure_async(self.session_manager.list_sessions()):
+        for session in await self._list_sessions():
             kernel_id = (session.get("kernel") or {}).get("id")
             path = session.get("path") or ""
             if kernel_id and (session.get("type") == "notebook" or path.endswith(".ipynb")):
                 paths.setdefault(kernel_id, path)
         return paths
+
+    async def _list_sessions(self) -> list[dict[str, Any]]:
+        """The session manager's sessions, through a kernel that stops meanwhile.
+
+        jupyter_server's ``list_sessions`` skips a session whose kernel is gone, but
+        raises a 404 for one whose kernel stops while it lists (seen in a benchmark:
+        ``GET /api/persist/status`` right after a kernel's shutdown). Listing again
+        then skips that session.
+        """
+        for attempt in range(3):
+            try:
+                sessions: list[dict[str, Any]] = await ensure_async(
+                    self.session_manager.list_sessions()
+                )
+                return sessions
+            except HTTPError as err:
+                if err.status_code != 404 or attempt == 2:
+                    raise
+                self.log.debug("jupyter_persist: listing sessions again: %s", err)
+                await asyncio.sleep(0.05)
+        return []
 
     async def locate(self, execution: Execution) -> bool:
         """Find the notebook and cell of an execution and place it there.

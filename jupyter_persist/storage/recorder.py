@@ -7,6 +7,7 @@ from typing import Any
 from tornado.ioloop import PeriodicCallback
 from traitlets.config import LoggingConfigurable
 
+from ..meter import LoopMeter
 from ..model.progress import progress_line
 from ..model.store import CaptureStore, Execution
 from ..model.widgets import view_model_ids
@@ -30,9 +31,12 @@ class Recorder(LoggingConfigurable):
         journal: Journal,
         text_log: TextLog | None,
         interval: float,
+        *,
+        meter: LoopMeter | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.meter = meter or LoopMeter()
         self.store = store
         self.writer = writer
         self.journal = journal
@@ -61,7 +65,7 @@ class Recorder(LoggingConfigurable):
             )
             return
         if not self._stopped:
-            self._loop = PeriodicCallback(self.tick, self.interval * 1000)
+            self._loop = PeriodicCallback(self._timed_tick, self.interval * 1000)
             self._loop.start()
 
     def stop(self) -> None:
@@ -123,6 +127,10 @@ class Recorder(LoggingConfigurable):
         """Drop what is pending for an execution that goes to no notebook."""
         if self.text_log is not None:
             self.text_log.forget(execution)
+
+    def _timed_tick(self) -> None:
+        with self.meter.timing("journal"):
+            self.tick()
 
     def tick(self) -> None:
         """Append what changed; drop the journals of notebooks whose outputs are all saved."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from tornado.web import HTTPError
 from traitlets import Any as AnyTrait
 from traitlets.config import LoggingConfigurable
 
+from ..meter import LoopMeter
 from ..model.widgets import STATE_MIME, NotebookWidgets, cells_view_ids, widget_state_document
 from .versions import FileVersion, WrittenVersions
 
@@ -58,6 +60,8 @@ class WriteResult:
 
 #: File bytes of the notebooks kept parsed between our writes, in all (see ``merge``).
 CACHE_MAX_BYTES = 100_000_000
+#: The meter's kind for the ContentsManager's own time on the event loop.
+CONTENTS_MANAGER = "contents_manager"
 
 
 class NotebookWriter(LoggingConfigurable):
@@ -72,8 +76,10 @@ class NotebookWriter(LoggingConfigurable):
 
     contents_manager = AnyTrait(help="The server's ContentsManager.")
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, meter: LoopMeter | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        #: The ContentsManager's time on the event loop is counted apart from ours.
+        self.meter = meter or LoopMeter()
         #: path -> (notebook as we saved it, the file's version after the save)
         self._written: dict[str, tuple[NotebookNode, FileVersion]] = {}
         #: Which versions of each notebook we wrote, on top of whose (see :mod:`.versions`).
@@ -111,12 +117,12 @@ class NotebookWriter(LoggingConfigurable):
         jupyter_server 2.11 take no ``require_hash``; their models have no hash.
         """
         try:
-            model = await ensure_async(
-                self.contents_manager.get(path, content=content, type="notebook", require_hash=True)
+            model = await self._contents(
+                self.contents_manager.get, path, content=content, type="notebook", require_hash=True
             )
         except TypeError:
-            model = await ensure_async(
-                self.contents_manager.get(path, content=content, type="notebook")
+            model = await self._contents(
+                self.contents_manager.get, path, content=content, type="notebook"
             )
         return dict(model)
 
@@ -165,7 +171,7 @@ class NotebookWriter(LoggingConfigurable):
         if result.saved:
             model = {"type": "notebook", "format": "json", "content": notebook}
             try:
-                saved = await ensure_async(self.contents_manager.save(model, path))
+                saved = await self._contents(self.contents_manager.save, model, path)
             except BaseException:
                 self._written.pop(path, None)  # changed in memory, maybe not on disk
                 raise
@@ -178,6 +184,14 @@ class NotebookWriter(LoggingConfigurable):
                 self._evict()
         result.seconds = time.perf_counter() - started
         return result
+
+    async def _contents(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call a ContentsManager method (sync or async), its event-loop time counted apart."""
+        with self.meter.timing(CONTENTS_MANAGER):
+            result = method(*args, **kwargs)
+        if not inspect.isawaitable(result):
+            return result
+        return await self.meter.timed(CONTENTS_MANAGER, ensure_async(result))
 
     def _evict(self) -> None:
         """Drop the copies written longest ago beyond ``CACHE_MAX_BYTES`` in all."""
@@ -201,7 +215,7 @@ class NotebookWriter(LoggingConfigurable):
             return None
         notebook, version = written
         try:
-            model = await ensure_async(self.contents_manager.get(path, content=False))
+            model = await self._contents(self.contents_manager.get, path, content=False)
         except HTTPError:
             model = {}
         if not FileVersion.of(model).is_our_write(version):

@@ -18,6 +18,7 @@ from helpers import (
     stream_text,
     wait_for,
 )
+from tornado.web import HTTPError
 
 from jupyter_persist import __version__
 
@@ -65,6 +66,11 @@ async def test_status_follows_a_detached_run(
     assert notebook["captured_chars"] == len("start\nend\n")
     assert notebook["last_write"] is not None
     assert notebook["text_log"] == str(capture.recorder.text_log.file_for("run.ipynb"))
+    meter = status["event_loop"]
+    assert meter["messages"] >= 6  # statuses, execute_input, two streams
+    assert 0 < meter["seconds"]["iopub"] <= meter["seconds_total"]
+    assert meter["longest_ms"]["flush"] > 0  # the notebook was written
+    assert meter["iopub_us_per_message"] > 0
 
 
 async def test_flush_writes_at_once(
@@ -185,3 +191,23 @@ class TestAuthorization:
         assert (await jp_fetch("api", "persist", "status")).code == 200
         code, _ = await error_code(jp_fetch, "api", "persist", "flush", method="POST", body="{}")
         assert code == 403
+
+
+async def test_status_through_a_kernel_stopping_while_sessions_are_listed(
+    jp_fetch: Any, jp_serverapp: Any, capture: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """jupyter_server's ``list_sessions`` raises a 404 for a session whose kernel stops
+    while it lists (seen in a benchmark); the status lists again."""
+    list_sessions = jp_serverapp.session_manager.list_sessions
+    calls: list[int] = []
+
+    async def stopping_once() -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise HTTPError(404, "Kernel does not exist: 1234")
+        return await list_sessions()
+
+    monkeypatch.setattr(jp_serverapp.session_manager, "list_sessions", stopping_once)
+    status = await fetch_json(jp_fetch, "api", "persist", "status")
+    assert status["notebooks"] == []
+    assert len(calls) == 2

@@ -189,6 +189,8 @@ async def test_status_of_a_running_server(
     assert "running: cell slow" in out
     assert "; 6 characters captured; last write " in out  # "start\n"
     assert re.search(r"last write \d+ (s|min) ago; 0 execution\(s\) not written yet", out)
+    loop_line = r"event loop: [\d.]+ s in the extension \(longest block \d+ ms\); [\d,]+ IOPub"
+    assert re.search(loop_line, out)
     code_, out, _ = await cli_async("status", "--json")
     [server] = json.loads(out)["servers"]
     assert server["status"]["notebooks"][0]["running_cells"] == ["slow"]

@@ -19,6 +19,9 @@ from helpers import (
     stream_text,
     wait_for,
 )
+from jupyter_client.multikernelmanager import MultiKernelManager
+
+from jupyter_persist.kernels.lookup import find_kernel
 
 PRINT_SLOWLY = (
     "import time\nfor i in range(300):\n    print(f'line {i}', flush=True)\n    time.sleep(0.05)"
@@ -179,3 +182,9 @@ async def test_console_session_is_tracked_but_writes_nothing(
         lambda: capture.store.get(msg_id) is None, what="the console execution forgotten"
     )
     assert list(jp_root_dir.glob("*.ipynb")) == []  # noqa: ASYNC240
+
+
+def test_a_gone_kernel_is_none_for_both_kinds_of_kernel_manager(jp_serverapp: Any) -> None:
+    """jupyter_server's manager raises a 404 for an unknown id, jupyter_client's a KeyError."""
+    assert find_kernel(jp_serverapp.kernel_manager, "no-such-kernel") is None
+    assert find_kernel(MultiKernelManager(), "no-such-kernel") is None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ import zmq
 from helpers import LabLikeClient, make_notebook, run_and_leave, wait_for
 from jupyter_client.session import Session
 
-from jupyter_persist.kernels import listener
+from jupyter_persist.kernels import reader
 from jupyter_persist.kernels.iopub import coalesce_streams, decode
 from jupyter_persist.model import reducer
 
@@ -137,6 +139,7 @@ async def test_our_subscription_never_drops_a_burst(
     make_notebook(jp_root_dir / "burst.ipynb", [("c", code)])
     _, kernel_id = await notebook_session("burst.ipynb")
     subscription = capture.listener._subscriptions[kernel_id]
+    await wait_for(lambda: subscription.socket is not None)  # opened by the reader's thread
     assert subscription.socket.getsockopt(zmq.RCVHWM) == 0
     client = await LabLikeClient.connect(jp_ws_fetch, kernel_id)
     await client.wait_ready()
@@ -246,7 +249,7 @@ async def test_a_flood_of_large_messages_waits_in_the_socket(
     async def sample() -> None:
         nonlocal peak
         while not stop.is_set():
-            peak = max(peak, capture.listener._received_bytes)
+            peak = max(peak, capture.listener._reader.backlog_bytes)
             await asyncio.sleep(0.005)
 
     sampler = asyncio.ensure_future(sample())
@@ -258,7 +261,7 @@ async def test_a_flood_of_large_messages_waits_in_the_socket(
         stop.set()
         await sampler
     assert execution.area.to_json()[0]["text"].endswith("x\nDONE\n")
-    assert 0 < peak <= listener.BACKLOG_BYTES + listener.READ_BYTES + 2_000_000
+    assert 0 < peak <= reader.BACKLOG_BYTES + reader.READ_BYTES + 2_000_000
 
 
 async def test_an_error_while_handling_does_not_stop_the_capture(
@@ -279,13 +282,14 @@ async def test_an_error_while_handling_does_not_stop_the_capture(
     handle_batch = capture.listener._handle_batch
     failed = False
 
-    def fail_at_the_lines(size: int, max_bytes: int | None) -> None:
+    def fail_at_the_lines(size: int) -> None:
         nonlocal failed
         received = capture.listener._received
-        if not failed and any(b"19\\n" in part for _, _, parts, _ in received for part in parts):
+        texts = (m["content"].get("text", "") for _, msgs, _ in received for m in msgs)
+        if not failed and any("19\n" in text for text in texts):
             failed = True  # then the kernel is quiet for 3 s: nothing else would come
             raise RuntimeError("unexpected")
-        handle_batch(size, max_bytes)
+        handle_batch(size)
 
     monkeypatch.setattr(capture.listener, "_handle_batch", fail_at_the_lines)
     msg_id = await run_and_leave(jp_ws_fetch, kernel_id, code, "c", wait_text="19")
@@ -300,19 +304,62 @@ async def test_an_error_while_handling_does_not_stop_the_capture(
     assert execution.area.to_json()[0]["text"] == "".join(f"{i}\n" for i in range(20)) + "end\n"
 
 
-async def test_a_socket_whose_signal_is_missed_is_still_read(
-    jp_root_dir: Path, jp_ws_fetch: Any, notebook_session: Any, capture: Any
+async def test_a_reader_thread_that_ended_is_started_again(
+    caplog: pytest.LogCaptureFixture,
+    jp_root_dir: Path,
+    jp_ws_fetch: Any,
+    notebook_session: Any,
+    capture: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The periodic poll: without the descriptor's signal, the outputs still arrive."""
+    """It never should end (it logs its errors and goes on); if it does, the periodic
+    check logs it and starts it again with every subscription, and capture goes on."""
     code = "print('one', flush=True)\nprint('two', flush=True)"
-    make_notebook(jp_root_dir / "poll.ipynb", [("c", code)])
-    _, kernel_id = await notebook_session("poll.ipynb")
-    subscription = capture.listener._subscriptions[kernel_id]
-    # Nudged: a kernel's first messages can go out before the socket is connected
-    # (seen on a slow CI host), and then nothing arrives until a client asks.
+    make_notebook(jp_root_dir / "again.ipynb", [("c", code)])
+    _, kernel_id = await notebook_session("again.ipynb")
+    iopub = capture.listener._reader
     assert await capture.listener.wait_live(kernel_id, 30), "no live subscription"
-    asyncio.get_running_loop().remove_reader(subscription.fd)
+    turn = iopub._turn
+
+    def end_thread(*args: Any) -> bool:
+        monkeypatch.setattr(iopub, "_turn", turn)
+        return False  # the thread ends, as it does when told to stop
+
+    monkeypatch.setattr(iopub, "_turn", end_thread)
+    iopub.sync()  # wakes the thread, which ends
+    await wait_for(lambda: not iopub.running, timeout=10)
+    await wait_for(lambda: iopub.running, timeout=10)  # the listener's check, every 1 s
+    assert "the IOPub reader thread stopped; starting it again" in caplog.text
     msg_id = await run_and_leave(jp_ws_fetch, kernel_id, code, "c", wait_text="two")
     execution = capture.store.get(msg_id)
     await wait_for(lambda: not execution.running, timeout=30)
     assert execution.area.to_json()[0]["text"] == "one\ntwo\n"
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def reader_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "jupyter-persist-iopub"]
+
+
+async def test_no_thread_or_socket_leaks_over_50_kernel_starts_and_stops(
+    jp_fetch: Any, capture: Any
+) -> None:
+    async def cycle() -> None:
+        response = await jp_fetch("api", "kernels", method="POST", body=json.dumps({}))
+        kernel_id = json.loads(response.body)["id"]
+        await wait_for(lambda: kernel_id in capture.listener.kernel_ids, timeout=30)
+        assert await capture.listener.wait_live(kernel_id, 30)
+        await jp_fetch("api", "kernels", kernel_id, method="DELETE")
+        await wait_for(lambda: kernel_id not in capture.listener.kernel_ids, timeout=30)
+
+    await cycle()  # the first start creates what the server keeps (contexts, pools)
+    before = open_descriptors()
+    for _ in range(50):
+        await cycle()
+    assert len(reader_threads()) == 1
+    assert capture.listener._reader._subscriptions == {}
+    await asyncio.sleep(1)  # sockets close asynchronously in libzmq
+    assert open_descriptors() <= before + 5, (before, open_descriptors())

@@ -79,6 +79,15 @@ async def test_equal_outputs_are_not_rewritten(tmp_path: Path, writer: NotebookW
     assert path.stat().st_mtime_ns == mtime
 
 
+async def test_the_contents_managers_loop_time_is_counted_apart(
+    tmp_path: Path, writer: NotebookWriter
+) -> None:
+    make_notebook(tmp_path / "nb.ipynb", [("a", "print('hello')")])
+    await writer.merge("nb.ipynb", {"a": CellUpdate([STREAM], 1)})
+    assert writer.meter.seconds["contents_manager"] > 0  # its get and save
+    assert writer.meter.longest["contents_manager"] > 0
+
+
 async def test_missing_cell_is_reported_not_written(tmp_path: Path, writer: NotebookWriter) -> None:
     path = tmp_path / "nb.ipynb"
     make_notebook(path, [("a", "1")])

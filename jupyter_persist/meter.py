@@ -1,0 +1,106 @@
+"""How long the extension holds the server's event loop, measured as it runs.
+
+Every request the server answers waits behind the callbacks ready before it, ours
+included; these counters say how much of that is ours (``GET /api/persist/status``,
+``jupyter persist status``, and the benchmark's "µs per IOPub message" row).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Coroutine, Generator, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class LoopMeter:
+    """Seconds spent on the event loop per kind of work, and the longest single block.
+
+    Timings nest: time counted for an inner kind (the ContentsManager's part of a
+    write) is not counted again for the outer one (the write).
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.longest: dict[str, float] = {}
+        #: IOPub messages received (local kernels and gateway frames).
+        self.messages = 0
+        #: Every second counted so far, to take inner timings out of outer ones.
+        self._counted = 0.0
+
+    def add(self, kind: str, seconds: float) -> None:
+        self._counted += seconds
+        self.seconds[kind] = self.seconds.get(kind, 0.0) + seconds
+        if seconds > self.longest.get(kind, 0.0):
+            self.longest[kind] = seconds
+
+    def since(self, kind: str, started: float, counted: float) -> None:
+        """Count the time since ``started`` less what inner timings counted meanwhile."""
+        inner = self._counted - counted
+        self.add(kind, time.perf_counter() - started - inner)
+
+    @contextmanager
+    def timing(self, kind: str) -> Iterator[None]:
+        """Count the time of a synchronous callback."""
+        started, counted = time.perf_counter(), self._counted
+        try:
+            yield
+        finally:
+            self.since(kind, started, counted)
+
+    def timed(self, kind: str, coro: Coroutine[Any, Any, T]) -> _TimedCoroutine[T]:
+        """Wrap a coroutine so that each step it runs on the loop is counted as a block.
+
+        A step is what runs between two awaits that suspend: that is how long the loop
+        is held; what runs in worker threads meanwhile is not counted.
+        """
+        return _TimedCoroutine(self, kind, coro)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The counters as JSON: seconds and longest block (ms) per kind, messages."""
+        total = sum(self.seconds.values())
+        iopub = self.seconds.get("iopub", 0.0)
+        return {
+            "messages": self.messages,
+            "seconds": {k: round(v, 6) for k, v in sorted(self.seconds.items())},
+            "seconds_total": round(total, 6),
+            "longest_ms": {k: round(v * 1000, 3) for k, v in sorted(self.longest.items())},
+            "iopub_us_per_message": round(iopub / self.messages * 1e6, 2) if self.messages else 0.0,
+        }
+
+
+class _TimedCoroutine(Coroutine[Any, Any, T]):
+    """A coroutine whose every step is timed (see :meth:`LoopMeter.timed`)."""
+
+    def __init__(self, meter: LoopMeter, kind: str, coro: Coroutine[Any, Any, T]) -> None:
+        self._meter = meter
+        self._kind = kind
+        self._coro = coro
+
+    def send(self, value: Any) -> Any:
+        started, counted = time.perf_counter(), self._meter._counted
+        try:
+            return self._coro.send(value)
+        finally:
+            self._meter.since(self._kind, started, counted)
+
+    def throw(self, *args: Any) -> Any:
+        started, counted = time.perf_counter(), self._meter._counted
+        try:
+            return self._coro.throw(*args)
+        finally:
+            self._meter.since(self._kind, started, counted)
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self  # type: ignore[return-value]
+
+    def __iter__(self) -> _TimedCoroutine[T]:
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)

@@ -1,0 +1,73 @@
+"""The event-loop meter: what it counts for callbacks and for coroutines' steps."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from jupyter_persist.meter import LoopMeter
+
+
+def test_a_callback_is_counted_with_its_longest_block() -> None:
+    meter = LoopMeter()
+    for pause in (0.001, 0.02, 0.005):
+        with meter.timing("iopub"):
+            time.sleep(pause)
+    assert 0.026 <= meter.seconds["iopub"] < 0.2
+    assert 0.02 <= meter.longest["iopub"] < 0.1
+    meter.messages = 1000
+    snapshot = meter.snapshot()
+    assert snapshot["iopub_us_per_message"] == pytest.approx(meter.seconds["iopub"] * 1000, 0.01)
+    assert snapshot["longest_ms"]["iopub"] >= 20
+
+
+async def test_only_the_steps_a_coroutine_runs_on_the_loop_are_counted() -> None:
+    meter = LoopMeter()
+
+    async def write() -> str:
+        time.sleep(0.03)  # noqa: ASYNC251 (holds the loop, on purpose)
+        await asyncio.sleep(0.2)  # does not
+        await asyncio.to_thread(time.sleep, 0.2)  # a worker thread's time: not the loop's
+        time.sleep(0.01)  # noqa: ASYNC251
+        return "written"
+
+    assert await asyncio.ensure_future(meter.timed("flush", write())) == "written"
+    assert 0.04 <= meter.seconds["flush"] < 0.15
+    assert 0.03 <= meter.longest["flush"] < 0.1
+
+
+async def test_an_exception_and_a_cancellation_pass_through() -> None:
+    meter = LoopMeter()
+
+    async def fails() -> None:
+        await asyncio.sleep(0)
+        raise ValueError("no")
+
+    with pytest.raises(ValueError, match="no"):
+        await meter.timed("flush", fails())
+    task = asyncio.ensure_future(meter.timed("flush", asyncio.sleep(10)))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert "flush" in meter.seconds
+
+
+async def test_inner_timings_are_not_counted_again_in_outer_ones() -> None:
+    meter = LoopMeter()
+
+    async def contents_manager_save() -> None:
+        time.sleep(0.05)  # noqa: ASYNC251 (holds the loop, on purpose)
+
+    async def write() -> None:
+        time.sleep(0.01)  # noqa: ASYNC251
+        await meter.timed("contents_manager", contents_manager_save())
+        with meter.timing("contents_manager"):
+            time.sleep(0.02)  # noqa: ASYNC251
+
+    await meter.timed("flush", write())
+    assert 0.01 <= meter.seconds["flush"] < 0.04
+    assert 0.07 <= meter.seconds["contents_manager"] < 0.2
+    assert meter.longest["contents_manager"] >= 0.05
