@@ -309,6 +309,9 @@ async def run_side(
         started = time.monotonic()
         before = loop_counters(server) if side == "ours" else None
         result = await workload
+        if before is not None:
+            meter = server.request("api/persist/status")["event_loop"]
+            print(f"  {side:5} run {run}: event loop so far: {meter}", flush=True)
         if before is not None and workload.__name__ in MESSAGE_WORKLOADS:
             after = loop_counters(server)
             loop_messages += after["messages"] - before["messages"]

@@ -186,11 +186,8 @@ class KernelListener(LoggingConfigurable):
         the websocket gate holds clients back meanwhile.
         """
         subscription = self._subscriptions.get(kernel_id)
-        if isinstance(subscription, GatewayFeed):
+        if subscription is not None:
             subscription.renudge()
-        elif subscription is not None:
-            subscription.live.clear()
-            self._reader.want_live(subscription)
 
     async def wait_live(self, kernel_id: str, timeout: float) -> bool:
         """Wait until the kernel's subscription receives messages; False on timeout."""
@@ -246,8 +243,7 @@ class KernelListener(LoggingConfigurable):
                 self._reader.stop()
                 self._reader.start()
                 for subscription in subscribed:
-                    subscription.live.clear()
-                    subscription.signal_live = True
+                    subscription.renudge()
                     self._reader.add(subscription)
             self._take_batches()
         except Exception:

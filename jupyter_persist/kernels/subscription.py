@@ -44,6 +44,11 @@ class Subscription:
     #: The reader thread's socket (None until it opened it).
     socket: zmq.Socket[bytes] | None = None
 
+    def renudge(self) -> None:
+        """The kernel restarted: not live until a message of the new process arrives."""
+        self.live.clear()
+        self.signal_live = True
+
     def decode(self, parts: list[bytes]) -> dict[str, Any] | None:
         """The message's fields the capture needs (see :func:`.iopub.decode`)."""
         return decode(self.session, parts)

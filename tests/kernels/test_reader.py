@@ -127,9 +127,10 @@ async def test_sync_hands_over_what_is_waiting_at_once(
         subscription = publisher.subscription()
         iopub.add(subscription)
         await until_live(publisher, received)
-        monkeypatch.setattr(reader_module, "HANDOFF_INTERVAL", 3600)  # only a sync hands over
+        monkeypatch.setattr(reader_module, "HANDOFF_INTERVAL", 3600)  # a pass, then an hour's rest
         await asyncio.sleep(0.1)
-        received.take()
+        publisher.publish("stream", {"name": "stdout", "text": "probe\n"})
+        await wait_for(lambda: "probe" in received.texts(), timeout=10)  # now it rests
         received.batches.clear()
         publisher.publish("stream", {"name": "stdout", "text": "waiting\n"})
         await asyncio.sleep(0.2)  # in the thread's pending batch (or the socket)
