@@ -272,7 +272,7 @@ async def test_an_error_while_handling_does_not_stop_the_capture(
     capture: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The slice that fails is logged; the backlog is handled on, not left to the poll."""
+    """The slice that fails is logged; the rest of what was received is handled on."""
     code = (
         "import time\nprint('\\n'.join(str(i) for i in range(20)), flush=True)\n"
         "time.sleep(3)\nprint('end', flush=True)"
@@ -299,7 +299,6 @@ async def test_an_error_while_handling_does_not_stop_the_capture(
     )
     assert failed
     assert "error handling IOPub messages" in caplog.text
-    assert "left unhandled" not in caplog.text
     await wait_for(lambda: not execution.running, timeout=30)
     assert execution.area.to_json()[0]["text"] == "".join(f"{i}\n" for i in range(20)) + "end\n"
 
