@@ -27,6 +27,8 @@ from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
 V1 = "v1.kernel.websocket.jupyter.org"
+#: The extension's IOPub reader process, counted with the server it works for.
+READER_MODULE = "jupyter_persist.kernels.readloop"
 
 
 def free_port() -> int:
@@ -60,12 +62,36 @@ class Server:
     def ps(self) -> psutil.Process:
         return psutil.Process(self.process.pid)
 
+    def processes(self) -> list[psutil.Process]:
+        """The server and the extension's IOPub reader process (its work is the server's)."""
+        server = self.ps
+        found = [server]
+        for child in server.children():
+            try:
+                if READER_MODULE in " ".join(child.cmdline()):
+                    found.append(child)
+            except psutil.Error:
+                pass
+        return found
+
     def cpu_seconds(self) -> float:
-        times = self.ps.cpu_times()
-        return float(times.user + times.system)
+        total = 0.0
+        for process in self.processes():
+            try:
+                times = process.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+        return total
 
     def rss(self) -> int:
-        return int(self.ps.memory_info().rss)
+        total = 0
+        for process in self.processes():
+            try:
+                total += process.memory_info().rss
+            except psutil.Error:
+                continue
+        return total
 
     def request(self, path: str, method: str = "GET", body: Any = None, timeout: float = 60) -> Any:
         data = json.dumps(body).encode() if body is not None else None

@@ -7,7 +7,7 @@ from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Float, Integer, TraitError, Unicode, default, validate
+from traitlets import Bool, Enum, Float, Integer, TraitError, Unicode, default, validate
 
 from .api.handlers import HANDLERS
 from .capture import CaptureManager
@@ -117,6 +117,19 @@ class PersistExtension(ExtensionApp):
         unbounded.""",
     )
 
+    iopub_reader = Enum(
+        ["process", "thread"],
+        "process",
+        config=True,
+        help="""Where kernels' IOPub messages are received, checked and decoded before the
+        server's event loop takes them in batches: "process", a process of the
+        extension's own (`python -m jupyter_persist.kernels.readloop`), on another core
+        and off the server's GIL, started with the first kernel and ended with the
+        server; "thread", a thread of the server (for where processes cannot be
+        started; it shares the server's GIL). Where ZMQ has no IPC transport, "process"
+        falls back to "thread" with a warning.""",
+    )
+
     @validate("max_write_share")
     def _validate_share(self, proposal: dict[str, Any]) -> float:
         value = float(proposal["value"])
@@ -174,6 +187,7 @@ class PersistExtension(ExtensionApp):
             text_log_max_bytes=self.text_log_max_bytes,
             max_write_share=self.max_write_share,
             replay_buffer_max_bytes=self.replay_buffer_max_bytes,
+            iopub_reader=self.iopub_reader,
             # The collaboration extension adds itself to these settings as it loads.
             web_settings=serverapp.web_app.settings,
             limits=Limits(

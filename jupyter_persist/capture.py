@@ -54,6 +54,7 @@ class CaptureManager(LoggingConfigurable):
     limits = Instance(Limits, args=(), help="Size caps of outputs (see PersistExtension).")
     max_write_share = Float(1.0, help="Largest share of time writing (see PersistExtension).")
     replay_buffer_max_bytes = Integer(0, help="Replay buffer bound (see PersistExtension).")
+    iopub_reader = Unicode("process", help="Where IOPub is read (see PersistExtension).")
     web_settings = AnyTrait(
         None,
         allow_none=True,
@@ -111,6 +112,7 @@ class CaptureManager(LoggingConfigurable):
             on_gone=self._kernel_gone,
             meter=self.meter,
             kernel_manager=self.kernel_manager,
+            iopub_reader=self.iopub_reader,
             parent=self,
         )
         self.kernels = KernelTracker(

@@ -13,6 +13,7 @@ from typing import Any
 from jupyter_client.connect import ConnectionFileMixin
 from tornado.ioloop import PeriodicCallback
 from traitlets import Any as AnyTrait
+from traitlets import Enum
 from traitlets.config import LoggingConfigurable
 
 from ..meter import LoopMeter
@@ -28,14 +29,14 @@ Source = Subscription | GatewayFeed
 MessageCallback = Callable[[str, dict[str, Any]], None]
 
 #: Seconds a gateway's frames wait before they are handled, so that a run of them is
-#: handled as one batch (the reader's thread paces local kernels' messages itself).
+#: handled as one batch (the IOPub reader paces local kernels' messages itself).
 HANDLE_DELAY = 0.02
 #: Seconds of handling messages per event-loop turn, and the pause after a full one.
 #: jupyter_server's own IOPub subscriptions (activity watcher, clients, replay buffer)
 #: keep ZMQ's 1,000-message limit: they must be read first, or a flood overflows them.
 HANDLE_BUDGET = 0.005
 HANDLE_PAUSE = 0.005
-#: Seconds between checks that the reader's thread runs (see ``KernelListener.poll``).
+#: Seconds between checks that the IOPub reader runs (see ``KernelListener.poll``).
 POLL_INTERVAL = 1.0
 #: Messages passed on at a time within a handling slice.
 HANDLE_BATCH = 64
@@ -46,7 +47,7 @@ class KernelListener(LoggingConfigurable):
 
     The subscription is made with the kernel manager's own connection info, exactly as
     jupyter_server's activity watcher does, so it works for every kernel the manager
-    starts, whatever client started it. A thread of our own (:mod:`.reader`) reads and
+    starts, whatever client started it. A process of our own (:mod:`.reader`) reads and
     decodes local kernels' messages; a gateway kernel's arrive on a websocket
     (:mod:`.gateway`). Messages are passed to ``on_message`` on the event loop as
     dictionaries, each run of stream messages of one execution merged into one (see
@@ -54,6 +55,9 @@ class KernelListener(LoggingConfigurable):
     """
 
     kernel_manager = AnyTrait(help="The server's MultiKernelManager.")
+    iopub_reader = Enum(
+        ["process", "thread"], "process", help="Where IOPub is read (see PersistExtension)."
+    )
 
     def __init__(
         self,
@@ -68,7 +72,7 @@ class KernelListener(LoggingConfigurable):
         self._on_gone = on_gone
         self.meter = meter or LoopMeter()
         self._subscriptions: dict[str, Source] = {}
-        self._reader = IOPubReader(self._take_batches, self._live, self.log)
+        self._reader = IOPubReader(self._take_batches, self._live, self.log, self.iopub_reader)
         #: Taken, not yet handled: (source, decoded messages, bytes on the wire).
         self._received: deque[tuple[Source, list[dict[str, Any]], int]] = deque()
         #: Bytes of gateway frames taken and not yet handled.
@@ -174,6 +178,16 @@ class KernelListener(LoggingConfigurable):
     def _live(self, subscription: Subscription) -> None:
         subscription.live.set()
 
+    def reader_state(self) -> dict[str, Any]:
+        """Where local kernels' IOPub is read, for the status."""
+        reader = self._reader
+        return {
+            "mode": reader.mode,
+            "pid": reader.pid,
+            "running": reader.running,
+            "errors": reader.errors,
+        }
+
     def idle_since(self, kernel_id: str) -> float | None:
         """Monotonic time since which the kernel is idle by its IOPub status, or None."""
         subscription = self._subscriptions.get(kernel_id)
@@ -228,23 +242,15 @@ class KernelListener(LoggingConfigurable):
         self._paused.clear()
 
     def poll(self) -> None:
-        """See that the reader's thread runs and that what it handed over gets handled.
+        """See that the reader runs and that what it sent gets handled.
 
-        A thread that ended (it never should: it logs its errors and goes on) is logged
-        and started again, with every subscription opened anew.
+        A reader that ended (killed, or out of memory) is started again, with every
+        subscription (see :meth:`.IOPubReader.start`).
         """
         try:
-            subscribed = [s for s in self._subscriptions.values() if isinstance(s, Subscription)]
+            subscribed = any(isinstance(s, Subscription) for s in self._subscriptions.values())
             if subscribed and not self._stopped and not self._reader.running:
-                self.log.error(
-                    "jupyter_persist: the IOPub reader thread stopped; starting it again "
-                    "(messages published meanwhile may be missed)"
-                )
-                self._reader.stop()
                 self._reader.start()
-                for subscription in subscribed:
-                    subscription.renudge()
-                    self._reader.add(subscription)
             self._take_batches()
         except Exception:
             self.log.exception("jupyter_persist: error polling IOPub subscriptions")

@@ -1,51 +1,54 @@
-"""Local kernels' IOPub, read and decoded in a thread of our own, off the server's loop.
+"""The server's end of the IOPub reader: a process of ours that reads local kernels' IOPub.
 
-Receiving a message (seven frames), checking its signature and decoding its JSON cost
-about 110 µs each on the server's event loop, as much again as the server's own work per
-message: with ten kernels printing, requests waited behind it. Here one thread with its
-own ZMQ context and poller does that for every local kernel, merges each run of stream
-messages of one execution into one, and hands the event loop batches: at once after a
-quiet spell, then at most every ``HANDOFF_INTERVAL`` while messages keep coming (it rests
-in between, so that it takes the GIL a few times a second rather than per message).
+The reader (:mod:`.readloop`) runs in a process of its own, so that receiving, checking
+and decoding every message (about 21 µs of CPU each) neither runs on the server's event
+loop nor holds its GIL. This side starts it, tells it which kernels to read, and takes
+the batches it sends back on the event loop; the listener (:mod:`.listener`) hands
+them on. ``mode="thread"`` runs the same loop in a thread of the server instead (where
+ZMQ has no IPC transport, e.g. some Windows builds, or by configuration).
 
-The thread owns its sockets from creation to close; the event loop only sends commands
-(through a queue, waking the thread's poller with a ZMQ pair socket) and takes batches.
+The process is connected over a ZMQ IPC socket in a directory only the server's user
+can enter (the commands carry the kernels' signing keys), and ends by itself when the
+server does (its stdin closes).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import queue
+import itertools
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import zmq
+from tornado.ioloop import IOLoop
 
-from .iopub import coalesce_streams
+from . import readloop
+from .readloop import BACKLOG_BYTES, ReadLoop, decode_batch, subscription_spec
 from .subscription import Subscription
 
-#: Seconds the thread rests after each pass over the sockets (commands still wake it).
-HANDOFF_INTERVAL = 0.05
-#: Messages and bytes read from one socket before the others get their turn.
-READ_BATCH = 1000
-READ_BYTES = 4 * 1024 * 1024
-#: Bytes handed to the event loop and not yet handled past which no socket is read: the
-#: rest waits in the sockets' queues until the loop catches up.
-BACKLOG_BYTES = 16 * 1024 * 1024
-#: Rounds of ``READ_BATCH`` read from a subscription being removed, at most.
-REMOVE_ROUNDS = 100
-#: Seconds the event loop waits for the thread to answer a command it waits for.
+__all__ = ["BACKLOG_BYTES", "Batch", "IOPubReader"]
+
+#: Seconds the event loop waits for the reader to answer a command it waits for, and
+#: for a new reader to be ready.
 COMMAND_TIMEOUT = 5.0
+#: The reader process's command line, before its endpoint.
+READER_COMMAND = [sys.executable, "-m", readloop.__name__]
+#: Handled bytes told to the reader at a time (it pauses at ``BACKLOG_BYTES`` unhandled).
+CREDIT_BYTES = 256 * 1024
 
 
 @dataclass
 class Batch:
-    """What the thread read of one kernel since the last handoff, in order."""
+    """What the reader read of one kernel since its last handoff, in order."""
 
     subscription: Subscription
     #: Decoded messages the capture needs, stream runs merged.
@@ -55,20 +58,12 @@ class Batch:
     nbytes: int
 
 
-@dataclass
-class _Command:
-    name: str
-    subscription: Subscription | None = None
-    done: threading.Event = field(default_factory=threading.Event)
-
-
 class IOPubReader:
-    """The thread that reads every local kernel's IOPub subscription.
+    """Runs the reader and talks to it; every method is called on the event loop.
 
-    ``on_batches`` is called on the event loop when batches wait to be taken; ``on_live``
-    with a subscription whose first message arrived (since it was opened, or since
-    :meth:`.Subscription.renudge` after a restart).
-    Every method is called on the event loop.
+    ``on_batches`` is called (soon, on the event loop) when batches wait to be taken;
+    ``on_live`` with a subscription whose first message arrived (since it was added,
+    or since :meth:`.Subscription.renudge` after a restart).
     """
 
     def __init__(
@@ -76,294 +71,281 @@ class IOPubReader:
         on_batches: Callable[[], None],
         on_live: Callable[[Subscription], None],
         log: Any,
+        mode: str = "process",
     ) -> None:
         self._on_batches = on_batches
         self._on_live = on_live
         self.log = log
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self.mode = mode
         self._context: zmq.Context[zmq.Socket[bytes]] | None = None
-        self._wake: zmq.Socket[bytes] | None = None  # the event loop's end of the pair
-        self._commands: queue.SimpleQueue[_Command] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        #: Handed over, not yet taken by the event loop (under ``_lock``).
-        self._outbox: deque[Batch] = deque()
-        self._handoff_scheduled = False
-        #: Bytes handed over and not yet handled (under ``_lock``).
-        self._unhandled_bytes = 0
-        self._paused = False
-        #: The thread's own state.
-        self._subscriptions: dict[zmq.Socket[bytes], Subscription] = {}
-        self._pending: dict[zmq.Socket[bytes], Batch] = {}
-        self._pending_bytes = 0
-        #: Exceptions the thread caught and logged (its loop goes on after each).
+        self._socket: zmq.Socket[bytes] | None = None
+        self._io_loop: IOLoop | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._thread: threading.Thread | None = None
+        self._folder: Path | None = None
+        self._ready = False
+        #: Commands waiting for the reader to be ready.
+        self._outgoing: list[list[bytes]] = []
+        self._ids = itertools.count(1)
+        self._subscriptions: dict[bytes, Subscription] = {}
+        self._done: set[bytes] = set()
+        #: Batches received, not yet taken, with their subscription (None: removed).
+        self._inbox: deque[tuple[Subscription | None, list[bytes], int]] = deque()
+        self._inbox_bytes = 0
+        self._taken_bytes = 0
+        self._credit = 0
+        self._batches_scheduled = False
+        self._drain_scheduled = False
+        #: Errors the reader caught and logged (it goes on after each).
         self.errors = 0
 
     @property
     def running(self) -> bool:
+        if self._process is not None:
+            return self._process.poll() is None
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self) -> None:
-        """Start the thread (idempotent; needs the running event loop)."""
-        if self.running:
-            return
-        self._loop = asyncio.get_running_loop()
-        self._pending.clear()  # a thread that ended left them, keyed by its closed sockets
-        self._pending_bytes = 0
-        self._context = zmq.Context()
-        endpoint = f"inproc://jupyter-persist-wake-{id(self)}"
-        receiving = self._context.socket(zmq.PAIR)
-        receiving.bind(endpoint)
-        self._wake = self._context.socket(zmq.PAIR)
-        self._wake.connect(endpoint)
-        self._thread = threading.Thread(
-            target=self._run, args=(receiving,), name="jupyter-persist-iopub", daemon=True
-        )
-        self._thread.start()
-
-    def add(self, subscription: Subscription) -> None:
-        """Start reading a subscription (the thread opens its socket)."""
-        self._send(_Command("add", subscription))
-
-    def remove(self, subscription: Subscription) -> None:
-        """Read what the subscription's socket holds, hand it over, close it; wait for that."""
-        self._wait(self._send(_Command("remove", subscription)))
-
-    def sync(self) -> None:
-        """Read every socket once and hand everything over now; wait for that."""
-        self._wait(self._send(_Command("sync")))
-
-    def take(self) -> list[Batch]:
-        """Everything handed over so far (on the event loop)."""
-        with self._lock:
-            batches = list(self._outbox)
-            self._outbox.clear()
-            self._handoff_scheduled = False
-        return batches
-
-    def handled(self, nbytes: int) -> None:
-        """The event loop handled ``nbytes`` of what it took: the thread may read on."""
-        with self._lock:
-            self._unhandled_bytes -= nbytes
-            resume = self._paused and self._unhandled_bytes < BACKLOG_BYTES // 2
-            if resume:
-                self._paused = False
-        if resume:
-            self._wake_thread()
-
-    def stop(self) -> None:
-        """Close every socket and end the thread (what was read is handed over first)."""
-        thread = self._thread
-        if thread is not None and thread.is_alive():
-            self._wait(self._send(_Command("stop")))
-            thread.join(COMMAND_TIMEOUT)
-        self._thread = None
-        if self._wake is not None:
-            self._wake.close(linger=0)
-            self._wake = None
-        if self._context is not None and (thread is None or not thread.is_alive()):
-            self._context.destroy(linger=0)
-        self._context = None
-
-    def _send(self, command: _Command) -> _Command:
-        self._commands.put(command)
-        self._wake_thread()
-        return command
-
-    def _wake_thread(self) -> None:
-        if self._wake is not None:
-            try:
-                self._wake.send(b"", zmq.NOBLOCK)
-            except zmq.ZMQError as err:  # a full pipe: the thread is awake already
-                self.log.debug("jupyter_persist: waking the IOPub reader: %s", err)
-
-    def _wait(self, command: _Command) -> None:
-        if not self.running:
-            return
-        if not command.done.wait(COMMAND_TIMEOUT):
-            self.log.warning(
-                "jupyter_persist: the IOPub reader did not answer %r within %s s",
-                command.name,
-                COMMAND_TIMEOUT,
-            )
-
-    # The thread.
-
-    def _run(self, wake: zmq.Socket[bytes]) -> None:
-        poller = zmq.Poller()
-        poller.register(wake, zmq.POLLIN)
-        #: While the backlog is full: sockets stay readable, so only the pair is polled.
-        paused = zmq.Poller()
-        paused.register(wake, zmq.POLLIN)
-        try:
-            while True:
-                try:
-                    if not self._turn(poller, paused, wake):
-                        return
-                except Exception:
-                    self.errors += 1
-                    self.log.exception("jupyter_persist: error in the IOPub reader; going on")
-                    time.sleep(0.01)  # never a busy loop of errors
-        finally:
-            for subscription in list(self._subscriptions.values()):
-                self._close(poller, subscription)
-            wake.close(linger=0)
-
-    def _turn(self, poller: zmq.Poller, paused: zmq.Poller, wake: zmq.Socket[bytes]) -> bool:
-        """One round: wait for messages or a command, read, hand over, then rest a while.
-
-        The rest is what keeps the thread cheap: woken at every message, it would take
-        the GIL from the event loop a thousand times a second with ten printing kernels
-        (measured: 1.6 times the server's CPU); messages wait in the sockets' queues
-        meanwhile and are read in one pass.
-        """
-        polled = paused if self._backlog_full() else poller
-        ready = dict(polled.poll(1000))
-        started = time.monotonic()
-        if not self._take_commands(wake, poller):
-            return False
-        if not self._backlog_full():
-            for socket in ready:
-                subscription = self._subscriptions.get(socket)
-                if subscription is not None:
-                    self._read(subscription, READ_BATCH, READ_BYTES)
-        self._hand_over()
-        rest = HANDOFF_INTERVAL - (time.monotonic() - started)
-        if rest > 0 and paused.poll(int(rest * 1000)):  # commands only, meanwhile
-            return self._take_commands(wake, poller)
-        return True
-
-    def _take_commands(self, wake: zmq.Socket[bytes], poller: zmq.Poller) -> bool:
-        """Empty the wake-up pair and run the commands waiting; False once told to stop."""
-        while True:
-            try:
-                wake.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-        return self._run_commands(poller)
-
-    def _run_commands(self, poller: zmq.Poller) -> bool:
-        """Run waiting commands; False once told to stop."""
-        while True:
-            try:
-                command = self._commands.get_nowait()
-            except queue.Empty:
-                return True
-            try:
-                if command.name == "stop":
-                    self._hand_over()
-                    return False
-                self._run_command(poller, command)
-            finally:
-                command.done.set()
-
-    def _run_command(self, poller: zmq.Poller, command: _Command) -> None:
-        subscription = command.subscription
-        if command.name == "add" and subscription is not None:
-            try:
-                socket = subscription.open_socket(self._context_for_thread())
-            except zmq.ZMQError as err:
-                self.log.warning(
-                    "jupyter_persist: cannot subscribe to IOPub of kernel %s (%s): %s",
-                    subscription.kernel_id,
-                    subscription.url,
-                    err,
-                )
-                return
-            self._subscriptions[socket] = subscription
-            poller.register(socket, zmq.POLLIN)
-        elif command.name == "remove" and subscription is not None:
-            if subscription.socket is not None and not subscription.socket.closed:
-                for _ in range(REMOVE_ROUNDS):  # a kernel that is going away
-                    if not self._read(subscription, READ_BATCH, None):
-                        break
-            self._hand_over()
-            self._close(poller, subscription)
-        elif command.name == "sync":
-            if not self._backlog_full():
-                for subscription in list(self._subscriptions.values()):
-                    self._read(subscription, READ_BATCH, READ_BYTES)
-            self._hand_over()
-
-    def _context_for_thread(self) -> zmq.Context[zmq.Socket[bytes]]:
-        assert self._context is not None
-        return self._context
-
-    def _close(self, poller: zmq.Poller, subscription: Subscription) -> None:
-        socket = subscription.socket
-        if socket is None:
-            return
-        self._subscriptions.pop(socket, None)
-        dropped = self._pending.pop(socket, None)
-        if dropped is not None:
-            self._pending_bytes -= dropped.nbytes
-        if socket in poller:
-            poller.unregister(socket)
-        socket.close(linger=0)
+    @property
+    def pid(self) -> int | None:
+        """The reader process's id (None in thread mode or before it started)."""
+        return self._process.pid if self._process is not None else None
 
     @property
     def backlog_bytes(self) -> int:
-        """Bytes read and not yet handled by the event loop (read or handed over)."""
-        return self._unhandled_bytes + self._pending_bytes
+        """Bytes the reader sent that the event loop has not handled yet."""
+        return self._inbox_bytes + self._taken_bytes
 
-    def _backlog_full(self) -> bool:
-        with self._lock:
-            if self._unhandled_bytes + self._pending_bytes >= BACKLOG_BYTES:
-                self._paused = True
-            return self._paused
+    def start(self) -> None:
+        """Start the reader (idempotent; needs the running event loop).
 
-    def _read(self, subscription: Subscription, count: int, max_bytes: int | None) -> int:
-        """Receive and decode up to ``count`` messages (or ``max_bytes``); return how many."""
-        socket = subscription.socket
-        assert socket is not None
-        batch = self._pending.get(socket)
-        if batch is None:
-            batch = self._pending[socket] = Batch(subscription, [], 0, 0)
-        received = read_bytes = 0
-        while received < count and (max_bytes is None or read_bytes < max_bytes):
+        A reader that ended (it never should: it logs its errors and goes on) is logged
+        and started again, reading every subscription anew.
+        """
+        if self.running:
+            return
+        if self._process is not None and not self._ready:
+            self.log.error(
+                "jupyter_persist: the IOPub reader process ended before it was ready "
+                "(exit code %s; see the lines above); reading IOPub in a thread instead",
+                self._process.poll(),
+            )
+            self.mode = "thread"
+        self._close()  # whatever a reader that ended left
+        if self._subscriptions:
+            self.log.error(
+                "jupyter_persist: the IOPub reader stopped; starting it again "
+                "(messages published meanwhile may be missed)"
+            )
+        self._open()
+        for sub_id, subscription in self._subscriptions.items():
+            subscription.renudge()
+            self._send_add(sub_id, subscription)
+
+    def _open(self) -> None:
+        self._io_loop = IOLoop.current()
+        self._context = zmq.Context()
+        socket: zmq.Socket[bytes] = self._context.socket(zmq.PAIR)
+        socket.linger = 0
+        socket.setsockopt(zmq.SNDHWM, 0)
+        socket.setsockopt(zmq.RCVHWM, 0)
+        if self.mode == "process" and not zmq.has("ipc"):
+            self.log.warning(
+                "jupyter_persist: ZMQ has no IPC transport here; reading IOPub in a thread"
+            )
+            self.mode = "thread"
+        if self.mode == "process":
+            self._folder = Path(tempfile.mkdtemp(prefix="jupyter-persist-"))  # mode 0700
+            endpoint = f"ipc://{self._folder / 'reader'}"
+        else:
+            endpoint = f"inproc://jupyter-persist-reader-{id(self)}"
+        socket.bind(endpoint)
+        self._socket = socket
+        self._io_loop.add_handler(socket, self._on_readable, IOLoop.READ)
+        if self.mode == "process":
             try:
-                parts = socket.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            received += 1
-            read_bytes += sum(len(part) for part in parts)
-            try:
-                msg = subscription.decode(parts)
-            except Exception as err:
-                self.log.debug(
-                    "jupyter_persist: undecodable IOPub message from %s: %s",
-                    subscription.kernel_id,
+                self._process = subprocess.Popen(
+                    [*READER_COMMAND, endpoint], stdin=subprocess.PIPE, close_fds=True
+                )
+                return
+            except OSError as err:
+                self.log.error(
+                    "jupyter_persist: cannot start the IOPub reader process (%s); "
+                    "reading IOPub in a thread instead",
                     err,
                 )
-                continue
-            if msg is not None:
-                batch.messages.append(msg)
-        batch.received += received
-        batch.nbytes += read_bytes
-        self._pending_bytes += read_bytes
-        if received and subscription.signal_live:
-            subscription.signal_live = False
-            self._call_on_loop(self._on_live, subscription)
-        return received
+                self.mode = "thread"
+                self._close()
+                self._open()
+                return
+        loop = ReadLoop(self._context, endpoint)
+        self._thread = threading.Thread(target=loop.run, name="jupyter-persist-iopub", daemon=True)
+        self._thread.start()
 
-    def _hand_over(self) -> None:
-        """Put what was read in the outbox and have the event loop take it."""
-        batches = [b for b in self._pending.values() if b.received]
-        self._pending.clear()
-        if not batches:
+    def add(self, subscription: Subscription) -> None:
+        """Start reading a subscription."""
+        sub_id = str(next(self._ids)).encode()
+        subscription.reader_id = sub_id
+        self._subscriptions[sub_id] = subscription
+        self._send_add(sub_id, subscription)
+
+    def _send_add(self, sub_id: bytes, subscription: Subscription) -> None:
+        spec = subscription_spec(subscription.url, subscription.session, subscription.curve)
+        self._send([b"add", sub_id, json.dumps(spec).encode()])
+
+    def remove(self, subscription: Subscription) -> None:
+        """Take what the subscription's socket holds, then close it; wait for that."""
+        sub_id = subscription.reader_id
+        if sub_id is None or sub_id not in self._subscriptions:
             return
-        for batch in batches:
-            batch.messages = list(coalesce_streams(batch.messages))
-        with self._lock:
-            self._outbox.extend(batches)
-            self._unhandled_bytes += self._pending_bytes
-            self._pending_bytes = 0
-            schedule = not self._handoff_scheduled
-            self._handoff_scheduled = True
-        if schedule:
-            self._call_on_loop(self._on_batches)
+        self._wait("remove", sub_id)
+        self._subscriptions.pop(sub_id, None)
 
-    def _call_on_loop(self, callback: Callable[..., None], *args: Any) -> None:
-        assert self._loop is not None
-        with contextlib.suppress(RuntimeError):  # the event loop closed: the server is gone
-            self._loop.call_soon_threadsafe(callback, *args)
+    def sync(self) -> None:
+        """Have every socket read once and everything sent here now; wait for that."""
+        self._wait("sync")
+
+    def take(self) -> list[Batch]:
+        """Every batch received so far, decoded."""
+        self._batches_scheduled = False
+        batches = []
+        while self._inbox:
+            subscription, frames, nbytes = self._inbox.popleft()
+            self._inbox_bytes -= nbytes
+            self._taken_bytes += nbytes
+            if subscription is None:  # removed before it was read: nothing waits for it
+                self.handled(nbytes)
+                continue
+            _, messages, received, _ = decode_batch(frames)
+            batches.append(Batch(subscription, messages, received, nbytes))
+        return batches
+
+    def handled(self, nbytes: int) -> None:
+        """The event loop handled ``nbytes`` of what it took: the reader may read on."""
+        self._taken_bytes -= nbytes
+        self._credit += nbytes
+        if self._credit >= CREDIT_BYTES or self.backlog_bytes == 0:
+            credit, self._credit = self._credit, 0
+            if credit:
+                self._send([b"handled", str(credit).encode()])
+
+    def stop(self) -> None:
+        """End the reader and close every socket (what was read is received first)."""
+        if self.running and self._ready:
+            self._wait("stop")
+        self._close()
+        self._subscriptions.clear()
+
+    def _close(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            if process.stdin is not None:
+                process.stdin.close()  # the reader ends by itself when this closes
+            try:
+                process.wait(COMMAND_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.log.warning("jupyter_persist: the IOPub reader did not end; killing it")
+                process.kill()
+                process.wait()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(COMMAND_TIMEOUT)
+        if self._socket is not None:
+            if self._io_loop is not None:
+                self._io_loop.remove_handler(self._socket)
+            self._socket.close(linger=0)
+            self._socket = None
+        if self._context is not None and (thread is None or not thread.is_alive()):
+            self._context.destroy(linger=0)
+        self._context = None
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+        self._ready = False
+        self._outgoing.clear()
+        self._done.clear()
+        self._inbox.clear()
+        self._inbox_bytes = self._taken_bytes = self._credit = 0
+
+    def _send(self, frames: list[bytes]) -> None:
+        if not self._ready:
+            self._outgoing.append(frames)
+            return
+        assert self._socket is not None
+        try:
+            # Never blocking: with no peer (the reader just died) a PAIR socket would
+            # block the event loop. Nothing is lost: a restarted reader is told again.
+            self._socket.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            self.log.debug("jupyter_persist: the IOPub reader is gone; %r not sent", frames[0])
+        self._schedule_drain()  # sending can eat the socket's readable edge
+
+    def _wait(self, command: str, *args: bytes) -> None:
+        """Send a command and receive until the reader says it is done (≤ COMMAND_TIMEOUT)."""
+        if self._socket is None or not self.running:
+            return
+        seq = str(next(self._ids)).encode()
+        self._send([command.encode(), *args, seq])
+        deadline = time.monotonic() + COMMAND_TIMEOUT
+        while seq not in self._done:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self.running:
+                self.log.warning(
+                    "jupyter_persist: the IOPub reader did not answer %r within %s s",
+                    command,
+                    COMMAND_TIMEOUT,
+                )
+                return
+            if self._socket.poll(int(min(remaining, 0.1) * 1000) + 1):
+                self._drain()
+        self._done.discard(seq)
+
+    def _on_readable(self, *_: Any) -> None:
+        self._drain()
+
+    def _schedule_drain(self) -> None:
+        if not self._drain_scheduled and self._io_loop is not None:
+            self._drain_scheduled = True
+            self._io_loop.add_callback(self._drain)
+
+    def _drain(self) -> None:
+        """Receive everything the reader sent (cheap: batches are decoded when taken)."""
+        self._drain_scheduled = False
+        socket = self._socket
+        if socket is None:
+            return
+        while True:
+            try:
+                frames = socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            try:
+                self._receive(frames)
+            except Exception:
+                self.log.exception("jupyter_persist: unreadable frames from the IOPub reader")
+
+    def _receive(self, frames: list[bytes]) -> None:
+        kind = frames[0]
+        if kind == b"batch":
+            meta = json.loads(frames[2])
+            nbytes = int(meta["nbytes"])
+            subscription = self._subscriptions.get(frames[1])
+            self._inbox.append((subscription, frames, nbytes))
+            self._inbox_bytes += nbytes
+            if subscription is not None and meta["received"] and subscription.signal_live:
+                subscription.signal_live = False
+                self._on_live(subscription)
+            if not self._batches_scheduled and self._io_loop is not None:
+                self._batches_scheduled = True
+                self._io_loop.add_callback(self._on_batches)
+        elif kind == b"done":
+            self._done.add(frames[1])
+        elif kind == b"log":
+            level = int(frames[1])
+            if level >= 40:  # logging.ERROR
+                self.errors += 1
+            self.log.log(level, "jupyter_persist: %s", frames[2].decode(errors="replace"))
+        elif kind == b"ready":
+            self._ready = True
+            outgoing, self._outgoing = self._outgoing, []
+            for command in outgoing:
+                self._send(command)

@@ -12,10 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import zmq
 from jupyter_client.session import Session
-
-from .iopub import decode
 
 
 @dataclass(eq=False)
@@ -23,7 +20,7 @@ class Subscription:
     """One kernel's IOPub subscription, and what the listener knows of it.
 
     Made on the event loop from the kernel's connection info; its socket is opened, read
-    and closed by the IOPub reader's thread (:mod:`.reader`), which alone touches it.
+    and closed by the IOPub reader (:mod:`.readloop`), in a process of its own.
     """
 
     kernel_id: str
@@ -37,21 +34,17 @@ class Subscription:
     live: asyncio.Event = field(default_factory=asyncio.Event)
     #: When the kernel's latest status message, if it said ``idle``, was handled.
     idle_since: float | None = None
-    #: Read by the reader's thread: tell the event loop at the next message received.
+    #: Tell the listener at the next message received.
     signal_live: bool = True
     #: Set once the listener let go of it.
     closed: bool = False
-    #: The reader thread's socket (None until it opened it).
-    socket: zmq.Socket[bytes] | None = None
+    #: The IOPub reader's name for it (None until added to the reader).
+    reader_id: bytes | None = None
 
     def renudge(self) -> None:
         """The kernel restarted: not live until a message of the new process arrives."""
         self.live.clear()
         self.signal_live = True
-
-    def decode(self, parts: list[bytes]) -> dict[str, Any] | None:
-        """The message's fields the capture needs (see :func:`.iopub.decode`)."""
-        return decode(self.session, parts)
 
     def note_status(self, msg: dict[str, Any], kernel_manager: Any) -> None:
         """Follow the kernel's state as jupyter_server's activity watcher does.
@@ -68,31 +61,6 @@ class Subscription:
             return
         state = content.get("execution_state")
         self.idle_since = time.monotonic() if state == "idle" else None
-
-    def open_socket(self, context: zmq.Context[zmq.Socket[bytes]]) -> zmq.Socket[bytes]:
-        """A SUB socket as jupyter_client makes one, with no queue limit from the start.
-
-        With ZMQ's default high-water mark (1,000 messages), a kernel that publishes
-        faster than the server handles messages drops the excess for this subscriber:
-        measured, 86,000 of 200,000 lines lost. The limit applies to connections made
-        after it is set, and disconnecting a SUB socket that holds messages can abort
-        the process in libzmq (zeromq/libzmq#2163), so it is set before connecting.
-        """
-        socket: zmq.Socket[bytes] = context.socket(zmq.SUB)
-        try:
-            socket.linger = 0
-            socket.setsockopt(zmq.RCVHWM, 0)
-            if self.curve is not None:
-                # As jupyter_client's _create_connected_socket: the connection file's keys.
-                socket.curve_secretkey, socket.curve_publickey = self.curve
-                socket.curve_serverkey = self.curve[1]
-            socket.setsockopt(zmq.SUBSCRIBE, b"")
-            socket.connect(self.url)
-        except BaseException:
-            socket.close(linger=0)
-            raise
-        self.socket = socket
-        return socket
 
 
 def subscription_for(kernel_id: str, kernel: Any, ports: tuple[Any, ...]) -> Subscription:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from helpers import (
     LabLikeClient,
@@ -71,6 +73,9 @@ async def test_status_follows_a_detached_run(
     assert 0 < meter["seconds"]["iopub"] <= meter["seconds_total"]
     assert meter["longest_ms"]["flush"] > 0  # the notebook was written
     assert meter["iopub_us_per_message"] > 0
+    reader = status["iopub_reader"]
+    assert reader == {"mode": "process", "pid": reader["pid"], "running": True, "errors": 0}
+    assert psutil.Process(reader["pid"]).parent().pid == os.getpid()
 
 
 async def test_flush_writes_at_once(

@@ -5,17 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import zmq
 from helpers import LabLikeClient, make_notebook, run_and_leave, wait_for
 from jupyter_client.session import Session
 
-from jupyter_persist.kernels import reader
+from jupyter_persist.kernels import readloop
 from jupyter_persist.kernels.iopub import coalesce_streams, decode
 from jupyter_persist.model import reducer
 
@@ -138,9 +138,6 @@ async def test_our_subscription_never_drops_a_burst(
     code = "for i in range(30000):\n    print(i, flush=True)\nprint('DONE', flush=True)"
     make_notebook(jp_root_dir / "burst.ipynb", [("c", code)])
     _, kernel_id = await notebook_session("burst.ipynb")
-    subscription = capture.listener._subscriptions[kernel_id]
-    await wait_for(lambda: subscription.socket is not None)  # opened by the reader's thread
-    assert subscription.socket.getsockopt(zmq.RCVHWM) == 0
     client = await LabLikeClient.connect(jp_ws_fetch, kernel_id)
     await client.wait_ready()
     msg_id = await client.execute(code, cell_id="c")
@@ -261,7 +258,7 @@ async def test_a_flood_of_large_messages_waits_in_the_socket(
         stop.set()
         await sampler
     assert execution.area.to_json()[0]["text"].endswith("x\nDONE\n")
-    assert 0 < peak <= reader.BACKLOG_BYTES + reader.READ_BYTES + 2_000_000
+    assert 0 < peak <= readloop.BACKLOG_BYTES + readloop.READ_BYTES + 2_000_000
 
 
 async def test_an_error_while_handling_does_not_stop_the_capture(
@@ -303,32 +300,25 @@ async def test_an_error_while_handling_does_not_stop_the_capture(
     assert execution.area.to_json()[0]["text"] == "".join(f"{i}\n" for i in range(20)) + "end\n"
 
 
-async def test_a_reader_thread_that_ended_is_started_again(
+async def test_a_reader_that_was_killed_is_started_again(
     caplog: pytest.LogCaptureFixture,
     jp_root_dir: Path,
     jp_ws_fetch: Any,
     notebook_session: Any,
     capture: Any,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """It never should end (it logs its errors and goes on); if it does, the periodic
-    check logs it and starts it again with every subscription, and capture goes on."""
+    """The reader process killed (the OOM killer, an admin): the periodic check logs it and
+    starts it again with every subscription, and capture goes on."""
     code = "print('one', flush=True)\nprint('two', flush=True)"
     make_notebook(jp_root_dir / "again.ipynb", [("c", code)])
     _, kernel_id = await notebook_session("again.ipynb")
     iopub = capture.listener._reader
     assert await capture.listener.wait_live(kernel_id, 30), "no live subscription"
-    turn = iopub._turn
-
-    def end_thread(*args: Any) -> bool:
-        monkeypatch.setattr(iopub, "_turn", turn)
-        return False  # the thread ends, as it does when told to stop
-
-    monkeypatch.setattr(iopub, "_turn", end_thread)
-    iopub.sync()  # wakes the thread, which ends
-    await wait_for(lambda: not iopub.running, timeout=10)
-    await wait_for(lambda: iopub.running, timeout=10)  # the listener's check, every 1 s
-    assert "the IOPub reader thread stopped; starting it again" in caplog.text
+    killed = iopub.pid
+    assert killed is not None
+    psutil.Process(killed).kill()
+    await wait_for(lambda: iopub.running and iopub.pid != killed, timeout=10)  # every 1 s
+    assert "the IOPub reader stopped; starting it again" in caplog.text
     msg_id = await run_and_leave(jp_ws_fetch, kernel_id, code, "c", wait_text="two")
     execution = capture.store.get(msg_id)
     await wait_for(lambda: not execution.running, timeout=30)
@@ -339,11 +329,11 @@ def open_descriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def reader_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "jupyter-persist-iopub"]
+def readers() -> list[psutil.Process]:
+    return [p for p in psutil.Process().children() if readloop.__name__ in " ".join(p.cmdline())]
 
 
-async def test_no_thread_or_socket_leaks_over_50_kernel_starts_and_stops(
+async def test_no_process_or_socket_leaks_over_50_kernel_starts_and_stops(
     jp_fetch: Any, capture: Any
 ) -> None:
     async def cycle() -> None:
@@ -356,9 +346,12 @@ async def test_no_thread_or_socket_leaks_over_50_kernel_starts_and_stops(
 
     await cycle()  # the first start creates what the server keeps (contexts, pools)
     before = open_descriptors()
+    (reader,) = readers()
+    reader_before = reader.num_fds()
     for _ in range(50):
         await cycle()
-    assert len(reader_threads()) == 1
+    assert readers() == [reader]
     assert capture.listener._reader._subscriptions == {}
     await asyncio.sleep(1)  # sockets close asynchronously in libzmq
     assert open_descriptors() <= before + 5, (before, open_descriptors())
+    assert reader.num_fds() <= reader_before + 5, (reader_before, reader.num_fds())

@@ -1,25 +1,31 @@
-"""The IOPub reader's thread, against a real ZMQ publisher signing as a kernel does."""
+"""The IOPub reader (a process of ours, or a thread), against a real ZMQ publisher signing
+as a kernel does."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import psutil
 import pytest
 import zmq
 from helpers import wait_for
 from jupyter_client.session import Session
 
 from jupyter_persist.kernels import reader as reader_module
+from jupyter_persist.kernels import readloop
 from jupyter_persist.kernels.reader import Batch, IOPubReader
 from jupyter_persist.kernels.subscription import Subscription
 
 log = logging.getLogger("test_reader")
+MODES = ["process", "thread"]
 
 
 @dataclass
@@ -29,10 +35,11 @@ class FakeKernelIOPub:
     session: Session
     socket: zmq.Socket[bytes]
     url: str
+    port: int
     parent: dict[str, Any] = field(default_factory=dict)
 
-    def publish(self, msg_type: str, content: dict[str, Any]) -> None:
-        self.session.send(self.socket, msg_type, content, parent=self.parent)
+    def publish(self, msg_type: str, content: dict[str, Any], buffers: Any = None) -> None:
+        self.session.send(self.socket, msg_type, content, parent=self.parent, buffers=buffers)
 
     def subscription(self, kernel_id: str = "k") -> Subscription:
         receiving = Session(key=self.session.key)
@@ -46,7 +53,7 @@ def publisher() -> Any:
     port = socket.bind_to_random_port("tcp://127.0.0.1")
     session = Session(key=b"secret")
     yield FakeKernelIOPub(
-        session, socket, f"tcp://127.0.0.1:{port}", session.msg_header("execute_request")
+        session, socket, f"tcp://127.0.0.1:{port}", port, session.msg_header("execute_request")
     )
     socket.close(linger=0)
     context.term()
@@ -75,10 +82,10 @@ class Received:
 
 
 @asynccontextmanager
-async def running_reader() -> AsyncIterator[tuple[IOPubReader, Received]]:
+async def running_reader(mode: str = "process") -> AsyncIterator[tuple[IOPubReader, Received]]:
     """A reader started on the test's event loop (it needs one), stopped after."""
     received = Received()
-    reader = IOPubReader(received.take, received.live.append, log)
+    reader = IOPubReader(received.take, received.live.append, log, mode)
     received.reader = reader
     reader.start()
     try:
@@ -101,8 +108,17 @@ def reader_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "jupyter-persist-iopub"]
 
 
-async def test_reads_decodes_and_merges_off_the_event_loop(publisher: FakeKernelIOPub) -> None:
-    async with running_reader() as (iopub, received):
+def connected_to(pid: int | None, port: int) -> bool:
+    """Whether the reader process has a TCP connection to the publisher's port."""
+    assert pid is not None
+    return any(c.raddr and c.raddr.port == port for c in psutil.Process(pid).net_connections("tcp"))
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_reads_decodes_and_merges_off_the_event_loop(
+    publisher: FakeKernelIOPub, mode: str
+) -> None:
+    async with running_reader(mode) as (iopub, received):
         subscription = publisher.subscription()
         iopub.add(subscription)
         await until_live(publisher, received)
@@ -110,91 +126,199 @@ async def test_reads_decodes_and_merges_off_the_event_loop(publisher: FakeKernel
         for i in range(500):
             publisher.publish("stream", {"name": "stdout", "text": f"{i}\n"})
         publisher.publish("debug_event", {"event": "stopped"})  # not needed: skipped
+        publisher.publish("comm_msg", {"comm_id": "c", "data": {}}, buffers=[b"\x00\xff", b"2"])
         await wait_for(lambda: "499\n" in received.texts(), timeout=10)
         assert received.texts() == "".join(f"{i}\n" for i in range(500))
+        await wait_for(lambda: sum(b.received for b in received.batches) >= 502, timeout=10)
         messages = [m for b in received.batches for m in b.messages]
         streams = [m for m in messages if m["header"]["msg_type"] == "stream"]
         assert len(streams) < 500 / 10  # runs merged into a few messages
-        await wait_for(lambda: sum(b.received for b in received.batches) >= 501, timeout=10)
+        assert [m["buffers"] for m in messages if m["header"]["msg_type"] == "comm_msg"] == [
+            [b"\x00\xff", b"2"]
+        ]
         assert all(b.subscription is subscription for b in received.batches)
-        assert len(reader_threads()) == 1
+        if mode == "process":
+            assert iopub.pid is not None
+            assert psutil.pid_exists(iopub.pid)
+            assert reader_threads() == []
+        else:
+            assert iopub.pid is None
+            assert len(reader_threads()) == 1
 
 
 async def test_sync_hands_over_what_is_waiting_at_once(
     publisher: FakeKernelIOPub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with running_reader() as (iopub, received):
+    """In a thread, where the reader's rest can be made an hour long."""
+    async with running_reader("thread") as (iopub, received):
         subscription = publisher.subscription()
         iopub.add(subscription)
         await until_live(publisher, received)
-        monkeypatch.setattr(reader_module, "HANDOFF_INTERVAL", 3600)  # a pass, then an hour's rest
+        monkeypatch.setattr(readloop, "HANDOFF_INTERVAL", 3600)  # a pass, then an hour's rest
         await asyncio.sleep(0.1)
         publisher.publish("stream", {"name": "stdout", "text": "probe\n"})
         await wait_for(lambda: "probe" in received.texts(), timeout=10)  # now it rests
         received.batches.clear()
         publisher.publish("stream", {"name": "stdout", "text": "waiting\n"})
-        await asyncio.sleep(0.2)  # in the thread's pending batch (or the socket)
+        await asyncio.sleep(0.2)  # in the reader's socket
         assert received.texts() == ""
         iopub.sync()
         received.take()
         assert received.texts() == "waiting\n"
 
 
-async def test_remove_hands_over_everything_then_closes(publisher: FakeKernelIOPub) -> None:
+async def test_sync_with_the_process(publisher: FakeKernelIOPub) -> None:
     async with running_reader() as (iopub, received):
         subscription = publisher.subscription()
         iopub.add(subscription)
         await until_live(publisher, received)
+        for i in range(2000):
+            publisher.publish("stream", {"name": "stdout", "text": f"{i}\n"})
+        await asyncio.sleep(0.3)  # all on the reader's side of the TCP connection
+        iopub.sync()  # no await from here: nothing but the sync brings them
+        received.take()
+        assert received.texts().endswith("1999\n")
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_remove_hands_over_everything_then_closes(
+    publisher: FakeKernelIOPub, mode: str
+) -> None:
+    async with running_reader(mode) as (iopub, received):
+        subscription = publisher.subscription()
+        iopub.add(subscription)
+        await until_live(publisher, received)
+        if mode == "process":
+            assert connected_to(iopub.pid, publisher.port)
         for i in range(3000):
             publisher.publish("stream", {"name": "stdout", "text": f"{i}\n"})
         await asyncio.sleep(0.2)
         iopub.remove(subscription)
         received.take()
         assert received.texts().endswith("2999\n")
-        assert subscription.socket is not None
-        assert subscription.socket.closed
+        if mode == "process":
+            await wait_for(lambda: not connected_to(iopub.pid, publisher.port), timeout=5)
+        publisher.publish("stream", {"name": "stdout", "text": "after\n"})
+        await asyncio.sleep(0.3)
+        iopub.sync()
+        received.take()
+        assert "after" not in received.texts()
 
 
-async def test_an_error_in_the_thread_is_logged_and_reading_goes_on(
-    publisher: FakeKernelIOPub,
-    caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_error_in_the_reader_is_logged_and_reading_goes_on(
+    publisher: FakeKernelIOPub, caplog: pytest.LogCaptureFixture, mode: str
 ) -> None:
-    async with running_reader() as (iopub, received):
+    async with running_reader(mode) as (iopub, received):
         subscription = publisher.subscription()
         iopub.add(subscription)
         await until_live(publisher, received)
-        read = iopub._read
-        failures: list[int] = []
-
-        def failing_once(*args: Any) -> int:
-            if not failures:
-                failures.append(1)
-                raise RuntimeError("unexpected")
-            return read(*args)
-
-        monkeypatch.setattr(iopub, "_read", failing_once)
+        iopub._send([b"add", b"broken", b"{not json"])  # the reader's command fails
         for i in range(20):
             publisher.publish("stream", {"name": "stdout", "text": f"{i}\n"})
         await wait_for(lambda: "19\n" in received.texts(), timeout=10)
-        assert failures
-        assert iopub.errors == 1
+        await wait_for(lambda: iopub.errors == 1, timeout=10)
         assert "error in the IOPub reader; going on" in caplog.text
+        assert "JSONDecodeError" in caplog.text  # the reader's traceback reaches the log
         assert received.texts().endswith("".join(f"{i}\n" for i in range(20)))
         assert iopub.running
 
 
-async def test_stop_ends_the_thread_and_closes_every_socket(publisher: FakeKernelIOPub) -> None:
-    async with running_reader() as (iopub, received):
-        subscriptions = [publisher.subscription(f"k{i}") for i in range(3)]
-        for subscription in subscriptions:
-            iopub.add(subscription)
+@pytest.mark.parametrize("mode", MODES)
+async def test_stop_ends_the_reader_and_closes_every_socket(
+    publisher: FakeKernelIOPub, mode: str
+) -> None:
+    async with running_reader(mode) as (iopub, received):
+        for i in range(3):
+            iopub.add(publisher.subscription(f"k{i}"))
         await until_live(publisher, received)
+        pid = iopub.pid
         publisher.publish("stream", {"name": "stdout", "text": "last\n"})
         await asyncio.sleep(0.05)
         iopub.stop()
         assert not iopub.running
         assert reader_threads() == []
-        assert all(s.socket is not None and s.socket.closed for s in subscriptions)
-        received.take()  # what was read before the stop was handed over
+        if pid is not None:
+            assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+        received.take()  # what was read before the stop was received
     iopub.stop()  # idempotent
+
+
+async def test_a_reader_that_was_killed_is_started_again_with_its_subscriptions(
+    publisher: FakeKernelIOPub, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running_reader() as (iopub, received):
+        subscription = publisher.subscription()
+        iopub.add(subscription)
+        await until_live(publisher, received)
+        old = iopub.pid
+        assert old is not None
+        psutil.Process(old).kill()
+        await wait_for(lambda: not iopub.running, timeout=5)
+        iopub.start()
+        assert iopub.pid != old
+        assert "the IOPub reader stopped; starting it again" in caplog.text
+        assert not subscription.live.is_set() or subscription.signal_live  # renudged
+        received.batches.clear()
+        await wait_for(lambda: connected_to(iopub.pid, publisher.port), timeout=10)
+        publisher.publish("stream", {"name": "stdout", "text": "again\n"})
+        await wait_for(lambda: "again" in received.texts(), timeout=10)
+
+
+def test_the_process_ends_when_the_server_goes_away(tmp_path: Any) -> None:
+    """A server killed with SIGKILL closes the reader's stdin: the reader ends too."""
+    endpoint = f"ipc://{tmp_path / 'reader'}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", readloop.__name__, endpoint], stdin=subprocess.PIPE
+    )
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            process.wait(1)  # it runs, waiting for a server
+        assert process.stdin is not None
+        process.stdin.close()
+        assert process.wait(10) == 0
+    finally:
+        process.kill()
+
+
+def test_the_sub_socket_has_no_queue_limit_from_the_start(publisher: FakeKernelIOPub) -> None:
+    """ZMQ's default limit (1,000 messages) dropped 86,000 of 200,000 lines of a flood."""
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        socket = readloop.open_sub_socket(context, publisher.url, None)
+        assert socket.getsockopt(zmq.RCVHWM) == 0
+        assert socket.getsockopt(zmq.LINGER) == 0
+        socket.close()
+    finally:
+        context.term()
+
+
+async def test_a_process_that_ends_at_once_falls_back_to_a_thread(
+    publisher: FakeKernelIOPub, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """E.g. a server whose Python cannot import the reader in a process of its own."""
+    monkeypatch.setattr(reader_module, "READER_COMMAND", [sys.executable, "-c", "exit(3)"])
+    async with running_reader() as (iopub, received):
+        subscription = publisher.subscription()
+        iopub.add(subscription)
+        await wait_for(lambda: not iopub.running, timeout=10)
+        iopub.start()  # as the listener's periodic check does
+        assert "ended before it was ready (exit code 3" in caplog.text
+        assert iopub.mode == "thread"
+        assert len(reader_threads()) == 1
+        await until_live(publisher, received)
+        publisher.publish("stream", {"name": "stdout", "text": "read\n"})
+        await wait_for(lambda: "read" in received.texts(), timeout=10)
+
+
+async def test_a_process_that_cannot_be_started_falls_back_to_a_thread(
+    publisher: FakeKernelIOPub, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reader_module, "READER_COMMAND", ["/nonexistent/python"])
+    async with running_reader() as (iopub, received):
+        assert "cannot start the IOPub reader process" in caplog.text
+        assert iopub.mode == "thread"
+        assert iopub.running
+        subscription = publisher.subscription()
+        iopub.add(subscription)
+        await until_live(publisher, received)
