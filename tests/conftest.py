@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from jupyter_server.gateway.gateway_client import GatewayClient
 
-pytest_plugins = ["pytest_jupyter.jupyter_server"]
+pytest_plugins = ["pytest_jupyter.jupyter_server", "reader_leaks"]
 
 SAVE_INTERVAL = 0.5
 

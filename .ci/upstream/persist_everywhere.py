@@ -3,12 +3,21 @@
 For running jupyter_server's own test suite with the extension (``.ci/upstream/run``):
 the extension is added to ``jpserver_extensions`` once the server has found its
 extensions, whatever the test configured, and a server in which it did not load fails
-the test (a broken import is otherwise only logged).
+the test (a broken import is otherwise only logged), and so does an IOPub reader process
+of the extension left running after the test's server was cleaned up.
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from jupyter_server.serverapp import ServerApp
+
+# The check that no IOPub reader process outlives its server, shared with this
+# project's own suite (appended: nothing of jupyter_server's is shadowed).
+sys.path.append(str(Path(__file__).resolve().parents[2] / "tests"))
+from reader_leaks import pytest_runtest_teardown  # noqa: F401
 
 _init_server_extensions = ServerApp.init_server_extensions
 _load_server_extensions = ServerApp.load_server_extensions

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from jupyter_client.jsonutil import json_default
-from jupyter_client.session import Session
+from jupyter_client.session import DELIM, Session
 from jupyter_server.services.kernels.connection.base import (
     deserialize_binary_message,
     deserialize_msg_from_ws_v1,
@@ -40,29 +40,49 @@ V1_PROTOCOL = "v1.kernel.websocket.jupyter.org"
 BUFFERED_MSG_TYPES = frozenset({"comm_open", "comm_msg"})
 
 
-def decode(session: Session, parts: list[bytes]) -> dict[str, Any] | None:
-    """Check a message's signature and decode what the capture needs; None to skip it.
+class IOPubDecoder:
+    """Checks the signatures of one kernel's IOPub messages and decodes what the capture needs.
 
-    Leaner than ``Session.deserialize``, which this runs beside for every IOPub message:
-    no date parsing, no replay history (an IOPub SUB socket only receives), and the
-    parent header and content are only decoded for the message types we use.
+    Leaner than ``Session.deserialize``, which jupyter_server runs beside it for every
+    message: no date parsing, no replay history (an IOPub SUB socket only receives), the
+    parent header and content only decoded for the message types we use, and the
+    signature computed in one call over the joined parts (the session's traits and
+    ``hmac`` object are looked up once, not per message: a third of the cost, measured).
     """
-    _, fed = session.feed_identities(parts)  # copies: every part is bytes
-    if len(fed) < 5:
-        raise ValueError("too few message parts")
-    signature: Any = fed[0]
-    if session.auth is not None and not hmac.compare_digest(signature, session.sign(fed[1:5])):
-        raise ValueError("invalid signature")
-    header = session.unpack(fed[1])
-    msg_type = header.get("msg_type")
-    if msg_type not in WANTED_MSG_TYPES:
-        return None
-    return {
-        "header": header,
-        "parent_header": session.unpack(fed[2]),
-        "content": session.unpack(fed[4]),
-        "buffers": list(fed[5:]) if msg_type in BUFFERED_MSG_TYPES else [],
-    }
+
+    def __init__(self, session: Session) -> None:
+        self._key: bytes = session.key if session.auth is not None else b""
+        self._digest = session.signature_scheme.split("-", 1)[1]
+        self._unpack = session.unpack
+
+    def __call__(self, parts: list[bytes]) -> dict[str, Any] | None:
+        """The message's fields the capture needs; None to skip it; ValueError if invalid."""
+        try:
+            fed = parts[parts.index(DELIM) + 1 :]
+        except ValueError:
+            raise ValueError("no message delimiter") from None
+        if len(fed) < 5:
+            raise ValueError("too few message parts")
+        if self._key:
+            expected = hmac.digest(self._key, b"".join(fed[1:5]), self._digest).hex()
+            if not hmac.compare_digest(fed[0], expected.encode()):
+                raise ValueError("invalid signature")
+        unpack = self._unpack
+        header = unpack(fed[1])
+        msg_type = header.get("msg_type")
+        if msg_type not in WANTED_MSG_TYPES:
+            return None
+        return {
+            "header": header,
+            "parent_header": unpack(fed[2]),
+            "content": unpack(fed[4]),
+            "buffers": fed[5:] if msg_type in BUFFERED_MSG_TYPES else [],
+        }
+
+
+def decode(session: Session, parts: list[bytes]) -> dict[str, Any] | None:
+    """One message's fields the capture needs (see :class:`IOPubDecoder`)."""
+    return IOPubDecoder(session)(parts)
 
 
 def _stream_key(msg: dict[str, Any]) -> tuple[str, str] | None:

@@ -98,6 +98,8 @@ class IOPubReader:
         self._drain_scheduled = False
         #: Errors the reader caught and logged (it goes on after each).
         self.errors = 0
+        #: How the last reader process ended (None: none ended yet).
+        self.exit_code: int | None = None
 
     @property
     def running(self) -> bool:
@@ -246,6 +248,7 @@ class IOPubReader:
                 self.log.warning("jupyter_persist: the IOPub reader did not end; killing it")
                 process.kill()
                 process.wait()
+            self.exit_code = process.returncode
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(COMMAND_TIMEOUT)

@@ -32,14 +32,13 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
 from jupyter_client.session import Session
 
-from .iopub import coalesce_streams, decode
+from .iopub import IOPubDecoder, coalesce_streams
 
 #: Seconds the reader rests after each pass over the sockets (commands still wake it).
 HANDOFF_INTERVAL = 0.05
@@ -72,7 +71,7 @@ class _Socket:
     """One kernel's IOPub as the reader holds it."""
 
     sub_id: bytes
-    session: Session
+    decode: IOPubDecoder
     socket: zmq.Socket[bytes]
     #: Read since the last handoff: decoded messages, messages received, wire bytes.
     messages: list[dict[str, Any]] = field(default_factory=list)
@@ -258,7 +257,7 @@ class ReadLoop:
         except zmq.ZMQError as err:
             self.log(logging.WARNING, f"cannot subscribe to IOPub at {spec['url']}: {err}")
             return
-        held = _Socket(sub_id, session, socket)
+        held = _Socket(sub_id, IOPubDecoder(session), socket)
         self.sockets[socket] = held
         self.by_id[sub_id] = held
         self.poller.register(socket, zmq.POLLIN)
@@ -288,7 +287,7 @@ class ReadLoop:
             received += 1
             read_bytes += sum(len(part) for part in parts)
             try:
-                msg = decode(held.session, parts)
+                msg = held.decode(parts)
             except Exception as err:
                 self.log(logging.DEBUG, f"undecodable IOPub message: {err}")
                 continue
@@ -320,13 +319,15 @@ class ReadLoop:
             print(f"jupyter_persist IOPub reader: {text}", file=sys.stderr)
 
 
-def _exit_with_the_server(stream: Iterable[bytes]) -> None:
+def _exit_with_the_server(fd: int) -> None:
     """End this process when the server's end of its stdin closes (the server is gone).
 
     A server killed with SIGKILL cannot stop its reader: without this, the reader
-    would outlive it, holding the kernels' IOPub connections.
+    would outlive it, holding the kernels' IOPub connections. Reads the descriptor
+    itself: a daemon thread blocked in ``sys.stdin`` holds its buffer's lock, which
+    makes the interpreter abort at a normal exit.
     """
-    for _ in stream:
+    while os.read(fd, 4096):
         pass
     os._exit(0)
 
@@ -337,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m jupyter_persist.kernels.readloop ENDPOINT", file=sys.stderr)
         return 2
     watchdog = threading.Thread(
-        target=_exit_with_the_server, args=(sys.stdin.buffer,), name="server-watch", daemon=True
+        target=_exit_with_the_server, args=(sys.stdin.fileno(),), name="server-watch", daemon=True
     )
     watchdog.start()
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()

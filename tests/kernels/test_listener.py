@@ -13,7 +13,8 @@ import psutil
 import pytest
 import zmq
 from helpers import LabLikeClient, make_notebook, run_and_leave, wait_for
-from jupyter_client.session import Session
+from jupyter_client.session import DELIM, Session
+from reader_leaks import reader_processes
 
 from jupyter_persist.kernels import readloop
 from jupyter_persist.kernels.iopub import coalesce_streams, decode
@@ -53,6 +54,23 @@ def test_comm_messages_keep_their_binary_buffers() -> None:
     stream = decode(session, wire(session, "stream", {"name": "stdout", "text": "x"}))
     assert stream is not None
     assert stream["buffers"] == []
+
+
+@pytest.mark.parametrize(
+    ("key", "scheme"), [(b"", "hmac-sha256"), (b"secret", "hmac-sha512"), (b"k", "hmac-md5")]
+)
+def test_unsigned_and_other_signature_schemes(key: bytes, scheme: str) -> None:
+    """As Session.deserialize: no key, no check; the session's scheme, whichever it is."""
+    session = Session(key=key, signature_scheme=scheme)
+    parts = wire(session, "stream", {"name": "stdout", "text": "x"})
+    assert (parts[parts.index(DELIM) + 1] == b"") == (not key)
+    msg = decode(session, parts)
+    assert msg is not None
+    assert msg["content"]["text"] == "x"
+    if key:
+        other = Session(key=key, signature_scheme="hmac-sha1")
+        with pytest.raises(ValueError, match="invalid signature"):
+            decode(other, parts)
 
 
 def test_a_bad_signature_is_refused() -> None:
@@ -329,10 +347,6 @@ def open_descriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def readers() -> list[psutil.Process]:
-    return [p for p in psutil.Process().children() if readloop.__name__ in " ".join(p.cmdline())]
-
-
 async def test_no_process_or_socket_leaks_over_50_kernel_starts_and_stops(
     jp_fetch: Any, capture: Any
 ) -> None:
@@ -346,11 +360,11 @@ async def test_no_process_or_socket_leaks_over_50_kernel_starts_and_stops(
 
     await cycle()  # the first start creates what the server keeps (contexts, pools)
     before = open_descriptors()
-    (reader,) = readers()
+    (reader,) = reader_processes()
     reader_before = reader.num_fds()
     for _ in range(50):
         await cycle()
-    assert readers() == [reader]
+    assert reader_processes() == [reader]
     assert capture.listener._reader._subscriptions == {}
     await asyncio.sleep(1)  # sockets close asynchronously in libzmq
     assert open_descriptors() <= before + 5, (before, open_descriptors())
