@@ -72,7 +72,9 @@ class KernelListener(LoggingConfigurable):
         self._on_gone = on_gone
         self.meter = meter or LoopMeter()
         self._subscriptions: dict[str, Source] = {}
-        self._reader = IOPubReader(self._take_batches, self._live, self.log, self.iopub_reader)
+        self._reader = IOPubReader(
+            self._take_batches, self._live, self.log, self.iopub_reader, self.meter
+        )
         #: Taken, not yet handled: (source, decoded messages, bytes on the wire).
         self._received: deque[tuple[Source, list[dict[str, Any]], int]] = deque()
         #: Bytes of gateway frames taken and not yet handled.
@@ -169,7 +171,9 @@ class KernelListener(LoggingConfigurable):
 
     def _take_batches(self) -> None:
         """The reader handed batches over: handle them soon (called on the event loop)."""
-        for batch in self._reader.take():
+        with self.meter.timing("iopub"):  # decoding the batches
+            batches = self._reader.take()
+        for batch in batches:
             self.meter.messages += batch.received
             self._received.append((batch.subscription, batch.messages, batch.nbytes))
         if self._received and self._handling is None:

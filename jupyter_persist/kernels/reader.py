@@ -31,6 +31,7 @@ from typing import Any
 import zmq
 from tornado.ioloop import IOLoop
 
+from ..meter import LoopMeter
 from . import readloop
 from .readloop import BACKLOG_BYTES, ReadLoop, decode_batch, subscription_spec
 from .subscription import Subscription
@@ -72,8 +73,11 @@ class IOPubReader:
         on_live: Callable[[Subscription], None],
         log: Any,
         mode: str = "process",
+        meter: LoopMeter | None = None,
     ) -> None:
         self._on_batches = on_batches
+        #: Receiving batches is counted as the extension's IOPub work on the loop.
+        self._meter = meter or LoopMeter()
         self._on_live = on_live
         self.log = log
         self.mode = mode
@@ -313,6 +317,10 @@ class IOPubReader:
     def _drain(self) -> None:
         """Receive everything the reader sent (cheap: batches are decoded when taken)."""
         self._drain_scheduled = False
+        with self._meter.timing("iopub"):
+            self._receive_all()
+
+    def _receive_all(self) -> None:
         socket = self._socket
         if socket is None:
             return
