@@ -198,7 +198,9 @@ class CaptureStore:
         if display_id is None:
             return []
         key = (kernel_id, display_id)
-        owners = self._displays.setdefault(key, [])
+        owners = self._displays.setdefault(key, []) if include_new else self._displays.get(key)
+        if owners is None:
+            return []  # an update of a display no execution we hold showed
         changed = []
         for owner_id in list(owners):
             owner = self._executions.get(owner_id)
@@ -260,6 +262,14 @@ class CaptureStore:
     def _forget(self, execution: Execution) -> None:
         self._unindex(execution)
         self._executions.pop(execution.msg_id, None)
+        # Its displays: a cell run all day with a new display id each run (a progress
+        # bar) would otherwise leave one entry per run.
+        msg_id = execution.msg_id
+        for key in [k for k, owners in self._displays.items() if msg_id in owners]:
+            owners = self._displays[key]
+            owners.remove(msg_id)
+            if not owners:
+                del self._displays[key]
 
     def _unindex(self, execution: Execution) -> None:
         if execution.path is not None and execution.cell_id is not None:

@@ -159,7 +159,8 @@ class Journal(LoggingConfigurable):
     def append(self, executions: list[Execution]) -> int:
         """Append a record for each execution whose outputs changed since its last one.
 
-        Returns the number of bytes written.
+        ``executions``: every execution the store holds with a notebook cell; what the
+        journal remembers of any other is dropped. Returns the number of bytes written.
         """
         lines: dict[str, list[str]] = {}
         for execution in executions:
@@ -175,6 +176,11 @@ class Journal(LoggingConfigurable):
             line = json.dumps(record, ensure_ascii=False, default=str)
             lines.setdefault(execution.path, []).append(line)
             self._journaled[execution.msg_id] = (area.outputs, execution.path, execution.version)
+        # What the store no longer holds (a cell run again replaced it) needs no diff base:
+        # kept, every run of a cell would stay in memory until the notebook's journal goes.
+        current = {execution.msg_id for execution in executions}
+        for msg_id in [m for m in self._journaled if m not in current]:
+            del self._journaled[msg_id]
         written = 0
         failure: OSError | None = None
         for path in [*lines, *sorted(self._failed - lines.keys())]:
@@ -260,6 +266,7 @@ class Journal(LoggingConfigurable):
         """Delete a notebook's journal (its outputs are all on disk)."""
         self.file_for(notebook_path).unlink(missing_ok=True)
         self._failed.discard(notebook_path)
+        self._compact_at.pop(notebook_path, None)
         for msg_id in [m for m, (_, path, _) in self._journaled.items() if path == notebook_path]:
             del self._journaled[msg_id]
 

@@ -137,8 +137,8 @@ class Recorder(LoggingConfigurable):
         if not self.journal.directory.is_dir():
             return
         try:
-            with_notebook = [e for e in self.store.executions() if e.path is not None]
-            placed = [e for e in with_notebook if e.placed]
+            held = list(self.store.executions())
+            placed = [e for e in held if e.path is not None and e.placed]
             try:
                 self.journal.append(placed)
             except OSError as err:
@@ -147,7 +147,7 @@ class Recorder(LoggingConfigurable):
                 self._journal_works()
             if self.text_log is not None:
                 self._log_progress_bars()
-                self.text_log.flush(with_notebook)
+                self.text_log.flush(held)
             current = {str(e.path) for e in placed}
             pending = {str(e.path) for e in placed if e.dirty or e.running}
             for path in (self._journaled_paths | current) - pending:

@@ -34,6 +34,8 @@ WRITE_AT_BYTES = 1 << 20
 class _Pending:
     """An execution's rendered text not yet written, and its unfinished last line."""
 
+    #: Whose text it is (for the header, and to write it once the store let it go).
+    execution: Execution
     rendered: list[str] = field(default_factory=list)
     size: int = 0
     #: The last line so far, with \r and \b applied, and the cursor in it.
@@ -102,7 +104,7 @@ class TextLog(LoggingConfigurable):
         content = msg["content"]
         if msg_type not in ("stream", "display_data", "execute_result", "error"):
             return
-        pending = self._pending.setdefault(execution.msg_id, _Pending())
+        pending = self._pending_of(execution)
         if msg_type == "stream":
             pending.add_stream(str(content.get("text", "")))
         else:
@@ -111,25 +113,40 @@ class TextLog(LoggingConfigurable):
         path = _log_path(execution)
         if pending.size >= WRITE_AT_BYTES and path is not None:
             # A flood is written as it comes, not held for a whole tick.
-            self._write(path, self._take(execution, pending))
+            self._write(path, self._take(execution, pending, ended=False))
 
     def note(self, execution: Execution, text: str) -> None:
         """Add a line of our own (such as "waiting for input") to an execution's log."""
-        pending = self._pending.setdefault(execution.msg_id, _Pending())
+        pending = self._pending_of(execution)
         pending.end_line()
         pending.add(text)
 
+    def _pending_of(self, execution: Execution) -> _Pending:
+        pending = self._pending.get(execution.msg_id)
+        if pending is None:
+            pending = self._pending[execution.msg_id] = _Pending(execution)
+        return pending
+
     def flush(self, executions: list[Execution]) -> None:
-        """Append to the notebooks' logs the lines that became final."""
+        """Append to the notebooks' logs the lines that became final.
+
+        ``executions``: every execution the store holds. What is pending for any other
+        (a run of a cell that the next run replaced before a tick wrote its end) is
+        written as ended, and let go.
+        """
         chunks: dict[str, list[str]] = {}
-        for execution in executions:
-            pending = self._pending.get(execution.msg_id)
+        held = {execution.msg_id for execution in executions}
+        for msg_id, pending in list(self._pending.items()):
+            execution = pending.execution
+            ended = msg_id not in held or not execution.running
             path = _log_path(execution)
-            if pending is None or path is None:
+            if path is None:
+                if msg_id not in held:
+                    del self._pending[msg_id]  # never placed: goes to no log
                 continue
-            text = self._take(execution, pending)
-            if not execution.running:
-                del self._pending[execution.msg_id]
+            text = self._take(execution, pending, ended)
+            if ended:
+                del self._pending[msg_id]
             if text:
                 chunks.setdefault(path, []).append(text)
         for path, texts in chunks.items():
@@ -139,7 +156,7 @@ class TextLog(LoggingConfigurable):
         """Drop what is pending for an execution that goes to no notebook."""
         self._pending.pop(execution.msg_id, None)
 
-    def _take(self, execution: Execution, pending: _Pending) -> str:
+    def _take(self, execution: Execution, pending: _Pending, ended: bool) -> str:
         """The text to append now: header first time, final lines, last line at the end."""
         parts = []
         if not pending.started:
@@ -153,7 +170,7 @@ class TextLog(LoggingConfigurable):
                 else "no cell (not placed: see the server log)"
             )
             parts.append(f"\n=== {stamp}  In [{prompt}]  {cell} ===\n")
-        if not execution.running:
+        if ended:
             pending.end_line()
         parts.extend(pending.rendered)
         pending.rendered.clear()

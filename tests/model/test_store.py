@@ -121,3 +121,33 @@ def test_finish_kernel_stops_running_executions_and_forgets_displays() -> None:
     )
     store.begin("k", "cell-1")
     assert store.apply(update, detached=True) == []
+
+
+def display(msg_id: str, text: str, display_id: str, update: bool = False) -> dict[str, Any]:
+    return {
+        "header": {"msg_type": "update_display_data" if update else "display_data"},
+        "parent_header": {"msg_id": msg_id},
+        "content": {
+            "data": {"text/plain": text},
+            "metadata": {},
+            "transient": {"display_id": display_id},
+        },
+    }
+
+
+def test_a_cell_run_all_day_with_a_new_display_each_run_holds_one() -> None:
+    """A progress bar per run (a new display id each time): only the latest run's stays."""
+    store = CaptureStore()
+    for i in range(200):
+        msg_id = f"run-{i}"
+        store.place(store.begin("k", msg_id), "nb.ipynb", "c")
+        store.apply(display(msg_id, "0%", f"bar-{i}"), detached=False)
+        store.apply(display(msg_id, "100%", f"bar-{i}", update=True), detached=False)
+    assert [e.msg_id for e in store.executions()] == ["run-199"]
+    assert store._displays == {("k", "bar-199"): ["run-199"]}
+    # An update of a display no execution held adds nothing.
+    store.apply(display("run-199", "?", "never-shown", update=True), detached=False)
+    assert store._displays == {("k", "bar-199"): ["run-199"]}
+    latest = store.get("run-199")
+    assert latest is not None
+    assert latest.area.to_json()[0]["data"] == {"text/plain": "100%"}

@@ -168,3 +168,22 @@ def test_a_long_run_keeps_the_journal_bounded(tmp_path: Path) -> None:
     assert cells[("nb.ipynb", "c")].outputs == [stream("progress 4999")]
     assert stat.S_IMODE(os.stat(file).st_mode) == 0o600
     assert not list(tmp_path.glob("*.compacting"))
+
+
+def test_a_cell_run_again_and_again_keeps_one_diff_base(tmp_path: Path) -> None:
+    """Only what the store holds is remembered: a run replaced by the next one goes."""
+    journal = Journal(tmp_path, compact_bytes=20_000)
+    journal.ensure_directory()
+    store = CaptureStore()
+    for i in range(100):
+        execution = store.begin("k", f"m{i}")
+        store.place(execution, "nb.ipynb", "c")
+        store.apply(stream_msg(f"m{i}", f"run {i} " + "x" * 1000 + "\n"), detached=False)
+        journal.append([e for e in store.executions() if e.placed])
+    assert list(journal._journaled) == ["m99"]
+    cells = fold(journal.read(journal.file_for("nb.ipynb")))
+    assert cells[("nb.ipynb", "c")].outputs == [stream("run 99 " + "x" * 1000 + "\n")]
+    assert "nb.ipynb" in journal._compact_at  # it was compacted on the way
+    journal.remove("nb.ipynb")
+    assert journal._journaled == {}
+    assert journal._compact_at == {}

@@ -69,6 +69,26 @@ def test_lines_are_logged_once_final(tmp_path: Path) -> None:
     assert stat.S_IMODE(os.stat(file).st_mode) == 0o600
 
 
+def test_a_run_replaced_before_a_tick_is_logged_whole_and_let_go(tmp_path: Path) -> None:
+    """A cell run again within a second: the first run's text still reaches the log."""
+    log = TextLog(tmp_path, max_bytes=1_000_000)
+    store = CaptureStore()
+    first = start_cell(store, "m1")
+    feed(log, store, first, stream_msg("m1", "first run\nunfinished"))
+    second = store.begin("k", "m2")
+    store.place(second, "folder/My Notebook.ipynb", "cell-m1")  # the same cell, again
+    feed(log, store, second, stream_msg("m2", "second run\n"))
+    assert store.get("m1") is None
+    log.flush(list(store.executions()))
+    text = log.file_for("folder/My Notebook.ipynb").read_text()
+    assert "===\nfirst run\nunfinished\n\n===" in text
+    assert text.endswith("===\nsecond run\n")
+    assert list(log._pending) == ["m2"]  # still running
+    feed(log, store, second, idle_msg("m2"))
+    log.flush(list(store.executions()))
+    assert log._pending == {}
+
+
 def test_the_log_keeps_what_the_caps_leave_out(tmp_path: Path) -> None:
     log = TextLog(tmp_path, max_bytes=100_000_000)
     store = CaptureStore(Limits(stream_head_chars=1000, stream_tail_chars=1000))
