@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from servers import Server, start_gateway, start_server
 from workloads import (
+    RERUN_OUTPUT_MB,
     big_notebook,
     big_output_detached,
     gateway_kernel,
@@ -37,6 +38,7 @@ from workloads import (
     many_kernels,
     p99,
     progress_detached,
+    reruns,
 )
 
 
@@ -93,10 +95,12 @@ class Sizes:
     notebook_mb: int
     notebook_seconds: int
     gateway_connects: int
+    reruns: int
+    rerun_cells: int
 
 
-QUICK = Sizes(5_000, 20_000, 30, 4, 10, 500, 5, 10, 5)
-FULL = Sizes(200_000, 1_000_000, 1024, 20, 60, 5_000, 50, 60, 30)
+QUICK = Sizes(5_000, 20_000, 30, 4, 10, 500, 5, 10, 5, 20, 10)
+FULL = Sizes(200_000, 1_000_000, 1024, 20, 60, 5_000, 50, 60, 30, 450, 150)
 #: The extension's defaults the targets refer to.
 SAVE_INTERVAL = 5.0
 #: A stream output's cap: 100k head + up to 1.25 × 400k tail characters, plus JSON.
@@ -154,6 +158,28 @@ def lag_specs(prefix: str, workload: str) -> dict[str, tuple[Any, ...]]:
 def lag_mapping(prefix: str) -> dict[str, str]:
     """Which row each measure of a many-kernels workload goes to."""
     return {measure: f"{prefix}_{suffix}" for measure, suffix in LAG_MEASURES.items()}
+
+
+def memory_specs(z: Sizes) -> dict[str, tuple[Any, ...]]:
+    """Issue 24's rows: a day of re-running a 400 kB cell; attached and detached."""
+    cells_limit = 1.2 * z.rerun_cells * RERUN_OUTPUT_MB  # 1.2× the notebook's outputs
+    specs: dict[str, tuple[Any, ...]] = {}
+    for suffix, side, one_runs in (("", "attached", z.reruns), ("_det", "detached", z.rerun_cells)):
+        specs[f"mem_one{suffix}"] = (
+            f"one 400 kB cell run {one_runs} times, {side}",
+            "server RSS growth MB",
+            "≤30 MB",
+            None,
+            30,
+        )
+        specs[f"mem_cells{suffix}"] = (
+            f"{z.rerun_cells} cells of 400 kB, each run once, {side}",
+            "server RSS growth MB",
+            f"≤{cells_limit:.0f} MB",
+            None,
+            cells_limit,
+        )
+    return specs
 
 
 def make_rows(z: Sizes) -> dict[str, Row]:
@@ -240,6 +266,7 @@ def make_rows(z: Sizes) -> dict[str, Row]:
             None,
             50,
         ),
+        **memory_specs(z),
         "p99": ("all of the above", "p99 GET /api/status ms", "≤50 ms, ≤1.5×", 1.5, 50),
         "p99_worst": ("worst single workload", "p99 GET /api/status ms", "≤50 ms", None, 50),
     }
@@ -289,6 +316,19 @@ async def run_side(
         (
             many_kernels(server, z.kernels // 2, z.kernel_seconds, run, latencies),
             lag_mapping("half"),
+        ),
+        (reruns(server, z.reruns, 1, run, latencies), {"rss_growth_mb": "mem_one"}),
+        (
+            reruns(server, z.rerun_cells, z.rerun_cells, run, latencies),
+            {"rss_growth_mb": "mem_cells"},
+        ),
+        (
+            reruns(server, z.rerun_cells, 1, run, latencies, detached=True),
+            {"rss_growth_mb": "mem_one_det"},
+        ),
+        (
+            reruns(server, z.rerun_cells, z.rerun_cells, run, latencies, detached=True),
+            {"rss_growth_mb": "mem_cells_det"},
         ),
         (
             big_notebook(

@@ -260,6 +260,17 @@ def make_notebook(
     return name
 
 
+def make_cells_notebook(server: Server, name: str, code: str, cells: int) -> str:
+    """Write a notebook of ``cells`` code cells (ids ``c0``, ``c1``, ...), each ``code``."""
+    nb = nbformat.v4.new_notebook()
+    for index in range(cells):
+        cell = nbformat.v4.new_code_cell(code)
+        cell["id"] = f"c{index}"
+        nb.cells.append(cell)
+    nbformat.write(nb, str(server.root_dir / name))
+    return name
+
+
 class KernelClient:
     """A JupyterLab-like client on the v1 kernel websocket protocol."""
 
@@ -354,7 +365,7 @@ class KernelClient:
                 )
                 self.ws = await self._open(self.server, self.kernel_id, self.session_id)
 
-    async def execute(self, code: str) -> str:
+    async def execute(self, code: str, cell_id: str = "bench") -> str:
         content = {
             "code": code,
             "silent": False,
@@ -363,7 +374,7 @@ class KernelClient:
             "allow_stdin": False,
             "stop_on_error": True,
         }
-        return await self.send("execute_request", content, {"cellId": "bench", "deletedCells": []})
+        return await self.send("execute_request", content, {"cellId": cell_id, "deletedCells": []})
 
     async def until_idle(self, msg_id: str, timeout: float = 3600) -> None:
         while True:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..kernels.lookup import find_kernel
+from ..model.caps import held_size
 
 if TYPE_CHECKING:
     from ..capture import CaptureManager
@@ -39,6 +40,7 @@ async def capture_status(capture: CaptureManager) -> dict[str, Any]:
                 "unwritten_executions": 0,
                 "unplaced_executions": 0,
                 "captured_chars": 0,
+                "held_bytes": 0,
                 "last_write": iso_time(capture.flusher.last_written.get(path)),
                 "journal": _existing(capture.recorder.journal.file_for(path)),
                 "text_log": _existing(
@@ -57,6 +59,7 @@ async def capture_status(capture: CaptureManager) -> dict[str, Any]:
         item["kernels"].setdefault(execution.kernel_id, _kernel(capture, execution.kernel_id))
         item["executions"] += 1
         item["captured_chars"] += execution.received_chars
+        item["held_bytes"] += held_size(execution.area.outputs)
         if execution.running and execution.cell_id is not None:
             item["running_cells"].append(execution.cell_id)
         if execution.unplaced:

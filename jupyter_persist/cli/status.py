@@ -99,7 +99,8 @@ def notebook_lines(notebook: dict[str, Any]) -> list[str]:
     written = notebook["last_write"]
     lines.append(
         f"    {'running: cell ' + ', '.join(running) if running else 'no cell running'}; "
-        f"{size(notebook['captured_chars'], 'characters')} captured; "
+        f"{size(notebook['captured_chars'], 'characters')} captured, "
+        f"{size(notebook['held_bytes'], 'bytes')} held in memory; "
         f"last write {ago(datetime.fromisoformat(written).timestamp()) if written else 'none'}"
         f"; {notebook['unwritten_executions']} execution(s) not written yet"
     )

@@ -7,6 +7,7 @@ marker. Nothing disappears silently: the text log keeps the full stream text.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +79,19 @@ def _size(value: Any) -> int:
     if isinstance(value, list):
         return sum(_size(item) for item in value)
     return len(str(value))
+
+
+def held_size(outputs: Iterable[Mapping[str, Any]]) -> int:
+    """Characters of outputs' text, data and tracebacks: about the bytes holding them takes."""
+    total = 0
+    for output in outputs:
+        for key in ("text", "traceback"):
+            if key in output:
+                total += _size(output[key])
+        data = output.get("data")
+        if isinstance(data, Mapping):
+            total += sum(_size(value) for value in data.values())
+    return total
 
 
 def output_message_size(msg_type: str, content: dict[str, Any]) -> int:

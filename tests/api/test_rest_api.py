@@ -66,6 +66,7 @@ async def test_status_follows_a_detached_run(
     assert notebook["running_cells"] == []
     assert notebook["unwritten_executions"] == 0
     assert notebook["captured_chars"] == len("start\nend\n")
+    assert notebook["held_bytes"] == len("start\nend\n")
     assert notebook["last_write"] is not None
     assert notebook["text_log"] == str(capture.recorder.text_log.file_for("run.ipynb"))
     meter = status["event_loop"]

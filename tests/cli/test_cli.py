@@ -187,7 +187,7 @@ async def test_status_of_a_running_server(
     assert "run.ipynb: kernel " in out
     assert "busy, no client attached" in out
     assert "running: cell slow" in out
-    assert "; 6 characters captured; last write " in out  # "start\n"
+    assert "; 6 characters captured, 6 bytes held in memory; last write " in out  # "start\n"
     assert re.search(r"last write \d+ (s|min) ago; 0 execution\(s\) not written yet", out)
     loop_line = r"event loop: [\d.]+ s in the extension \(longest block \d+ ms\); [\d,]+ IOPub"
     assert re.search(loop_line, out)

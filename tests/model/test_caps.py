@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from jupyter_persist.model.caps import Limits, omission_marker, trim_stream
+from jupyter_persist.model.caps import Limits, held_size, omission_marker, trim_stream
 from jupyter_persist.model.reducer import OutputArea, apply_message, update_display
 
 SMALL = Limits(stream_head_chars=1000, stream_tail_chars=4000, max_rich_output_bytes=1000)
@@ -81,3 +81,18 @@ def test_big_display_update_is_replaced_by_a_marker() -> None:
     )
     area = update_display(area, "d", {"data": {"text/html": "B" * 2000}, "metadata": {}}, SMALL)
     assert "text/html output of 2,000 bytes" in area.outputs[0]["data"]["text/plain"]
+
+
+def test_held_size_counts_text_data_and_tracebacks() -> None:
+    """What holding outputs costs, for the status (a byte per character)."""
+    outputs = [
+        {"output_type": "stream", "name": "stdout", "text": "abc"},
+        {
+            "output_type": "display_data",
+            "data": {"text/plain": "xy", "image/png": "QUJD", "application/json": {"a": 1}},
+            "metadata": {"isolated": True},
+        },
+        {"output_type": "error", "ename": "E", "evalue": "v", "traceback": ["l1", "l2"]},
+    ]
+    assert held_size(outputs) == 3 + 2 + 4 + len(str({"a": 1})) + 4
+    assert held_size([]) == 0
