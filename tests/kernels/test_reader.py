@@ -8,6 +8,7 @@ import logging
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -319,3 +320,23 @@ async def test_a_process_that_cannot_be_started_falls_back_to_a_thread(
         assert iopub.mode == "thread"
         assert iopub.running
         await subscribed(iopub, publisher, received)
+
+
+async def test_sync_does_not_wait_for_a_reader_still_starting(
+    publisher: FakeKernelIOPub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader not yet ready has read nothing: the event loop must not wait for it."""
+    slow_start = "import time, runpy, sys; time.sleep(2); sys.argv[0] = 'x'; "
+    slow_start += f"runpy.run_module('{readloop.__name__}', run_name='__main__')"
+    monkeypatch.setattr(reader_module, "READER_COMMAND", [sys.executable, "-c", slow_start])
+    async with running_reader() as (iopub, received):
+        subscription = publisher.subscription()
+        iopub.add(subscription)
+        started = time.monotonic()
+        iopub.sync()
+        iopub.remove(subscription)
+        assert time.monotonic() - started < 0.5
+        kept = publisher.subscription("kept")
+        iopub.add(kept)
+        await until_live(publisher, received)
+        assert received.live == [kept]  # the removed one was never opened
