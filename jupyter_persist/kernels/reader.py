@@ -33,7 +33,7 @@ from tornado.ioloop import IOLoop
 
 from ..meter import LoopMeter
 from . import readloop
-from .readloop import BACKLOG_BYTES, ReadLoop, decode_batch, subscription_spec
+from .readloop import BACKLOG_BYTES, ReadLoop, batch_meta, decode_batch, subscription_spec
 from .subscription import Subscription
 
 __all__ = ["BACKLOG_BYTES", "Batch", "IOPubReader"]
@@ -94,7 +94,7 @@ class IOPubReader:
         self._subscriptions: dict[bytes, Subscription] = {}
         self._done: set[bytes] = set()
         #: Batches received, not yet taken, with their subscription (None: removed).
-        self._inbox: deque[tuple[Subscription | None, list[bytes], int]] = deque()
+        self._inbox: deque[tuple[Subscription | None, list[bytes], dict[str, Any]]] = deque()
         self._inbox_bytes = 0
         self._taken_bytes = 0
         self._credit = 0
@@ -217,14 +217,15 @@ class IOPubReader:
         self._batches_scheduled = False
         batches = []
         while self._inbox:
-            subscription, frames, nbytes = self._inbox.popleft()
+            subscription, frames, meta = self._inbox.popleft()
+            nbytes = int(meta["nbytes"])
             self._inbox_bytes -= nbytes
             self._taken_bytes += nbytes
             if subscription is None:  # removed before it was read: nothing waits for it
                 self.handled(nbytes)
                 continue
-            _, messages, received, _ = decode_batch(frames)
-            batches.append(Batch(subscription, messages, received, nbytes))
+            messages = decode_batch(frames, meta)
+            batches.append(Batch(subscription, messages, int(meta["received"]), nbytes))
         return batches
 
     def handled(self, nbytes: int) -> None:
@@ -344,10 +345,10 @@ class IOPubReader:
     def _receive(self, frames: list[bytes]) -> None:
         kind = frames[0]
         if kind == b"batch":
-            meta = json.loads(frames[2])
+            meta = batch_meta(frames)
             nbytes = int(meta["nbytes"])
             subscription = self._subscriptions.get(frames[1])
-            self._inbox.append((subscription, frames, nbytes))
+            self._inbox.append((subscription, frames, meta))
             self._inbox_bytes += nbytes
             if subscription is not None and meta["received"] and subscription.signal_live:
                 subscription.signal_live = False

@@ -124,14 +124,19 @@ def encode_batch(sub_id: bytes, held: _Socket) -> list[bytes]:
     ]
 
 
-def decode_batch(frames: list[bytes]) -> tuple[bytes, list[dict[str, Any]], int, int]:
-    """(sub id, messages, received, wire bytes) of a batch's frames (see :func:`encode_batch`)."""
-    meta = json.loads(frames[2])
+def batch_meta(frames: list[bytes]) -> dict[str, Any]:
+    """A batch's ``received``, ``nbytes`` and buffer counts (see :func:`encode_batch`)."""
+    meta: dict[str, Any] = json.loads(frames[2])
+    return meta
+
+
+def decode_batch(frames: list[bytes], meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """The messages of a batch's frames, given its :func:`batch_meta`."""
     messages: list[dict[str, Any]] = json.loads(frames[3])
     buffers = iter(frames[4:])
     for msg, count in zip(messages, meta["buffers"], strict=True):
         msg["buffers"] = [next(buffers) for _ in range(count)]
-    return frames[1], messages, int(meta["received"]), int(meta["nbytes"])
+    return messages
 
 
 class ReadLoop:
