@@ -10,6 +10,7 @@ from collections.abc import Callable
 from itertools import groupby
 from typing import Any
 
+import zmq
 from jupyter_client.connect import ConnectionFileMixin
 from tornado.ioloop import PeriodicCallback
 from traitlets import Any as AnyTrait
@@ -88,6 +89,8 @@ class KernelListener(LoggingConfigurable):
         #: Gateway kernels the gateway said are gone (the server may list them a while).
         self._gone: deque[str] = deque(maxlen=1000)
         self._stopped = False
+        #: The nudges' shell sockets (made when first needed; destroyed at close).
+        self._nudge_context: zmq.Context[zmq.Socket[bytes]] | None = None
 
     @property
     def kernel_ids(self) -> set[str]:
@@ -216,9 +219,9 @@ class KernelListener(LoggingConfigurable):
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(subscription.live.wait(), timeout)
             return subscription.live.is_set()
-        return await nudge_until_live(
-            self.kernel_manager, kernel_id, subscription, timeout, self.log
-        )
+        if self._nudge_context is None:
+            self._nudge_context = zmq.Context()
+        return await nudge_until_live(self._nudge_context, subscription, timeout)
 
     def _handle_some(self) -> None:
         """Handle received messages for up to ``HANDLE_BUDGET`` seconds, then yield."""
@@ -316,6 +319,9 @@ class KernelListener(LoggingConfigurable):
         for kernel_id in list(self._subscriptions):
             self.detach(kernel_id)
         self._reader.stop()
+        if self._nudge_context is not None:
+            self._nudge_context.destroy(linger=0)  # closes the sockets of nudges still waiting
+            self._nudge_context = None
         self.handle_all()
         if self._handling is not None:
             self._handling.cancel()

@@ -79,6 +79,34 @@ class _Socket:
     nbytes: int = 0
 
 
+def open_socket(
+    context: zmq.Context[zmq.Socket[bytes]],
+    socket_type: int,
+    url: str,
+    curve: tuple[bytes, bytes] | None,
+    options: tuple[tuple[int, int | bytes], ...] = (),
+) -> zmq.Socket[bytes]:
+    """A socket connected as jupyter_client's ``_create_connected_socket`` connects one.
+
+    ``options`` are set before connecting; linger is 0: nothing of ours is worth waiting
+    for at close.
+    """
+    socket: zmq.Socket[bytes] = context.socket(socket_type)
+    try:
+        socket.linger = 0
+        for option, value in options:
+            socket.setsockopt(option, value)
+        if curve is not None:
+            # As jupyter_client does: the connection file's keys.
+            socket.curve_secretkey, socket.curve_publickey = curve
+            socket.curve_serverkey = curve[1]
+        socket.connect(url)
+    except BaseException:
+        socket.close(linger=0)
+        raise
+    return socket
+
+
 def open_sub_socket(
     context: zmq.Context[zmq.Socket[bytes]], url: str, curve: tuple[bytes, bytes] | None
 ) -> zmq.Socket[bytes]:
@@ -90,20 +118,7 @@ def open_sub_socket(
     after it is set, and disconnecting a SUB socket that holds messages can abort
     the process in libzmq (zeromq/libzmq#2163), so it is set before connecting.
     """
-    socket: zmq.Socket[bytes] = context.socket(zmq.SUB)
-    try:
-        socket.linger = 0
-        socket.setsockopt(zmq.RCVHWM, 0)
-        if curve is not None:
-            # As jupyter_client's _create_connected_socket: the connection file's keys.
-            socket.curve_secretkey, socket.curve_publickey = curve
-            socket.curve_serverkey = curve[1]
-        socket.setsockopt(zmq.SUBSCRIBE, b"")
-        socket.connect(url)
-    except BaseException:
-        socket.close(linger=0)
-        raise
-    return socket
+    return open_socket(context, zmq.SUB, url, curve, ((zmq.RCVHWM, 0), (zmq.SUBSCRIBE, b"")))
 
 
 def encode_batch(sub_id: bytes, held: _Socket) -> list[bytes]:

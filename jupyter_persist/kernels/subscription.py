@@ -12,7 +12,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import zmq
 from jupyter_client.session import Session
+
+from .readloop import open_socket
 
 
 @dataclass(eq=False)
@@ -29,6 +32,8 @@ class Subscription:
     url: str
     #: The connection file's CURVE keys (secret, public), if the kernel uses them.
     curve: tuple[Any, Any] | None = None
+    #: The kernel's shell channel, where a nudge sends its requests.
+    shell_url: str = ""
     #: Set at the first message received: from then on nothing the kernel publishes is
     #: missed (a SUB socket connects asynchronously and drops what comes before).
     live: asyncio.Event = field(default_factory=asyncio.Event)
@@ -69,27 +74,35 @@ def subscription_for(kernel_id: str, kernel: Any, ports: tuple[Any, ...]) -> Sub
     curve = None
     if getattr(kernel, "curve_publickey", None) is not None:
         curve = (kernel.curve_secretkey, kernel.curve_publickey)
-    return Subscription(kernel_id, session, ports, kernel._make_url("iopub"), curve)
+    return Subscription(
+        kernel_id, session, ports, kernel._make_url("iopub"), curve, kernel._make_url("shell")
+    )
 
 
 async def nudge_until_live(
-    kernel_manager: Any, kernel_id: str, subscription: Subscription, timeout: float, log: Any
+    context: zmq.Context[zmq.Socket[bytes]], subscription: Subscription, timeout: float
 ) -> bool:
-    """Wait until the subscription receives messages; False on timeout.
+    """Wait until the subscription receives messages; False on timeout or once it closed.
 
     Like jupyter_server's own websocket "nudge": kernel_info requests make the kernel
     publish on IOPub until our socket gets something, so we know it is connected.
+    The shell socket is a plain one of ``context``, not the kernel manager's
+    ``connect_shell()``: for a synchronous kernel manager that is a ZMQStream on the
+    loop of jupyter_core's runner thread, which outlives the server, and a nudge
+    abandoned with its server would leave its closed socket registered there, and a
+    later socket given the same descriptor number fails ("fd added twice").
     """
     if subscription.live.is_set():
         return True
-    try:
-        shell = kernel_manager.get_kernel(kernel_id).connect_shell()
-    except Exception as err:
-        log.debug("jupyter_persist: cannot nudge kernel %s: %s", kernel_id, err)
-        return False
+    shell = open_socket(context, zmq.DEALER, subscription.shell_url, subscription.curve)
     deadline = time.monotonic() + timeout
     try:
-        while not subscription.live.is_set() and time.monotonic() < deadline:
+        while (
+            not subscription.live.is_set()
+            and not subscription.closed
+            and time.monotonic() < deadline
+        ):
+            # A DEALER that connected has a queue for its peer at once: never blocks.
             subscription.session.send(shell, "kernel_info_request")
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(subscription.live.wait(), 0.2)

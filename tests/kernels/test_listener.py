@@ -369,3 +369,46 @@ async def test_no_process_or_socket_leaks_over_50_kernel_starts_and_stops(
     await asyncio.sleep(1)  # sockets close asynchronously in libzmq
     assert open_descriptors() <= before + 5, (before, open_descriptors())
     assert reader.num_fds() <= reader_before + 5, (reader_before, reader.num_fds())
+
+
+SYNC_KERNEL_MANAGER = {
+    "ServerApp": {
+        "jpserver_extensions": {"jupyter_persist": True},
+        "kernel_manager_class": "jupyter_server.services.kernels.kernelmanager."
+        "MappingKernelManager",
+    }
+}
+
+
+@pytest.mark.filterwarnings("ignore:The synchronous MappingKernelManager:DeprecationWarning")
+@pytest.mark.parametrize("jp_server_config", [SYNC_KERNEL_MANAGER])
+async def test_a_nudge_leaves_nothing_on_an_event_loop_and_ends_with_its_subscription(
+    jp_fetch: Any, capture: Any
+) -> None:
+    """A synchronous kernel manager's sockets live on the loop of jupyter_core's runner
+    thread, which outlives the server: a nudge must not register its socket there (an
+    abandoned one stayed registered after its socket closed, and the next socket with the
+    same descriptor number failed: "fd added twice"), and it ends when its kernel's
+    subscription closes instead of nudging on until its timeout."""
+    # pytest-jupyter never runs the server's _post_start, and this kernel manager emits no
+    # kernel events (which start the capture otherwise): start it as a server would.
+    capture.start()
+    response = await jp_fetch("api", "kernels", method="POST", body=json.dumps({}))
+    kernel_id = json.loads(response.body)["id"]
+    await wait_for(lambda: kernel_id in capture.listener.kernel_ids, timeout=30)
+    assert await capture.listener.wait_live(kernel_id, 30)
+    kernel = capture.listener.kernel_manager.get_kernel(kernel_id)
+    registered_before = set(kernel.loop.handlers)
+    process = psutil.Process(kernel.provisioner.pid)
+    process.suspend()  # it answers no nudge now
+    try:
+        await asyncio.sleep(0.5)  # what it published before arrives first
+        capture.listener.mark_restarting(kernel_id)
+        waiting = asyncio.ensure_future(capture.listener.wait_live(kernel_id, 30))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()
+        assert set(kernel.loop.handlers) == registered_before
+        capture.listener.detach(kernel_id)
+        assert await asyncio.wait_for(waiting, 2) is False
+    finally:
+        process.resume()
