@@ -234,8 +234,7 @@ class CaptureManager(LoggingConfigurable):
         """
         if self.collaborative:
             return False
-        kernel_ids = {e.kernel_id for e in self.store.latest_of(path)}
-        return self.clients.page_loading(path, kernel_ids)
+        return self.clients.page_loading(path, set(self.store.kernels_of(path)))
 
     @property
     def collaborative(self) -> bool:
@@ -270,4 +269,5 @@ class CaptureManager(LoggingConfigurable):
 
     def captured_paths(self) -> set[str]:
         """Notebooks with outputs tracked in memory."""
-        return {e.path for e in self.store.executions() if e.path is not None}
+        paths = {e.path for e in self.store.executions() if e.path is not None}
+        return paths | {r.path for r in self.store.released_runs()}

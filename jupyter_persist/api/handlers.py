@@ -23,6 +23,7 @@ from tornado.ioloop import PeriodicCallback
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from ..kernels.websocket import SETTINGS_KEY
+from ..model.reducer import normalized_outputs
 from ..storage.returning import check_tab_version
 from ..storage.versions import FileVersion, parse_time
 from .follow import FollowView, describe
@@ -122,15 +123,43 @@ class OutputsHandler(PersistHandler):
         if path not in self.capture.captured_paths():
             raise web.HTTPError(404, f"no captured outputs for {path!r}")
         executions = sorted(self.capture.store.latest_of(path), key=lambda e: e.seq)
+        described = [(e.seq, describe(e)) for e in executions]
+        described += await self._released(path)
         self.finish(
             json.dumps(
                 {
                     "path": path,
                     "collaborative": self.capture.collaborative,
-                    "executions": [describe(e) for e in executions],
+                    "executions": [item for _, item in sorted(described, key=lambda x: x[0])],
                 }
             )
         )
+
+    async def _released(self, path: str) -> list[tuple[int, dict[str, Any]]]:
+        """Released runs, their outputs read from the file, which holds them."""
+        records = self.capture.store.released_of(path)
+        if not records:
+            return []
+        try:
+            notebook = await self.capture.flusher.writer.read(path)
+        except Exception as err:
+            raise web.HTTPError(500, f"cannot read {path!r}: {err}") from None
+        cells = {cell.get("id"): cell for cell in notebook.cells}
+        described = []
+        for record in records:
+            cell = cells.get(record.cell_id)
+            item = {
+                "msg_id": record.msg_id,
+                "cell_id": record.cell_id,
+                "outputs": normalized_outputs(cell.get("outputs")) if cell else None,
+                "execution_count": record.execution_count,
+                "running": False,
+                "client_session": record.client_session,
+                "written": True,
+                "released": True,
+            }
+            described.append((record.seq, item))
+        return described
 
 
 class FileVersionHandler(PersistHandler):

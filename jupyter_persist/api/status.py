@@ -39,6 +39,7 @@ async def capture_status(capture: CaptureManager) -> dict[str, Any]:
                 "executions": 0,
                 "unwritten_executions": 0,
                 "unplaced_executions": 0,
+                "released_executions": 0,
                 "captured_chars": 0,
                 "held_bytes": 0,
                 "last_write": iso_time(capture.flusher.last_written.get(path)),
@@ -66,6 +67,11 @@ async def capture_status(capture: CaptureManager) -> dict[str, Any]:
             item["unplaced_executions"] += 1
         elif execution.dirty and execution.cell_id is not None:
             item["unwritten_executions"] += 1
+    for record in capture.store.released_runs():
+        item = entry(record.path)
+        item["kernels"].setdefault(record.kernel_id, _kernel(capture, record.kernel_id))
+        item["released_executions"] += 1
+        item["captured_chars"] += record.received_chars
     for item in notebooks.values():
         item["kernels"] = list(item["kernels"].values())
     return {

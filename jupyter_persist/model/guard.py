@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .reducer import OutputArea
+from .reducer import OutputArea, normalized_outputs
 from .store import CaptureStore, Execution
 from .widgets import (
     STATE_MIME,
@@ -50,29 +50,6 @@ class SaveReport:
         """The save succeeded: its executions' outputs are on disk, as of the save."""
         for execution, version in self.saved_versions:
             execution.written_version = max(execution.written_version, version)
-
-
-def normalized_outputs(outputs: Any) -> list[dict[str, Any]] | None:
-    """Outputs as the reducer builds them (multi-line strings joined, no transient data).
-
-    Returns None when ``outputs`` is not a list of output dictionaries.
-    """
-    if not isinstance(outputs, list):
-        return None
-    result = []
-    for output in outputs:
-        if not isinstance(output, dict):
-            return None
-        plain = {key: value for key, value in output.items() if key != "transient"}
-        if isinstance(plain.get("text"), list):
-            plain["text"] = "".join(plain["text"])
-        if isinstance(plain.get("data"), dict):
-            plain["data"] = {
-                mime: "".join(value) if isinstance(value, list) else value
-                for mime, value in plain["data"].items()
-            }
-        result.append(plain)
-    return result
 
 
 def reconcile_save(store: CaptureStore, path: str, cells: list[Any]) -> SaveReport:

@@ -54,6 +54,29 @@ class OutputArea:
         return [_plain(output) for output in self.outputs]
 
 
+def normalized_outputs(outputs: Any) -> list[dict[str, Any]] | None:
+    """Outputs as the reducer builds them (multi-line strings joined, no transient data).
+
+    Returns None when ``outputs`` is not a list of output dictionaries.
+    """
+    if not isinstance(outputs, list):
+        return None
+    result = []
+    for output in outputs:
+        if not isinstance(output, dict):
+            return None
+        plain = {key: value for key, value in output.items() if key != "transient"}
+        if isinstance(plain.get("text"), list):
+            plain["text"] = "".join(plain["text"])
+        if isinstance(plain.get("data"), dict):
+            plain["data"] = {
+                mime: "".join(value) if isinstance(value, list) else value
+                for mime, value in plain["data"].items()
+            }
+        result.append(plain)
+    return result
+
+
 def _plain(node: Any) -> Any:
     if isinstance(node, dict):
         return {key: _plain(value) for key, value in node.items()}

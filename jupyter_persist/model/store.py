@@ -6,14 +6,20 @@ outputs to write; the writer puts them on disk.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from nbformat import from_dict
+
 from . import reducer
 from .caps import Limits
-from .reducer import OutputArea
+from .reducer import OutputArea, normalized_outputs
 from .widgets import KernelWidgets, WidgetStore
 
 
@@ -73,6 +79,42 @@ class Execution:
         return self.path is not None and self.cell_id is not None
 
 
+#: Runs a later run of their cell replaced, remembered so that their late messages are
+#: dropped as JupyterLab drops them (it disposes a cell's previous future): oldest out.
+REPLACED_REMEMBERED = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    """What stays in memory of a finished run a client saw whole and saved (~300 bytes).
+
+    Its outputs are in the notebook file. A late message of the run (a thread printing
+    after the cell ended, which JupyterLab still shows in the cell) brings them back
+    from there first (:meth:`CaptureStore.revive`).
+    """
+
+    msg_id: str
+    kernel_id: str
+    path: str
+    cell_id: str
+    seq: int
+    client_session: str | None
+    received_chars: int
+    execution_count: int | None
+    #: Of the outputs as released: the file still holds exactly them if it matches.
+    digest: str
+    #: How a stream output after them continues the last one (see ``OutputArea``).
+    last_stream_name: str
+    stream_cursor: int
+    stream_omitted: int
+
+
+def outputs_digest(outputs: Any) -> str:
+    """A digest of outputs as the reducer builds them, whatever the file's line splits."""
+    plain = normalized_outputs(outputs)
+    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()
+
+
 class CaptureStore:
     """Executions by message id, the latest execution of each notebook cell, display ids."""
 
@@ -83,6 +125,10 @@ class CaptureStore:
         #: (kernel id, display id) → message ids of executions that showed it, in order.
         self._displays: dict[tuple[str, str], list[str]] = {}
         self._seq = 0
+        #: Finished runs released from memory (:meth:`release`), by cell and by msg id.
+        self._released: dict[tuple[str, str], Released] = {}
+        self._released_ids: dict[str, Released] = {}
+        self._replaced: OrderedDict[str, None] = OrderedDict()
         #: The widget models of every kernel (``metadata.widgets`` of their notebooks).
         self.widgets = WidgetStore()
 
@@ -131,32 +177,39 @@ class CaptureStore:
         execution.cell_id = cell_id
         if path is None or cell_id is None:
             return True
-        previous = self._latest_by_cell.get((path, cell_id))
+        key = (path, cell_id)
+        previous = self._latest_by_cell.get(key)
+        released = self._released.get(key)
+        if released is not None and released.msg_id != execution.msg_id:
+            if released.seq > execution.seq:
+                self._forget(execution)
+                return False
+            self._drop_released(released)
+            self._note_replaced(released.msg_id)
         if previous is not None and previous is not execution:
             if previous.seq > execution.seq:
                 self._forget(execution)
                 return False
             self._forget(previous)
-        self._latest_by_cell[(path, cell_id)] = execution
+            self._note_replaced(previous.msg_id)
+        self._latest_by_cell[key] = execution
         execution.version += 1
         return True
 
     def rename(self, old_path: str, new_path: str) -> list[Execution]:
         """Move executions of ``old_path`` (or of notebooks under that folder) to ``new_path``."""
         moved = []
-        prefix = old_path.rstrip("/") + "/"
         for execution in self.executions():
-            path = execution.path
-            if path is None:
-                continue
-            if path == old_path:
-                target = new_path
-            elif path.startswith(prefix):
-                target = new_path.rstrip("/") + "/" + path[len(prefix) :]
-            else:
+            target = _renamed(execution.path, old_path, new_path)
+            if target is None:
                 continue
             self.place(execution, target, execution.cell_id)
             moved.append(execution)
+        for record in list(self._released.values()):
+            target = _renamed(record.path, old_path, new_path)
+            if target is not None:
+                self._drop_released(record)
+                self._keep_released(dataclasses.replace(record, path=target))
         return moved
 
     def apply(self, msg: dict[str, Any], *, detached: bool) -> list[Execution]:
@@ -241,6 +294,8 @@ class CaptureStore:
         for execution in list(self.executions(kernel_id)):
             if not execution.dirty and not execution.server_owned:
                 self.forget(execution)
+        for record in [r for r in self._released.values() if r.kernel_id == kernel_id]:
+            self._drop_released(record)  # no late message can come any more
         if next(self.executions(kernel_id), None) is None:
             self.widgets.forget_kernel(kernel_id)
 
@@ -277,6 +332,118 @@ class CaptureStore:
             if self._latest_by_cell.get(key) is execution:
                 del self._latest_by_cell[key]
 
+    def release(self, execution: Execution) -> bool:
+        """Let go of a finished run's outputs once a client saw it whole and saved it.
+
+        Only a run whose outputs the file holds as the client saved them and that nothing
+        else needs: not one the server owns (the save guard gives its outputs to a stale
+        tab's save), not one written into a collaboration room (its replay check), not
+        one that showed a display id (an update may still rewrite it). Returns whether
+        it was released.
+        """
+        if (
+            execution.running
+            or execution.dirty
+            or execution.server_owned
+            or execution.room_written is not None
+            or execution.path is None
+            or execution.cell_id is None
+            or self._latest_by_cell.get((execution.path, execution.cell_id)) is not execution
+            or any(display_id is not None for display_id in execution.area.display_ids)
+        ):
+            return False
+        area = execution.area
+        self._forget(execution)
+        self._keep_released(
+            Released(
+                msg_id=execution.msg_id,
+                kernel_id=execution.kernel_id,
+                path=execution.path,
+                cell_id=execution.cell_id,
+                seq=execution.seq,
+                client_session=execution.client_session,
+                received_chars=execution.received_chars,
+                execution_count=area.execution_count,
+                digest=outputs_digest(area.to_json()),
+                last_stream_name=area.last_stream_name,
+                stream_cursor=area.stream_cursor,
+                stream_omitted=area.stream_omitted,
+            )
+        )
+        return True
+
+    def released(self, msg_id: str) -> Released | None:
+        """The released run ``msg_id``, if its cell still shows it."""
+        return self._released_ids.get(msg_id)
+
+    def released_of(self, path: str) -> list[Released]:
+        """The released runs a notebook's cells show."""
+        return [r for (cell_path, _), r in self._released.items() if cell_path == path]
+
+    def released_runs(self) -> list[Released]:
+        """Every released run a cell still shows."""
+        return list(self._released.values())
+
+    def was_replaced(self, msg_id: str) -> bool:
+        """Whether a later run of its cell replaced the run ``msg_id``."""
+        return msg_id in self._replaced
+
+    def revive(self, record: Released, outputs: Any) -> Execution | None:
+        """A late message of a released run: track it again, with its outputs as saved.
+
+        ``outputs`` are the cell's outputs read from the file. None (the file or the cell
+        could not be read): the late output is kept on its own, unplaced, never written
+        over the cell's saved outputs. Returns None when a later run replaced it meanwhile.
+        """
+        if self._released_ids.get(record.msg_id) is not record:
+            return None
+        self._drop_released(record)
+        plain = normalized_outputs(outputs) or []
+        same = outputs is not None and outputs_digest(plain) == record.digest
+        area = OutputArea(
+            outputs=tuple(from_dict(output) for output in plain),
+            display_ids=(None,) * len(plain),
+            execution_count=record.execution_count,
+            # The file's outputs are the client's own when they differ: a stream then
+            # starts a new output rather than continue a text we do not know.
+            last_stream_name=record.last_stream_name if same else "",
+            stream_cursor=record.stream_cursor if same else 0,
+            stream_omitted=record.stream_omitted if same else 0,
+        )
+        execution = Execution(
+            msg_id=record.msg_id,
+            kernel_id=record.kernel_id,
+            cell_id=record.cell_id,
+            path=record.path,
+            area=area,
+            running=False,
+            version=1,
+            written_version=1,
+            seq=record.seq,
+            received_chars=record.received_chars,
+            client_session=record.client_session,
+        )
+        self._executions[record.msg_id] = execution
+        if outputs is None:
+            execution.cell_id = None
+            execution.unplaced = True
+        else:
+            self._latest_by_cell[(record.path, record.cell_id)] = execution
+        return execution
+
+    def _keep_released(self, record: Released) -> None:
+        self._released[(record.path, record.cell_id)] = record
+        self._released_ids[record.msg_id] = record
+
+    def _drop_released(self, record: Released) -> None:
+        self._released.pop((record.path, record.cell_id), None)
+        self._released_ids.pop(record.msg_id, None)
+
+    def _note_replaced(self, msg_id: str) -> None:
+        self._replaced[msg_id] = None
+        while len(self._replaced) > REPLACED_REMEMBERED:
+            self._replaced.popitem(last=False)
+
     def to_write(self, path: str) -> list[Execution]:
         """The placed executions of one notebook whose outputs are not on disk yet."""
         return [
@@ -295,11 +462,29 @@ class CaptureStore:
 
     def widget_kernels(self, path: str) -> list[KernelWidgets]:
         """The widget models of the kernels a notebook's cells ran on."""
-        return self.widgets.of(e.kernel_id for e in self.latest_of(path))
+        return self.widgets.of(self.kernels_of(path))
+
+    def kernels_of(self, path: str) -> list[str]:
+        """The kernels the runs a notebook's cells show ran on, released ones included."""
+        kernel_ids = [e.kernel_id for e in self.latest_of(path)]
+        kernel_ids += [r.kernel_id for r in self.released_of(path)]
+        return list(dict.fromkeys(kernel_ids))
 
     def latest(self, path: str, cell_id: str) -> Execution | None:
         """The execution whose outputs a notebook cell should hold, if one is tracked."""
         return self._latest_by_cell.get((path, cell_id))
+
+
+def _renamed(path: str | None, old_path: str, new_path: str) -> str | None:
+    """``path`` after ``old_path`` (a notebook or a folder) became ``new_path``; else None."""
+    if path is None:
+        return None
+    if path == old_path:
+        return new_path
+    prefix = old_path.rstrip("/") + "/"
+    if path.startswith(prefix):
+        return new_path.rstrip("/") + "/" + path[len(prefix) :]
+    return None
 
 
 def _finish(execution: Execution) -> None:

@@ -17,7 +17,7 @@ from traitlets.config import LoggingConfigurable
 from ..kernels.websocket import ExecuteRequest
 from ..logs import debug_logged
 from ..model.caps import output_message_size
-from ..model.store import CaptureStore, Execution
+from ..model.store import CaptureStore, Execution, Released
 from ..storage.flusher import Flusher
 from ..storage.recorder import Recorder
 from .locator import ExecutionLocator
@@ -55,6 +55,8 @@ class Router(LoggingConfigurable):
         self.spawn = spawn
         #: Notebooks each kernel's outputs went to, for the log lines of start and stop.
         self.notebooks: dict[str, set[str]] = {}
+        #: Late messages of released runs, waiting for their outputs to be read back.
+        self._reviving: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         self.debug_messages = debug_logged(self.log)
 
     def on_execute_request(self, kernel_id: str, request: ExecuteRequest) -> None:
@@ -86,6 +88,12 @@ class Router(LoggingConfigurable):
             if execution is None:
                 if parent.get("msg_type") != "execute_request" or msg_type == "status":
                     return
+                if self.store.was_replaced(msg_id):
+                    return  # a later run of its cell replaced it: JupyterLab drops these too
+                released = self.store.released(msg_id)
+                if released is not None or msg_id in self._reviving:
+                    self._revive_then_apply(kernel_id, msg_id, released, msg)
+                    return
                 # Executed by a client we did not see (another websocket class, a ZMQ client).
                 execution = self.store.begin(kernel_id, msg_id)
             if msg_type == "execute_input" and execution.code is None:
@@ -108,6 +116,49 @@ class Router(LoggingConfigurable):
                 self._execution_finished(execution, detached)
         except Exception as err:
             self.log.debug("jupyter_persist: ignored a malformed %s message: %r", kernel_id, err)
+
+    def _revive_then_apply(
+        self, kernel_id: str, msg_id: str, released: Released | None, msg: dict[str, Any]
+    ) -> None:
+        """A late message of a released run: read its outputs back first, then apply."""
+        waiting = self._reviving.get(msg_id)
+        if waiting is not None:
+            waiting.append((kernel_id, msg))
+            return
+        assert released is not None
+        self._reviving[msg_id] = [(kernel_id, msg)]
+        self.spawn(self._revive(released))
+
+    async def _revive(self, released: Released) -> None:
+        outputs = None
+        try:
+            notebook = await self.flusher.writer.read(released.path)
+            cell = next((c for c in notebook.cells if c.get("id") == released.cell_id), None)
+            if cell is not None:
+                outputs = cell.get("outputs", [])
+            else:
+                self.log.warning(
+                    "jupyter_persist: cell %s is no longer in %s; its late output is kept "
+                    "on its own",
+                    released.cell_id,
+                    released.path,
+                )
+        except Exception as err:
+            self.log.warning(
+                "jupyter_persist: could not read the saved outputs of cell %s of %s (%s); "
+                "its late output is kept on its own",
+                released.cell_id,
+                released.path,
+                err,
+            )
+        waiting = self._reviving.pop(released.msg_id, [])
+        try:
+            if self.store.revive(released, outputs) is None:
+                return  # a later run replaced it meanwhile: dropped, as JupyterLab does
+            for kernel_id, msg in waiting:
+                self.on_iopub(kernel_id, msg)
+        except Exception:
+            self.log.exception("jupyter_persist: error applying late output of %s", released.msg_id)
 
     def _on_comm(self, kernel_id: str, msg: dict[str, Any]) -> None:
         """A widget's state changed: the execution that changed it has news to write.

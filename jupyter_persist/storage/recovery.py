@@ -9,7 +9,7 @@ from pathlib import Path
 
 from nbformat import NotebookNode
 
-from ..model.guard import normalized_outputs
+from ..model.reducer import normalized_outputs
 from .journal import Journal, JournaledCell, fold
 from .writer import CellUpdate, NotebookUnavailable, NotebookWriter
 

@@ -101,6 +101,10 @@ class SaveHooks(LoggingConfigurable):
                 report.commit()
                 if report.widgets:
                     self.store.widgets.wrote(path, report.widgets, only_these=False)
+                # What a client saw whole is in the file now: its outputs need not stay
+                # in memory too (the store keeps what a late message needs to find them).
+                for execution, _ in report.saved_versions:
+                    self.store.release(execution)
             if path not in self.saving and self.on_saved_by_others is not None:
                 self.on_saved_by_others(path)
         except Exception as err:

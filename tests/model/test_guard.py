@@ -6,11 +6,8 @@ from typing import Any
 
 from helpers import idle_msg, stream_msg
 
-from jupyter_persist.model.guard import (
-    normalized_outputs,
-    reconcile_save,
-    reconcile_widget_state,
-)
+from jupyter_persist.model.guard import reconcile_save, reconcile_widget_state
+from jupyter_persist.model.reducer import normalized_outputs
 from jupyter_persist.model.store import CaptureStore, Execution
 from jupyter_persist.model.widgets import (
     STATE_MIME,

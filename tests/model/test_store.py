@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from helpers import RECORDINGS_FILE, stream_msg
+from helpers import RECORDINGS_FILE, idle_msg, stream_msg
 
 from jupyter_persist.model.store import CaptureStore
 
@@ -151,3 +151,121 @@ def test_a_cell_run_all_day_with_a_new_display_each_run_holds_one() -> None:
     latest = store.get("run-199")
     assert latest is not None
     assert latest.area.to_json()[0]["data"] == {"text/plain": "100%"}
+
+
+def stream_output(text: str) -> dict[str, Any]:
+    return {"output_type": "stream", "name": "stdout", "text": text}
+
+
+def saved_run(store: CaptureStore, msg_id: str, cell_id: str, text: str) -> Any:
+    """A run a client saw whole (attached) and saved: finished and on disk."""
+    execution = store.begin("k", msg_id, cell_id=cell_id)
+    store.place(execution, "nb.ipynb", cell_id)
+    store.apply(stream_msg(msg_id, text), detached=False)
+    store.apply(idle_msg(msg_id), detached=False)
+    execution.written_version = execution.version
+    return execution
+
+
+def test_a_saved_run_is_released_to_a_small_record() -> None:
+    store = CaptureStore()
+    execution = saved_run(store, "m1", "a", "x" * 400_000)
+    assert store.release(execution)
+    assert len(store) == 0
+    assert store.latest("nb.ipynb", "a") is None
+    (record,) = store.released_of("nb.ipynb")
+    assert (record.msg_id, record.cell_id, record.seq) == ("m1", "a", execution.seq)
+    assert store.released("m1") is record
+    assert store.kernels_of("nb.ipynb") == ["k"]
+
+
+def test_only_what_a_client_saved_whole_and_nothing_else_needs_is_released() -> None:
+    store = CaptureStore()
+    running = store.begin("k", "run", cell_id="a")
+    store.place(running, "nb.ipynb", "a")
+    assert not store.release(running)
+    unsaved = saved_run(store, "unsaved", "b", "x\n")
+    unsaved.version += 1
+    assert not store.release(unsaved)
+    owned = saved_run(store, "owned", "c", "x\n")
+    owned.server_owned = True
+    assert not store.release(owned)  # the save guard gives its outputs to stale tabs
+    shown = saved_run(store, "display", "d", "x\n")
+    store.apply(
+        {
+            "header": {"msg_type": "display_data"},
+            "parent_header": {"msg_id": "display"},
+            "content": {
+                "data": {"text/plain": "1"},
+                "metadata": {},
+                "transient": {"display_id": "p"},
+            },
+        },
+        detached=False,
+    )
+    shown.written_version = shown.version
+    assert not store.release(shown)  # an update_display_data may rewrite it
+    assert len(store) == 4
+
+
+def test_a_released_run_comes_back_with_the_files_outputs_and_goes_on() -> None:
+    store = CaptureStore()
+    execution = saved_run(store, "m1", "a", "50%")  # a line not ended: the next text joins it
+    record = store.released("m1") if store.release(execution) else None
+    assert record is not None
+    on_disk = [{"output_type": "stream", "name": "stdout", "text": ["5", "0%"]}]
+    revived = store.revive(record, on_disk)
+    assert revived is not None
+    assert not revived.dirty
+    assert revived is store.latest("nb.ipynb", "a")
+    store.apply(stream_msg("m1", " done\n"), detached=True)
+    assert revived.area.to_json() == [
+        {"output_type": "stream", "name": "stdout", "text": "50% done\n"}
+    ]
+    assert revived.dirty
+    assert revived.server_owned
+    assert store.released("m1") is None
+
+
+def test_a_released_run_whose_file_cannot_be_read_keeps_late_output_apart() -> None:
+    store = CaptureStore()
+    record = store.released("m1") if store.release(saved_run(store, "m1", "a", "x\n")) else None
+    assert record is not None
+    revived = store.revive(record, None)
+    assert revived is not None
+    assert revived.unplaced
+    assert store.to_write("nb.ipynb") == []  # never written over the cell's saved outputs
+
+
+def test_a_released_cell_run_again_forgets_the_record_and_drops_late_output() -> None:
+    store = CaptureStore()
+    first = saved_run(store, "m1", "a", "x\n")
+    assert store.release(first)
+    record = store.released("m1")
+    assert record is not None
+    second = store.begin("k", "m2", cell_id="a")
+    assert store.place(second, "nb.ipynb", "a")
+    assert store.released_of("nb.ipynb") == []
+    assert store.was_replaced("m1")
+    assert store.revive(record, []) is None  # replaced meanwhile
+    third = store.begin("k", "m3", cell_id="a")
+    assert store.place(third, "nb.ipynb", "a")
+    assert store.was_replaced("m2")
+
+
+def test_an_older_run_never_replaces_a_newer_released_one() -> None:
+    store = CaptureStore()
+    older = store.begin("k", "old", cell_id="a")  # began first, located late
+    newer = saved_run(store, "new", "a", "x\n")
+    assert store.release(newer)
+    assert not store.place(older, "nb.ipynb", "a")
+    assert store.released("new") is not None
+
+
+def test_released_runs_follow_a_rename_and_go_with_their_kernel() -> None:
+    store = CaptureStore()
+    assert store.release(saved_run(store, "m1", "a", "x\n"))
+    store.rename("nb.ipynb", "moved.ipynb")
+    assert [r.path for r in store.released_runs()] == ["moved.ipynb"]
+    store.forget_written("k")
+    assert store.released_runs() == []

@@ -18,7 +18,8 @@ from helpers import apply_iopub
 from jupyter_server.services.contents.filemanager import AsyncFileContentsManager
 from jupyter_ydoc import YNotebook
 
-from jupyter_persist.model.guard import normalized_outputs, reconcile_save
+from jupyter_persist.model.guard import reconcile_save
+from jupyter_persist.model.reducer import normalized_outputs
 from jupyter_persist.model.store import CaptureStore, Execution
 from jupyter_persist.storage.flusher import Flusher
 from jupyter_persist.storage.room import (
