@@ -47,7 +47,11 @@ async def test_saved_runs_leave_memory_and_the_status_says_so(
     client = await LabLikeClient.connect(jp_ws_fetch, kernel_id)
     await client.wait_ready()
     runs = [await run_attached(client, BIG, cell) for cell in ("a", "b")]
-    await wait_for(lambda: len(capture.store.latest_of(path.name)) == 2, what="placed")
+    # The client sees the end before the server handled every message (its reader lags).
+    await wait_for(
+        lambda: len([e for e in capture.store.latest_of(path.name) if not e.running]) == 2,
+        what="both runs placed and handled to their end",
+    )
     status = await fetch_json(jp_fetch, "api", "persist", "status")
     (before,) = [n for n in status["notebooks"] if n["path"] == path.name]
     assert before["held_bytes"] >= 800_000
@@ -99,7 +103,10 @@ async def test_late_output_of_a_replaced_run_is_dropped_as_jupyterlab_drops_it(
     await client.wait_ready()
     first = await run_attached(client, "print('first', flush=True)", "c")
     second = await run_attached(client, "print('second', flush=True)", "c")
-    await wait_for(lambda: capture.store.latest(path.name, "c") is not None, what="placed")
+    await wait_for(
+        lambda: (e := capture.store.latest(path.name, "c")) is not None and not e.running,
+        what="the second run placed and handled to its end",
+    )
     held = len(capture.store)
     late = {
         "header": {"msg_type": "stream", "msg_id": "late"},
