@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..model.store import CaptureStore, Execution
+from ..model.store import CaptureStore, Execution, Released
 from ..storage.journal import output_diff
 
 
@@ -49,6 +49,23 @@ def describe(execution: Execution) -> dict[str, Any]:
         "running": execution.running,
         "client_session": execution.client_session,
         "written": not execution.dirty,
+    }
+
+
+def describe_released(record: Released, outputs: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """A released run as the REST API shows it, with its outputs as the file holds them.
+
+    ``outputs`` is None when its cell is no longer in the file.
+    """
+    return {
+        "msg_id": record.msg_id,
+        "cell_id": record.cell_id,
+        "outputs": outputs,
+        "execution_count": record.execution_count,
+        "running": False,
+        "client_session": record.client_session,
+        "written": True,
+        "released": True,
     }
 
 

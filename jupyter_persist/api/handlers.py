@@ -26,7 +26,7 @@ from ..kernels.websocket import SETTINGS_KEY
 from ..model.reducer import normalized_outputs
 from ..storage.returning import check_tab_version
 from ..storage.versions import FileVersion, parse_time
-from .follow import FollowView, describe
+from .follow import FollowView, describe, describe_released
 from .status import capture_status
 
 if TYPE_CHECKING:
@@ -141,25 +141,15 @@ class OutputsHandler(PersistHandler):
         if not records:
             return []
         try:
-            notebook = await self.capture.flusher.writer.read(path)
+            outputs = await self.capture.flusher.writer.cell_outputs(
+                path, {record.cell_id for record in records}
+            )
         except Exception as err:
             raise web.HTTPError(500, f"cannot read {path!r}: {err}") from None
-        cells = {cell.get("id"): cell for cell in notebook.cells}
-        described = []
-        for record in records:
-            cell = cells.get(record.cell_id)
-            item = {
-                "msg_id": record.msg_id,
-                "cell_id": record.cell_id,
-                "outputs": normalized_outputs(cell.get("outputs")) if cell else None,
-                "execution_count": record.execution_count,
-                "running": False,
-                "client_session": record.client_session,
-                "written": True,
-                "released": True,
-            }
-            described.append((record.seq, item))
-        return described
+        return [
+            (record.seq, describe_released(record, normalized_outputs(outputs.get(record.cell_id))))
+            for record in records
+        ]
 
 
 class FileVersionHandler(PersistHandler):

@@ -109,10 +109,9 @@ class Released:
     stream_omitted: int
 
 
-def outputs_digest(outputs: Any) -> str:
-    """A digest of outputs as the reducer builds them, whatever the file's line splits."""
-    plain = normalized_outputs(outputs)
-    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()
+def outputs_digest(outputs: list[dict[str, Any]]) -> str:
+    """A digest of outputs as the reducer builds them (a file's: see ``normalized_outputs``)."""
+    return hashlib.sha256(json.dumps(outputs, sort_keys=True).encode()).hexdigest()
 
 
 class CaptureStore:

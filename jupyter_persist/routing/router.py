@@ -132,11 +132,9 @@ class Router(LoggingConfigurable):
     async def _revive(self, released: Released) -> None:
         outputs = None
         try:
-            notebook = await self.flusher.writer.read(released.path)
-            cell = next((c for c in notebook.cells if c.get("id") == released.cell_id), None)
-            if cell is not None:
-                outputs = cell.get("outputs", [])
-            else:
+            found = await self.flusher.writer.cell_outputs(released.path, {released.cell_id})
+            outputs = found.get(released.cell_id)
+            if outputs is None:
                 self.log.warning(
                     "jupyter_persist: cell %s is no longer in %s; its late output is kept "
                     "on its own",

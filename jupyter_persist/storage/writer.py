@@ -142,6 +142,18 @@ class NotebookWriter(LoggingConfigurable):
             return matches[0]["id"], 1
         return None, len(matches)
 
+    async def cell_outputs(self, path: str, cell_ids: set[str]) -> dict[str, Any]:
+        """The outputs (as the file holds them) of the cells of ``path`` named in ``cell_ids``.
+
+        A cell no longer in the file has no key. Raises :class:`NotebookUnavailable`.
+        """
+        notebook = await self.read(path)
+        return {
+            cell["id"]: cell.get("outputs", [])
+            for cell in notebook.cells
+            if cell.get("id") in cell_ids
+        }
+
     async def merge(
         self,
         path: str,
