@@ -182,7 +182,7 @@ async def lines_attached(server: Server, n: int, run: int, lat: list[float]) -> 
 #: A cell of a training loop as issue 24 measured it: 400 kB printed, four 100,000-char lines.
 RERUN_CODE = "for _ in range(4):\n    print('x' * 99_999, flush=True)"
 RERUN_OUTPUT_MB = 0.4
-#: Seconds for a detached run's last writes: two of the default save intervals.
+#: Seconds for the last writes and the heap trim after them: two default save intervals.
 RERUN_SETTLE = 10.0
 
 
@@ -194,8 +194,8 @@ async def reruns(
     Attached: one JupyterLab-like client runs them and stays (it never saves, as a user
     who does not press Ctrl+S). Detached: the client leaves each run once its output
     starts, and comes back for the next once the kernel is idle. The server's RSS
-    growth is measured from after a first run (imports, buffers) to a second after the
-    last run.
+    growth is measured from after a first run (imports, buffers) to ``RERUN_SETTLE``
+    seconds after the last run, on both servers.
     """
     side = "detached" if detached else "attached"
     path = make_cells_notebook(server, f"reruns-{side}-{cells}-{run}.ipynb", RERUN_CODE, cells)
@@ -216,7 +216,7 @@ async def reruns(
             await wait_kernel_idle(server, kernel_id)
             client = await KernelClient.connect(server, kernel_id)
             await client.ready()
-        await asyncio.sleep(RERUN_SETTLE if detached else 1)  # the last writes
+        await asyncio.sleep(RERUN_SETTLE)  # the last writes, and their trim
         after = server.rss()
     client.close()
     await shutdown(server, kernel_id)

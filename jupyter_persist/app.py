@@ -117,6 +117,17 @@ class PersistExtension(ExtensionApp):
         unbounded.""",
     )
 
+    trim_memory = Bool(
+        True,
+        config=True,
+        help="""Give memory the server freed back to the operating system after output
+        arrived or runs were released, at most once per `save_interval` (glibc's
+        `malloc_trim`, on a worker thread; a few ms for a heap of hundreds of MB). The C
+        allocator otherwise keeps the holes large outputs leave, and the server's RSS
+        can stay up to twice what it holds. Does nothing where the C library has no
+        `malloc_trim` (musl, macOS). Off: RSS keeps the allocator's high-water mark.""",
+    )
+
     iopub_reader = Enum(
         ["process", "thread"],
         "process",
@@ -188,6 +199,7 @@ class PersistExtension(ExtensionApp):
             max_write_share=self.max_write_share,
             replay_buffer_max_bytes=self.replay_buffer_max_bytes,
             iopub_reader=self.iopub_reader,
+            trim_memory=self.trim_memory,
             # The collaboration extension adds itself to these settings as it loads.
             web_settings=serverapp.web_app.settings,
             limits=Limits(

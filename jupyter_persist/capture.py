@@ -17,9 +17,10 @@ from typing import Any
 
 from tornado.ioloop import PeriodicCallback
 from traitlets import Any as AnyTrait
-from traitlets import Float, Instance, Integer, Unicode
+from traitlets import Bool, Float, Instance, Integer, Unicode
 from traitlets.config import LoggingConfigurable
 
+from .heap import HeapTrimmer, malloc_trim
 from .kernels.clients import AttachedClients
 from .kernels.idle import correct_missed_idle
 from .kernels.lifecycle import KernelTracker
@@ -55,6 +56,7 @@ class CaptureManager(LoggingConfigurable):
     max_write_share = Float(1.0, help="Largest share of time writing (see PersistExtension).")
     replay_buffer_max_bytes = Integer(0, help="Replay buffer bound (see PersistExtension).")
     iopub_reader = Unicode("process", help="Where IOPub is read (see PersistExtension).")
+    trim_memory = Bool(True, help="Return freed memory to the OS (see PersistExtension).")
     web_settings = AnyTrait(
         None,
         allow_none=True,
@@ -66,6 +68,7 @@ class CaptureManager(LoggingConfigurable):
         #: Our time on the server's event loop (see :mod:`.meter`).
         self.meter = LoopMeter()
         self.store = CaptureStore(self.limits)
+        self.heap = HeapTrimmer(malloc_trim() if self.trim_memory else None)
         self.clients = AttachedClients()
         self.writer = NotebookWriter(
             self.meter, contents_manager=self.contents_manager, parent=self
@@ -248,8 +251,21 @@ class CaptureManager(LoggingConfigurable):
             correct_missed_idle(self.kernel_manager, self.listener, self.log)
             await self.locator.follow_sessions()
             await self.flusher.flush_all(spread=self.save_interval / 2)
+            await self._trim_heap()
         except Exception:
             self.log.exception("jupyter_persist: error in the flush loop")
+
+    async def _trim_heap(self) -> None:
+        # What changes when memory may have been freed: messages in, runs released or
+        # forgotten, notebooks written (their JSON text is a large temporary).
+        activity = (
+            self.meter.messages,
+            len(self.store),
+            len(self.store.released_runs()),
+            max(self.flusher.last_written.values(), default=0.0),
+        )
+        if self.heap.due(activity):
+            await asyncio.get_running_loop().run_in_executor(None, self.heap.run, activity)
 
     async def flush_now(self, path: str | None = None) -> dict[str, str]:
         """Journal everything now and write one notebook (or all) without waiting.

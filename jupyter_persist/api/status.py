@@ -88,10 +88,12 @@ async def capture_status(capture: CaptureManager) -> dict[str, Any]:
             "stream_tail_chars": capture.limits.stream_tail_chars,
             "max_rich_output_bytes": capture.limits.max_rich_output_bytes,
             "iopub_reader": capture.iopub_reader,
+            "trim_memory": capture.trim_memory,
         },
         "iopub_reader": capture.listener.reader_state(),
         "kernels_listened_to": len(listened),
         "event_loop": capture.meter.snapshot(),
+        "memory": capture.heap.snapshot(),
         "notebooks": [notebooks[path] for path in sorted(notebooks)],
     }
 

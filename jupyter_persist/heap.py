@@ -1,0 +1,85 @@
+"""Giving the server's freed memory back to the operating system.
+
+Outputs arrive as growing strings (a stream's text is rebuilt with each message) and
+notebooks are written as one large JSON text; once freed, glibc's allocator keeps most
+of that memory in the process for reuse, holes between live objects included, so a
+day of 400 kB outputs leaves the server's RSS up to twice what it really holds
+(measured: 60 MB of outputs held, +77 MB of RSS; +61 MB after ``malloc_trim(0)``, which
+took 3 ms). ``malloc_trim`` hands free pages back wherever they are in the heap; Dask's
+workers do the same for the same reason. Elsewhere (musl, macOS) nothing is done.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+#: A trim's work, on another thread: holds the allocator's lock, not the GIL.
+TrimFunction = Callable[[], None]
+
+
+def malloc_trim() -> TrimFunction | None:
+    """glibc's ``malloc_trim(0)`` as a function, or None where the C library has none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+
+    def trim_all() -> None:
+        trim(0)
+
+    return trim_all
+
+
+def resident_bytes() -> int:
+    """This process's resident set size, in bytes (0 where /proc is not there)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+@dataclass
+class HeapTrimmer:
+    """Trims the heap after work that freed memory, at most once per flush tick.
+
+    ``activity`` is a value that changes whenever memory may have been freed (messages
+    received, runs released or forgotten): an idle server is never trimmed again.
+    """
+
+    trim: TrimFunction | None
+    trims: int = 0
+    returned_bytes: int = 0
+    _last_activity: object = None
+
+    def due(self, activity: object) -> bool:
+        """Whether a trim is worth it: the heap changed since the last one."""
+        return self.trim is not None and activity != self._last_activity
+
+    def run(self, activity: object) -> None:
+        """Trim now (blocking: call it on a worker thread) and count what it returned."""
+        if self.trim is None:
+            return
+        self._last_activity = activity
+        before = resident_bytes()
+        self.trim()
+        self.trims += 1
+        self.returned_bytes += max(0, before - resident_bytes())
+
+    def snapshot(self) -> dict[str, object]:
+        """For the status API: whether trims happen, how many, and what they returned."""
+        return {
+            "trimming": self.trim is not None,
+            "trims": self.trims,
+            "returned_mb": round(self.returned_bytes / 1e6, 1),
+        }

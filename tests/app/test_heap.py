@@ -1,0 +1,113 @@
+"""Freed memory goes back to the operating system (``PersistExtension.trim_memory``)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import SAVE_INTERVAL
+from helpers import fetch_json, make_notebook, read_cells, run_and_leave, wait_for
+
+from jupyter_persist.heap import HeapTrimmer, malloc_trim
+
+#: Holes as large outputs leave them: 250 kB blocks freed between small live objects,
+#: below glibc's mmap threshold (which freeing the first large blocks raised).
+FRAGMENT_THE_HEAP = """
+import sys
+from jupyter_persist.heap import malloc_trim, resident_bytes
+warm = [bytearray(300_000) for _ in range(4)]
+del warm
+blocks, pins = [], []
+for _ in range(200):
+    blocks.append(bytearray(250_000))
+    pins.append(bytearray(600))
+del blocks
+before = resident_bytes()
+if sys.argv[1] == "trim":
+    malloc_trim()()
+print(before - resident_bytes())
+"""
+
+
+def returned_bytes(mode: str) -> int:
+    done = subprocess.run(
+        [sys.executable, "-c", FRAGMENT_THE_HEAP, mode], capture_output=True, text=True, check=True
+    )
+    return int(done.stdout)
+
+
+def test_a_trim_returns_the_holes_freed_outputs_leave() -> None:
+    assert malloc_trim() is not None, "this Linux has glibc: trims must be available"
+    assert returned_bytes("keep") < 5_000_000  # the allocator keeps 50 MB of holes...
+    assert returned_bytes("trim") > 40_000_000  # ...which a trim gives back
+
+
+def test_a_trimmer_trims_only_after_something_changed() -> None:
+    calls = []
+    trimmer = HeapTrimmer(lambda: calls.append(1))
+    assert trimmer.due((1, 0))
+    trimmer.run((1, 0))
+    assert not trimmer.due((1, 0))  # an idle server is not trimmed again
+    assert trimmer.due((2, 0))
+    trimmer.run((2, 0))
+    assert len(calls) == 2
+    assert trimmer.snapshot()["trims"] == 2
+    assert trimmer.snapshot()["trimming"] is True
+
+
+def test_without_malloc_trim_nothing_is_done() -> None:
+    trimmer = HeapTrimmer(None)
+    assert not trimmer.due((1, 0))
+    trimmer.run((1, 0))
+    assert trimmer.snapshot() == {"trimming": False, "trims": 0, "returned_mb": 0.0}
+
+
+async def test_the_server_trims_after_output_arrived(
+    jp_fetch: Any, jp_ws_fetch: Any, jp_root_dir: Path, notebook_session: Any, capture: Any
+) -> None:
+    code = "print('start', flush=True)\nprint('x' * 400_000)"
+    make_notebook(jp_root_dir / "big.ipynb", [("big", code)])
+    _, kernel_id = await notebook_session("big.ipynb")
+    await wait_for(lambda: kernel_id in capture.listener.kernel_ids)
+    await run_and_leave(jp_ws_fetch, kernel_id, code, "big")
+    await wait_for(lambda: len(read_cells(jp_root_dir / "big.ipynb")["big"]["outputs"]) > 0)
+
+    async def trimmed() -> bool:
+        status = await fetch_json(jp_fetch, "api", "persist", "status")
+        return bool(status["memory"]["trims"] >= 1)
+
+    await wait_for(trimmed, what="a trim after the write")
+    status = await fetch_json(jp_fetch, "api", "persist", "status")
+    assert status["memory"]["trimming"] is True
+    assert status["config"]["trim_memory"] is True
+    await asyncio.sleep(4 * SAVE_INTERVAL)  # the run's last writes and their trim
+    trims = capture.heap.trims
+    await asyncio.sleep(4 * SAVE_INTERVAL)
+    assert capture.heap.trims == trims  # nothing new: an idle server's heap is left alone
+
+
+@pytest.mark.parametrize(
+    "jp_server_config",
+    [
+        {
+            "ServerApp": {"jpserver_extensions": {"jupyter_persist": True}},
+            "PersistExtension": {"save_interval": 0.5, "trim_memory": False},
+        }
+    ],
+)
+async def test_trimming_can_be_turned_off(
+    jp_fetch: Any, jp_ws_fetch: Any, jp_root_dir: Path, notebook_session: Any, capture: Any
+) -> None:
+    code = "print('start', flush=True)\nprint('x' * 400_000)"
+    make_notebook(jp_root_dir / "big.ipynb", [("big", code)])
+    _, kernel_id = await notebook_session("big.ipynb")
+    await wait_for(lambda: kernel_id in capture.listener.kernel_ids)
+    await run_and_leave(jp_ws_fetch, kernel_id, code, "big")
+    await wait_for(lambda: len(read_cells(jp_root_dir / "big.ipynb")["big"]["outputs"]) > 0)
+    status = await fetch_json(jp_fetch, "api", "persist", "status")
+    assert status["config"]["trim_memory"] is False
+    assert status["memory"] == {"trimming": False, "trims": 0, "returned_mb": 0.0}
