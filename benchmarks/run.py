@@ -266,6 +266,7 @@ def make_rows(z: Sizes) -> dict[str, Row]:
             None,
             50,
         ),
+        "trim_ms": ("whole run", "longest heap trim ms (allocations wait for it)", "info"),
         **memory_specs(z),
         "p99": ("all of the above", "p99 GET /api/status ms", "≤50 ms, ≤1.5×", 1.5, 50),
         "p99_worst": ("worst single workload", "p99 GET /api/status ms", "≤50 ms", None, 50),
@@ -373,6 +374,8 @@ async def run_side(
     if side == "ours" and (not only or "big_notebook" in only):
         meter = server.request("api/persist/status")["event_loop"]
         add("loop_write_ms", meter["longest_ms"].get("flush", 0.0))
+    if side == "ours":
+        add("trim_ms", server.request("api/persist/status")["memory"]["longest_trim_ms"])
 
 
 def loop_counters(server: Server) -> dict[str, float]:

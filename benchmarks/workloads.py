@@ -182,8 +182,9 @@ async def lines_attached(server: Server, n: int, run: int, lat: list[float]) -> 
 #: A cell of a training loop as issue 24 measured it: 400 kB printed, four 100,000-char lines.
 RERUN_CODE = "for _ in range(4):\n    print('x' * 99_999, flush=True)"
 RERUN_OUTPUT_MB = 0.4
-#: Seconds for the last writes and the heap trim after them: two default save intervals.
-RERUN_SETTLE = 10.0
+#: Seconds for the last writes and the heap trim after them (at the first tick with no
+#: new message: at most two default save intervals), and a margin.
+RERUN_SETTLE = 12.0
 
 
 async def reruns(

@@ -120,9 +120,10 @@ class PersistExtension(ExtensionApp):
     trim_memory = Bool(
         True,
         config=True,
-        help="""Give memory the server freed back to the operating system after output
-        arrived or runs were released, at most once per `save_interval` (glibc's
-        `malloc_trim`, on a worker thread; a few ms for a heap of hundreds of MB). The C
+        help="""Give memory the server freed back to the operating system once output
+        stopped arriving (the first `save_interval` tick with no new message) after
+        output arrived, runs were released or notebooks written (glibc's `malloc_trim`,
+        on a worker thread; a few ms for a heap of hundreds of MB). The C
         allocator otherwise keeps the holes large outputs leave, and the server's RSS
         can stay up to twice what it holds. Does nothing where the C library has no
         `malloc_trim` (musl, macOS). Off: RSS keeps the allocator's high-water mark.""",

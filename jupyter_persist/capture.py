@@ -36,7 +36,7 @@ from .storage.flusher import Flusher
 from .storage.journal import Journal
 from .storage.recorder import Recorder
 from .storage.room import open_room_document, room_extension_loaded
-from .storage.savehooks import SaveHooks
+from .storage.savehooks import SaveHooks, can_read_back
 from .storage.textlog import TextLog
 from .storage.writer import NotebookWriter
 
@@ -206,7 +206,8 @@ class CaptureManager(LoggingConfigurable):
                 "jupyter_persist: stopped capturing %s (its kernel %s stopped)", path, kernel_id
             )
         self.log.info("jupyter_persist: stopped capturing kernel %s", kernel_id)
-        self._spawn(self._flush_then(lambda: self.store.forget_written(kernel_id)))
+        release_owned = can_read_back(self.contents_manager)
+        self._spawn(self._flush_then(lambda: self._forget_kernel_runs(kernel_id, release_owned)))
 
     def _finish_kernel(self, kernel_id: str, why: str) -> None:
         finished = self.store.finish_kernel(kernel_id)
@@ -220,6 +221,16 @@ class CaptureManager(LoggingConfigurable):
             )
         if finished:
             self._spawn(self.flusher.flush_all())
+
+    def _forget_kernel_runs(self, kernel_id: str, release_owned: bool) -> None:
+        """A gone kernel's runs are on disk: forget them, and notebooks nothing is held of."""
+        self.store.forget_written(kernel_id, release_owned)
+        live = {e.path for e in self.store.executions()}
+        recorded = {r.path for r in self.store.released_runs()}
+        for path in (self.flusher.paths() | self.store.widgets.paths()) - live:
+            self.store.widgets.forget_path(path)
+            self.flusher.forget_path(path, keep_last_write=path in recorded)
+            self.clients.forget_path(path)
 
     async def _flush_then(self, then: Callable[[], None]) -> None:
         await self.flusher.flush_all()
@@ -264,7 +275,7 @@ class CaptureManager(LoggingConfigurable):
             len(self.store.released_runs()),
             max(self.flusher.last_written.values(), default=0.0),
         )
-        if self.heap.due(activity):
+        if self.heap.due(activity, self.meter.messages):
             await asyncio.get_running_loop().run_in_executor(None, self.heap.run, activity)
 
     async def flush_now(self, path: str | None = None) -> dict[str, str]:

@@ -15,6 +15,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -51,35 +52,47 @@ def resident_bytes() -> int:
 
 @dataclass
 class HeapTrimmer:
-    """Trims the heap after work that freed memory, at most once per flush tick.
+    """Trims the heap once work that freed memory is over, at a quiet flush tick.
 
     ``activity`` is a value that changes whenever memory may have been freed (messages
-    received, runs released or forgotten): an idle server is never trimmed again.
+    received, runs released or forgotten, notebooks written): an idle server is never
+    trimmed again. ``messages`` counts IOPub messages: while they flow the heap is
+    reused as fast as it is freed, and a trim (which holds the allocator's lock, so
+    every allocation of the event loop waits for it) would return pages only to fault
+    them in again; the trim waits for a tick with no new message.
     """
 
     trim: TrimFunction | None
     trims: int = 0
     returned_bytes: int = 0
+    longest_seconds: float = 0.0
     _last_activity: object = None
+    _messages: int | None = None
 
-    def due(self, activity: object) -> bool:
-        """Whether a trim is worth it: the heap changed since the last one."""
-        return self.trim is not None and activity != self._last_activity
+    def due(self, activity: object, messages: int) -> bool:
+        """Whether to trim at this tick: the heap changed since the last trim, and no
+        message arrived since the previous tick."""
+        quiet = messages == self._messages
+        self._messages = messages
+        return self.trim is not None and quiet and activity != self._last_activity
 
     def run(self, activity: object) -> None:
         """Trim now (blocking: call it on a worker thread) and count what it returned."""
         if self.trim is None:
             return
         self._last_activity = activity
-        before = resident_bytes()
+        before, started = resident_bytes(), time.perf_counter()
         self.trim()
+        self.longest_seconds = max(self.longest_seconds, time.perf_counter() - started)
         self.trims += 1
         self.returned_bytes += max(0, before - resident_bytes())
 
     def snapshot(self) -> dict[str, object]:
-        """For the status API: whether trims happen, how many, and what they returned."""
+        """For the status API: whether trims happen, how many, what they returned, and
+        the longest (the server's allocations wait for a trim)."""
         return {
             "trimming": self.trim is not None,
             "trims": self.trims,
             "returned_mb": round(self.returned_bytes / 1e6, 1),
+            "longest_trim_ms": round(self.longest_seconds * 1000, 1),
         }

@@ -42,6 +42,11 @@ class OnceWarnings:
             self._warned[(path, topic)] = message
             self.log.warning("%s", message)
 
+    def forget(self, path: str) -> None:
+        """Nothing of the notebook is held any more: forget its warnings."""
+        for key in [key for key in self._warned if key[0] == path]:
+            del self._warned[key]
+
     def clear(self, path: str, topic: str) -> None:
         """The topic is fine again for this notebook: its next warning is logged."""
         self._warned.pop((path, topic), None)

@@ -70,6 +70,8 @@ def server_lines(server: RunningServer) -> list[str]:
     lines.append(f"  jupyter_persist {status['version']}, state in {status['state_dir']}")
     if "event_loop" in status:  # servers before 2026-12-04 do not count it
         lines.append(event_loop_line(status["event_loop"]))
+    if "memory" in status:  # servers before 2026-12-04 do not trim
+        lines.append(memory_line(status["memory"]))
     if not status["notebooks"]:
         lines.append("  no notebook is being captured")
     for notebook in status["notebooks"]:
@@ -84,6 +86,16 @@ def event_loop_line(meter: dict[str, Any]) -> str:
         f"  event loop: {meter['seconds_total']:.1f} s in the extension (longest block "
         f"{longest:.0f} ms); {meter['messages']:,} IOPub messages, "
         f"{meter['iopub_us_per_message']:.0f} µs each"
+    )
+
+
+def memory_line(memory: dict[str, Any]) -> str:
+    """What the extension gave back of the memory the server freed, as a line."""
+    if not memory["trimming"]:
+        return "  memory: freed memory is not given back (trim_memory off, or no glibc)"
+    return (
+        f"  memory: {memory['trims']:,} trim(s) gave {memory['returned_mb']:.0f} MB the "
+        "server freed back to the system"
     )
 
 

@@ -107,6 +107,10 @@ class AttachedClients:
         """A save of the notebook went through: the tab's hold, if any, is over."""
         self._saving_until.pop(path, None)
 
+    def forget_path(self, path: str) -> None:
+        """Nothing of the notebook is held any more: drop a returning tab's expired hold."""
+        self.tab_saving(path)  # drops the hold once it has expired
+
     def tab_saving(self, path: str) -> bool:
         """Whether a returning tab holds the notebook for its save (see ``hold_for_save``)."""
         until = self._saving_until.get(path)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .reducer import OutputArea, normalized_outputs
-from .store import CaptureStore, Execution
+from .store import CaptureStore, Execution, Released, outputs_digest
 from .widgets import (
     STATE_MIME,
     KernelWidgets,
@@ -45,6 +45,11 @@ class SaveReport:
     saved_versions: list[tuple[Execution, int]] = field(default_factory=list)
     #: The kernels' widget state the save was given, by model id.
     widgets: dict[str, Any] = field(default_factory=dict)
+    #: Saved cells that lack the outputs of a released server-owned run (its kernel is
+    #: gone): the save hook gives them the outputs the file holds (``read_back``).
+    read_back: list[tuple[dict[str, Any], Released]] = field(default_factory=list)
+    #: Released server-owned runs whose outputs the user cleared.
+    cleared_records: list[Released] = field(default_factory=list)
 
     def commit(self) -> None:
         """The save succeeded: its executions' outputs are on disk, as of the save."""
@@ -52,14 +57,23 @@ class SaveReport:
             execution.written_version = max(execution.written_version, version)
 
 
-def reconcile_save(store: CaptureStore, path: str, cells: list[Any]) -> SaveReport:
-    """Check each saved code cell against its captured execution; fix stale ones in place."""
+def reconcile_save(
+    store: CaptureStore, path: str, cells: list[Any], check_records: bool = True
+) -> SaveReport:
+    """Check each saved code cell against its captured execution; fix stale ones in place.
+
+    ``check_records``: also check cells of released server-owned runs (a save of ours
+    never touches them).
+    """
     report = SaveReport()
     for cell in cells:
         if not isinstance(cell, dict) or cell.get("cell_type") != "code":
             continue
         execution = store.latest(path, str(cell.get("id")))
         if execution is None:
+            record = store.owned_record(path, str(cell.get("id"))) if check_records else None
+            if record is not None:
+                _check_record(cell, record, report)
             continue
         captured = execution.area.to_json()
         saved = normalized_outputs(cell.get("outputs"))
@@ -87,6 +101,19 @@ def reconcile_save(store: CaptureStore, path: str, cells: list[Any]) -> SaveRepo
             report.restored.append(execution)
         report.saved_versions.append((execution, execution.version))
     return report
+
+
+def _check_record(cell: dict[str, Any], record: Released, report: SaveReport) -> None:
+    """The save guard for a run whose outputs only the file holds now (see ``Released``)."""
+    saved = normalized_outputs(cell.get("outputs"))
+    count = cell.get("execution_count")
+    same_count = count == record.execution_count
+    if saved is not None and same_count and outputs_digest(saved) == record.digest:
+        return
+    if saved == [] and count is None:
+        report.cleared_records.append(record)  # the user cleared them
+    else:
+        report.read_back.append((cell, record))
 
 
 def reconcile_widget_state(

@@ -20,7 +20,7 @@ from nbformat import from_dict
 from . import reducer
 from .caps import Limits
 from .reducer import OutputArea, normalized_outputs
-from .widgets import KernelWidgets, WidgetStore
+from .widgets import KernelWidgets, WidgetStore, view_model_ids
 
 
 @dataclass(eq=False)
@@ -86,11 +86,12 @@ REPLACED_REMEMBERED = 10_000
 
 @dataclass(frozen=True, slots=True)
 class Released:
-    """What stays in memory of a finished run a client saw whole and saved (~300 bytes).
+    """What stays in memory of a finished run whose outputs the file holds (~300 bytes).
 
-    Its outputs are in the notebook file. A late message of the run (a thread printing
-    after the cell ended, which JupyterLab still shows in the cell) brings them back
-    from there first (:meth:`CaptureStore.revive`).
+    A run a client saw whole and saved, or a run of the server's whose kernel is gone
+    (``server_owned``). A late message of the run (a thread printing after the cell
+    ended, which JupyterLab still shows in the cell) brings its outputs back from the
+    file first (:meth:`CaptureStore.revive`).
     """
 
     msg_id: str
@@ -107,6 +108,9 @@ class Released:
     last_stream_name: str
     stream_cursor: int
     stream_omitted: int
+    #: A run no client saw whole, of a kernel that is gone: the save guard still gives
+    #: its outputs, read back from the file, to a stale tab's save (see ``model/guard``).
+    server_owned: bool = False
 
 
 def outputs_digest(outputs: list[dict[str, Any]]) -> str:
@@ -284,17 +288,32 @@ class CaptureStore:
                 execution.server_owned = True
         return sum(1 for e in self.executions(kernel_id) if e.dirty)
 
-    def forget_written(self, kernel_id: str) -> None:
+    def forget_written(self, kernel_id: str, release_owned: bool = False) -> None:
         """The kernel is gone: forget its executions that are on disk and no one else's.
 
-        Unsaved outputs stay for a later write; server-owned ones stay so that the save
-        guard can still protect them from a stale tab, and so do the kernel's widgets.
+        Unsaved outputs stay for a later write. Server-owned ones stay so that the save
+        guard can still protect them from a stale tab; with ``release_owned`` (the save
+        guard can read them back from the file) only a record of them stays, unless
+        they show widgets, whose models the guard takes from the kernel's state.
         """
-        for execution in list(self.executions(kernel_id)):
-            if not execution.dirty and not execution.server_owned:
-                self.forget(execution)
         for record in [r for r in self._released.values() if r.kernel_id == kernel_id]:
-            self._drop_released(record)  # no late message can come any more
+            if not record.server_owned:
+                self._drop_released(record)  # no late message can come any more
+        for execution in list(self.executions(kernel_id)):
+            if execution.dirty:
+                continue
+            if not execution.server_owned:
+                self.forget(execution)
+                continue
+            path, cell_id = execution.path, execution.cell_id
+            if (
+                release_owned
+                and path is not None
+                and cell_id is not None
+                and self.latest(path, cell_id) is execution
+                and next(view_model_ids(execution.area.outputs), None) is None
+            ):
+                self._release(execution, path, cell_id, server_owned=True)
         if next(self.executions(kernel_id), None) is None:
             self.widgets.forget_kernel(kernel_id)
 
@@ -351,14 +370,18 @@ class CaptureStore:
             or any(display_id is not None for display_id in execution.area.display_ids)
         ):
             return False
+        self._release(execution, execution.path, execution.cell_id, server_owned=False)
+        return True
+
+    def _release(self, execution: Execution, path: str, cell_id: str, server_owned: bool) -> None:
         area = execution.area
         self._forget(execution)
         self._keep_released(
             Released(
                 msg_id=execution.msg_id,
                 kernel_id=execution.kernel_id,
-                path=execution.path,
-                cell_id=execution.cell_id,
+                path=path,
+                cell_id=cell_id,
                 seq=execution.seq,
                 client_session=execution.client_session,
                 received_chars=execution.received_chars,
@@ -367,9 +390,9 @@ class CaptureStore:
                 last_stream_name=area.last_stream_name,
                 stream_cursor=area.stream_cursor,
                 stream_omitted=area.stream_omitted,
+                server_owned=server_owned,
             )
         )
-        return True
 
     def released(self, msg_id: str) -> Released | None:
         """The released run ``msg_id``, if its cell still shows it."""
@@ -472,6 +495,18 @@ class CaptureStore:
     def latest(self, path: str, cell_id: str) -> Execution | None:
         """The execution whose outputs a notebook cell should hold, if one is tracked."""
         return self._latest_by_cell.get((path, cell_id))
+
+    def owned_record(self, path: str, cell_id: str) -> Released | None:
+        """The released server-owned run a notebook cell should hold (its kernel is gone)."""
+        record = self._released.get((path, cell_id))
+        return record if record is not None and record.server_owned else None
+
+    def note_cleared(self, record: Released) -> None:
+        """The user cleared a released server-owned run's outputs: they stay cleared."""
+        if self._released.get((record.path, record.cell_id)) is record:
+            self._keep_released(
+                dataclasses.replace(record, digest=outputs_digest([]), execution_count=None)
+            )
 
 
 def _renamed(path: str | None, old_path: str, new_path: str) -> str | None:

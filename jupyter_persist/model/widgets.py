@@ -171,6 +171,14 @@ class WidgetStore:
         else:
             self._written.setdefault(path, {}).update(written)
 
+    def paths(self) -> set[str]:
+        """Notebooks we put widget state in."""
+        return set(self._written)
+
+    def forget_path(self, path: str) -> None:
+        """No run of the notebook is held any more: a save's widget state is its own."""
+        self._written.pop(path, None)
+
     def written(self, path: str) -> Mapping[str, str]:
         """Digests of the models' state we last put in the notebook, by model id."""
         return self._written.get(path, {})

@@ -234,6 +234,24 @@ class Flusher(LoggingConfigurable):
             f"out of the notebook, each over max_rich_output_bytes: {models}",
         )
 
+    def paths(self) -> set[str]:
+        """Notebooks the flusher keeps bookkeeping of (write pacing, times, locks)."""
+        return set(self.not_before) | set(self.last_written) | set(self._locks)
+
+    def forget_path(self, path: str, keep_last_write: bool = False) -> None:
+        """Nothing of the notebook is held any more: drop its bookkeeping.
+
+        ``keep_last_write``: the status still lists the notebook (released runs of it
+        stay), with its last write time.
+        """
+        self.not_before.pop(path, None)
+        if not keep_last_write:
+            self.last_written.pop(path, None)
+        lock = self._locks.get(path)
+        if lock is not None and not lock.locked():
+            del self._locks[path]
+        self.warnings.forget(path)
+
     def _running(self, path: str) -> bool:
         return any(e.running for e in self.store.executions() if e.path == path)
 

@@ -8,6 +8,7 @@ committing what a save wrote only once it succeeded.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +16,31 @@ from typing import Any
 from traitlets.config import LoggingConfigurable
 
 from ..model.guard import SaveReport, reconcile_save, reconcile_widget_state
-from ..model.store import CaptureStore
+from ..model.reducer import normalized_outputs
+from ..model.store import CaptureStore, outputs_digest
+
+
+def can_read_back(contents_manager: Any) -> bool:
+    """Whether a save hook can read the notebook a save replaces (a file on this disk)."""
+    return callable(getattr(contents_manager, "_get_os_path", None))
+
+
+def saved_cell_outputs(contents_manager: Any, path: str, cell_ids: set[str]) -> dict[str, Any]:
+    """The outputs of cells ``cell_ids`` as the file being replaced holds them, normalized.
+
+    Read from the disk directly: a pre-save hook runs inside the ContentsManager's save
+    and cannot await its ``get``. Raises ``OSError`` or ``ValueError``.
+    """
+    with open(contents_manager._get_os_path(path), encoding="utf-8") as file:
+        notebook = json.load(file)
+    cells = notebook.get("cells") if isinstance(notebook, dict) else None
+    found: dict[str, Any] = {}
+    for cell in cells if isinstance(cells, list) else []:
+        if isinstance(cell, dict) and cell.get("id") in cell_ids:
+            outputs = normalized_outputs(cell.get("outputs"))
+            if outputs is not None:
+                found[cell["id"]] = outputs
+    return found
 
 
 class SaveHooks(LoggingConfigurable):
@@ -55,7 +80,9 @@ class SaveHooks(LoggingConfigurable):
             path = path.strip("/")
             if path not in self.saving:
                 self._catch_up_before(path)
-            report = reconcile_save(self.store, path, cells)
+            report = reconcile_save(self.store, path, cells, check_records=path not in self.saving)
+            if report.read_back:
+                self._read_back(report, path, kwargs.get("contents_manager"))
             if path not in self.saving:
                 report.widgets = reconcile_widget_state(
                     model["content"],
@@ -83,14 +110,43 @@ class SaveHooks(LoggingConfigurable):
                     path,
                     len(report.widgets),
                 )
-            for execution in report.cleared:
+            cleared_cells = [e.cell_id for e in report.cleared]
+            for cell_id in cleared_cells + [r.cell_id for r in report.cleared_records]:
                 self.log.info(
-                    "jupyter_persist: outputs of cell %s of %s cleared by the user",
-                    execution.cell_id,
-                    path,
+                    "jupyter_persist: outputs of cell %s of %s cleared by the user", cell_id, path
                 )
         except Exception as err:
             self.log.warning("jupyter_persist: could not check a save of %s: %s", path, err)
+
+    def _read_back(self, report: SaveReport, path: str, contents_manager: Any) -> None:
+        """Give stale cells the outputs of released server-owned runs, from the file."""
+        wanted = {record.cell_id for _, record in report.read_back}
+        try:
+            on_disk = saved_cell_outputs(contents_manager, path, wanted)
+        except Exception as err:
+            on_disk = {}
+            self.log.warning(
+                "jupyter_persist: could not read %s to keep its captured outputs in a save: %s",
+                path,
+                err,
+            )
+        for cell, record in report.read_back:
+            outputs = on_disk.get(record.cell_id)
+            if outputs is None or outputs_digest(outputs) != record.digest:
+                self.log.warning(
+                    "jupyter_persist: the captured outputs of cell %s of %s are no longer in "
+                    "the file (changed outside Jupyter?); the save keeps its own",
+                    record.cell_id,
+                    path,
+                )
+                continue
+            cell["outputs"] = outputs
+            cell["execution_count"] = record.execution_count
+            self.log.info(
+                "jupyter_persist: a save of %s lacked captured outputs of cell %s; kept them",
+                path,
+                record.cell_id,
+            )
 
     def on_post_save(self, model: dict[str, Any], os_path: str, **kwargs: Any) -> None:
         """ContentsManager post-save hook: the save's outputs are on disk now."""
@@ -105,6 +161,8 @@ class SaveHooks(LoggingConfigurable):
                 # in memory too (the store keeps what a late message needs to find them).
                 for execution, _ in report.saved_versions:
                     self.store.release(execution)
+                for record in report.cleared_records:
+                    self.store.note_cleared(record)
             if path not in self.saving and self.on_saved_by_others is not None:
                 self.on_saved_by_others(path)
         except Exception as err:

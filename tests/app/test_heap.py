@@ -46,14 +46,16 @@ def test_a_trim_returns_the_holes_freed_outputs_leave() -> None:
     assert returned_bytes("trim") > 40_000_000  # ...which a trim gives back
 
 
-def test_a_trimmer_trims_only_after_something_changed() -> None:
+def test_a_trimmer_trims_once_output_stopped_and_only_after_something_changed() -> None:
     calls = []
     trimmer = HeapTrimmer(lambda: calls.append(1))
-    assert trimmer.due((1, 0))
-    trimmer.run((1, 0))
-    assert not trimmer.due((1, 0))  # an idle server is not trimmed again
-    assert trimmer.due((2, 0))
+    assert not trimmer.due((1, 0), messages=1)  # the first tick: no previous to compare
+    assert not trimmer.due((2, 0), messages=2)  # output still flows
+    assert trimmer.due((2, 0), messages=2)  # a quiet tick after changes
     trimmer.run((2, 0))
+    assert not trimmer.due((2, 0), messages=2)  # an idle server is not trimmed again
+    assert trimmer.due((2, 1), messages=2)  # a run released, no message: due
+    trimmer.run((2, 1))
     assert len(calls) == 2
     assert trimmer.snapshot()["trims"] == 2
     assert trimmer.snapshot()["trimming"] is True
@@ -61,9 +63,15 @@ def test_a_trimmer_trims_only_after_something_changed() -> None:
 
 def test_without_malloc_trim_nothing_is_done() -> None:
     trimmer = HeapTrimmer(None)
-    assert not trimmer.due((1, 0))
+    assert not trimmer.due((1, 0), messages=0)
+    assert not trimmer.due((1, 0), messages=0)
     trimmer.run((1, 0))
-    assert trimmer.snapshot() == {"trimming": False, "trims": 0, "returned_mb": 0.0}
+    assert trimmer.snapshot() == {
+        "trimming": False,
+        "trims": 0,
+        "returned_mb": 0.0,
+        "longest_trim_ms": 0.0,
+    }
 
 
 async def test_the_server_trims_after_output_arrived(
@@ -110,4 +118,5 @@ async def test_trimming_can_be_turned_off(
     await wait_for(lambda: len(read_cells(jp_root_dir / "big.ipynb")["big"]["outputs"]) > 0)
     status = await fetch_json(jp_fetch, "api", "persist", "status")
     assert status["config"]["trim_memory"] is False
-    assert status["memory"] == {"trimming": False, "trims": 0, "returned_mb": 0.0}
+    assert status["memory"]["trimming"] is False
+    assert status["memory"]["trims"] == 0

@@ -191,6 +191,7 @@ async def test_status_of_a_running_server(
     assert re.search(r"last write \d+ (s|min) ago; 0 execution\(s\) not written yet", out)
     loop_line = r"event loop: [\d.]+ s in the extension \(longest block \d+ ms\); [\d,]+ IOPub"
     assert re.search(loop_line, out)
+    assert re.search(r"memory: [\d,]+ trim\(s\) gave \d+ MB the server freed back", out)
     code_, out, _ = await cli_async("status", "--json")
     [server] = json.loads(out)["servers"]
     assert server["status"]["notebooks"][0]["running_cells"] == ["slow"]

@@ -8,9 +8,10 @@ from helpers import idle_msg, stream_msg
 
 from jupyter_persist.model.guard import reconcile_save, reconcile_widget_state
 from jupyter_persist.model.reducer import normalized_outputs
-from jupyter_persist.model.store import CaptureStore, Execution
+from jupyter_persist.model.store import CaptureStore, Execution, Released
 from jupyter_persist.model.widgets import (
     STATE_MIME,
+    VIEW_MIME,
     KernelWidgets,
     notebook_widget_state,
     widget_digest,
@@ -254,3 +255,77 @@ def test_saves_without_widget_views_or_in_another_format_are_left_alone() -> Non
     assert reconcile_widget_state(odd, [slider_kernel(1)], {}, 1_000_000) == {}
     assert odd["metadata"]["widgets"] == "not a mapping"
     assert reconcile_widget_state(widget_save(None), [], {}, 1_000_000) == {}
+
+
+def gone_kernel_run(text: str = "x\n") -> tuple[CaptureStore, Released]:
+    """A run no client saw whole, written, whose kernel then stopped."""
+    store, execution = tracked([text])
+    assert execution.server_owned
+    execution.written_version = execution.version
+    store.finish_kernel("k")
+    store.forget_written("k", release_owned=True)
+    record = store.owned_record("nb.ipynb", "a")
+    assert record is not None
+    return store, record
+
+
+def test_a_gone_kernels_server_owned_run_leaves_only_a_record() -> None:
+    store, record = gone_kernel_run()
+    assert len(store) == 0
+    assert store.latest("nb.ipynb", "a") is None
+    assert (record.msg_id, record.execution_count, record.server_owned) == ("m1", 3, True)
+
+
+def test_a_server_owned_run_stays_whole_where_the_file_cannot_be_read_back() -> None:
+    store, execution = tracked(["x\n"])
+    execution.written_version = execution.version
+    store.forget_written("k", release_owned=False)
+    assert store.get("m1") is execution
+    assert store.owned_record("nb.ipynb", "a") is None
+
+
+def test_a_server_owned_run_showing_a_widget_stays_whole() -> None:
+    store, execution = tracked([])
+    view = {"model_id": "w1", "version_major": 2, "version_minor": 0}
+    store.apply(
+        {
+            "header": {"msg_type": "display_data"},
+            "parent_header": {"msg_id": "m1"},
+            "content": {"data": {VIEW_MIME: view, "text/plain": "bar"}, "metadata": {}},
+        },
+        detached=True,
+    )
+    execution.written_version = execution.version
+    store.forget_written("k", release_owned=True)
+    assert store.get("m1") is execution  # the guard takes its models from the kernel's state
+
+
+def test_a_stale_save_of_a_released_server_owned_run_is_read_back() -> None:
+    store, record = gone_kernel_run("line 0\nline 1\n")
+    saved = cell([stream("line 0\n")], None)
+    report = reconcile_save(store, "nb.ipynb", [saved])
+    assert report.read_back == [(saved, record)]
+    assert report.cleared_records == []
+    # A save of ours never touches the cell: not checked.
+    assert reconcile_save(store, "nb.ipynb", [saved], check_records=False).read_back == []
+
+
+def test_a_save_holding_a_released_server_owned_runs_outputs_is_left_alone() -> None:
+    store, _ = gone_kernel_run("line 0\nline 1\n")
+    report = reconcile_save(store, "nb.ipynb", [cell([stream(["line 0\n", "line 1\n"])], 3)])
+    assert (report.read_back, report.cleared_records, report.clean) == ([], [], [])
+    # The same outputs with another count are a stale copy.
+    assert len(reconcile_save(store, "nb.ipynb", [cell([stream("line 0\n")], 4)]).read_back) == 1
+
+
+def test_clearing_a_released_server_owned_run_wins() -> None:
+    store, record = gone_kernel_run()
+    report = reconcile_save(store, "nb.ipynb", [cell([], None)])
+    assert report.cleared_records == [record]
+    store.note_cleared(record)
+    cleared = store.owned_record("nb.ipynb", "a")
+    assert cleared is not None
+    assert cleared.execution_count is None
+    assert reconcile_save(store, "nb.ipynb", [cell([], None)]).cleared_records == []
+    # A stale tab still holding the old outputs gets what the file holds: nothing.
+    assert len(reconcile_save(store, "nb.ipynb", [cell([stream("x\n")], 3)]).read_back) == 1

@@ -120,3 +120,24 @@ async def test_late_output_of_a_replaced_run_is_dropped_as_jupyterlab_drops_it(
     assert execution is not None
     assert execution.area.to_json() == [stream("second\n")]
     client.close()
+
+
+async def test_a_notebook_nothing_is_held_of_leaves_no_bookkeeping(
+    jp_root_dir: Path, jp_fetch: Any, jp_ws_fetch: Any, notebook_session: Any, capture: Any
+) -> None:
+    """Write pacing, times and locks of a notebook go once its kernel and runs are gone."""
+    path = jp_root_dir / "done.ipynb"
+    make_notebook(path, [("a", "print('hello')")])
+    _, kernel_id = await notebook_session(path.name)
+    client = await LabLikeClient.connect(jp_ws_fetch, kernel_id)
+    await client.wait_ready()
+    msg_id = await run_attached(client, "print('hello')", "a")
+    client.close()  # it saw the run whole but never saved: the server writes it
+    await wait_for(lambda: stream_text(read_cells(path)["a"]) == "hello\n", what="our write")
+    assert path.name in capture.flusher.paths()
+    await jp_fetch("api", "kernels", kernel_id, method="DELETE")
+    await wait_for(lambda: capture.store.get(msg_id) is None, what="the run forgotten")
+    await wait_for(lambda: path.name not in capture.flusher.paths(), what="bookkeeping dropped")
+    assert path.name not in capture.store.widgets.paths()
+    status = await fetch_json(jp_fetch, "api", "persist", "status")
+    assert path.name not in [n["path"] for n in status["notebooks"]]

@@ -121,3 +121,43 @@ async def test_a_run_whose_page_left_is_kept_from_another_pages_save(
         assert cell["execution_count"] == 1
     finally:
         other.close()
+
+
+async def test_a_stale_save_after_the_kernel_stopped_gets_the_outputs_from_the_file(
+    jp_root_dir: Path,
+    jp_fetch: Any,
+    jp_ws_fetch: Any,
+    notebook_session: Any,
+    capture: Any,
+    caplog: Any,
+) -> None:
+    """Once the kernel is gone, only a record of its run stays; the file holds the outputs."""
+    nb_path, msg_id = await run_detached(jp_root_dir, jp_ws_fetch, notebook_session, "gone.ipynb")
+    await wait_for(lambda: stream_text(read_cells(nb_path)["c"]) == ALL, what="complete write")
+    execution = capture.store.get(msg_id)
+    await wait_for(lambda: not execution.running and not execution.dirty, what="the run on disk")
+    kernel_id = execution.kernel_id
+    await jp_fetch("api", "kernels", kernel_id, method="DELETE")
+    await wait_for(lambda: capture.store.get(msg_id) is None, what="the run released")
+    assert not [e for e in capture.store.executions() if e.kernel_id == kernel_id]
+    assert capture.store.owned_record(nb_path.name, "c").msg_id == msg_id
+
+    # The tab that went offline after line 3 saves what it had: the file's outputs win.
+    await put_cell(jp_fetch, nb_path.name, [stream("line 0\nline 1\nline 2\nline 3\n")], None)
+    cell = (await load_cells(nb_path))["c"]
+    assert stream_text(cell) == ALL
+    assert cell["execution_count"] == 1
+
+    # The user clears them: they stay cleared, even against that stale tab's next save.
+    await put_cell(jp_fetch, nb_path.name, [], None)
+    await put_cell(jp_fetch, nb_path.name, [stream("line 0\n")], 1)
+    cell = (await load_cells(nb_path))["c"]
+    assert (cell["outputs"], cell["execution_count"]) == ([], None)
+
+    # Outputs changed outside Jupyter cannot be vouched for: a save keeps its own.
+    on_disk = json.loads(nb_path.read_text())
+    on_disk["cells"][0]["outputs"] = [stream("edited\n")]
+    nb_path.write_text(json.dumps(on_disk))
+    await put_cell(jp_fetch, nb_path.name, [stream("line 0\n")], 1)
+    assert stream_text((await load_cells(nb_path))["c"]) == "line 0\n"
+    assert "are no longer in the file" in caplog.text
