@@ -74,15 +74,22 @@ def test_without_malloc_trim_nothing_is_done() -> None:
     }
 
 
-async def test_the_server_trims_after_output_arrived(
-    jp_fetch: Any, jp_ws_fetch: Any, jp_root_dir: Path, notebook_session: Any, capture: Any
+async def run_big_cell_and_leave(
+    jp_ws_fetch: Any, jp_root_dir: Path, notebook_session: Any, capture: Any
 ) -> None:
+    """A 400 kB output, the client gone once it started; returns once it is on disk."""
     code = "print('start', flush=True)\nprint('x' * 400_000)"
     make_notebook(jp_root_dir / "big.ipynb", [("big", code)])
     _, kernel_id = await notebook_session("big.ipynb")
     await wait_for(lambda: kernel_id in capture.listener.kernel_ids)
     await run_and_leave(jp_ws_fetch, kernel_id, code, "big")
     await wait_for(lambda: len(read_cells(jp_root_dir / "big.ipynb")["big"]["outputs"]) > 0)
+
+
+async def test_the_server_trims_after_output_arrived(
+    jp_fetch: Any, jp_ws_fetch: Any, jp_root_dir: Path, notebook_session: Any, capture: Any
+) -> None:
+    await run_big_cell_and_leave(jp_ws_fetch, jp_root_dir, notebook_session, capture)
 
     async def trimmed() -> bool:
         status = await fetch_json(jp_fetch, "api", "persist", "status")
@@ -110,12 +117,7 @@ async def test_the_server_trims_after_output_arrived(
 async def test_trimming_can_be_turned_off(
     jp_fetch: Any, jp_ws_fetch: Any, jp_root_dir: Path, notebook_session: Any, capture: Any
 ) -> None:
-    code = "print('start', flush=True)\nprint('x' * 400_000)"
-    make_notebook(jp_root_dir / "big.ipynb", [("big", code)])
-    _, kernel_id = await notebook_session("big.ipynb")
-    await wait_for(lambda: kernel_id in capture.listener.kernel_ids)
-    await run_and_leave(jp_ws_fetch, kernel_id, code, "big")
-    await wait_for(lambda: len(read_cells(jp_root_dir / "big.ipynb")["big"]["outputs"]) > 0)
+    await run_big_cell_and_leave(jp_ws_fetch, jp_root_dir, notebook_session, capture)
     status = await fetch_json(jp_fetch, "api", "persist", "status")
     assert status["config"]["trim_memory"] is False
     assert status["memory"]["trimming"] is False
