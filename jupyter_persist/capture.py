@@ -20,7 +20,7 @@ from traitlets import Any as AnyTrait
 from traitlets import Bool, Float, Instance, Integer, Unicode
 from traitlets.config import LoggingConfigurable
 
-from .heap import HeapTrimmer, malloc_trim
+from .heap import HeapTrimmer, heap_free_bytes, malloc_trim
 from .kernels.clients import AttachedClients
 from .kernels.idle import correct_missed_idle
 from .kernels.lifecycle import KernelTracker
@@ -68,7 +68,9 @@ class CaptureManager(LoggingConfigurable):
         #: Our time on the server's event loop (see :mod:`.meter`).
         self.meter = LoopMeter()
         self.store = CaptureStore(self.limits)
-        self.heap = HeapTrimmer(malloc_trim() if self.trim_memory else None)
+        self.heap = (
+            HeapTrimmer(malloc_trim(), heap_free_bytes()) if self.trim_memory else HeapTrimmer(None)
+        )
         self.clients = AttachedClients()
         self.writer = NotebookWriter(
             self.meter, contents_manager=self.contents_manager, parent=self

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 #: A trim's work, on another thread: holds the allocator's lock, not the GIL.
 TrimFunction = Callable[[], None]
 
+#: Memory freed or faulted in since the last trim that makes another one worth it.
+REGROWTH_BYTES = 8 * 1024 * 1024
+
 
 def malloc_trim() -> TrimFunction | None:
     """glibc's ``malloc_trim(0)`` as a function, or None where the C library has none."""
@@ -41,6 +44,42 @@ def malloc_trim() -> TrimFunction | None:
     return trim_all
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def heap_free_bytes() -> Callable[[], int] | None:
+    """glibc's count of free bytes in its heaps (``mallinfo2``, glibc 2.33 and later) as
+    a function, or None. About 10 µs a call: it sums the allocator's free lists."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        mallinfo2 = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return None
+    mallinfo2.argtypes = []
+    mallinfo2.restype = _MallInfo2
+
+    def free_bytes() -> int:
+        return int(mallinfo2().fordblks)
+
+    return free_bytes
+
+
 def resident_bytes() -> int:
     """This process's resident set size, in bytes (0 where /proc is not there)."""
     try:
@@ -54,38 +93,58 @@ def resident_bytes() -> int:
 class HeapTrimmer:
     """Trims the heap once work that freed memory is over, at a quiet flush tick.
 
-    ``activity`` is a value that changes whenever memory may have been freed (messages
-    received, runs released or forgotten, notebooks written): an idle server is never
-    trimmed again. ``messages`` counts IOPub messages: while they flow the heap is
-    reused as fast as it is freed, and a trim (which holds the allocator's lock, so
-    every allocation of the event loop waits for it) would return pages only to fault
-    them in again; the trim waits for a tick with no new message.
+    A trim is due at a tick with no new IOPub message (while messages flow the heap is
+    reused as fast as it is freed, and a trim, which holds the allocator's lock so that
+    every allocation of the event loop waits for it, would return pages only to fault
+    them in again) when, since the last trim, ``activity`` changed (a value that changes
+    whenever memory may have been freed: messages received, runs released or forgotten,
+    notebooks written) or the heap's free bytes or the process's RSS grew by
+    ``REGROWTH_BYTES``. The second rule catches what is freed after a trim without a
+    sign in ``activity`` (a writer's parsed notebook dropped once no cell runs; measured:
+    44 MB left free, 33 MB of it resident, after the first rule's one trim). An idle
+    server is never trimmed again.
     """
 
     trim: TrimFunction | None
+    free_bytes: Callable[[], int] | None = None
+    resident: Callable[[], int] = resident_bytes
     trims: int = 0
     returned_bytes: int = 0
     longest_seconds: float = 0.0
     _last_activity: object = None
     _messages: int | None = None
+    _free_after_trim: int = 0
+    _resident_after_trim: int = 0
 
     def due(self, activity: object, messages: int) -> bool:
-        """Whether to trim at this tick: the heap changed since the last trim, and no
-        message arrived since the previous tick."""
+        """Whether to trim at this tick (see the class)."""
         quiet = messages == self._messages
         self._messages = messages
-        return self.trim is not None and quiet and activity != self._last_activity
+        if self.trim is None or not quiet:
+            return False
+        if activity != self._last_activity:
+            return True
+        if self.resident() - self._resident_after_trim >= REGROWTH_BYTES:
+            return True
+        return (
+            self.free_bytes is not None
+            and self.free_bytes() - self._free_after_trim >= REGROWTH_BYTES
+        )
 
     def run(self, activity: object) -> None:
         """Trim now (blocking: call it on a worker thread) and count what it returned."""
         if self.trim is None:
             return
         self._last_activity = activity
-        before, started = resident_bytes(), time.perf_counter()
+        before, started = self.resident(), time.perf_counter()
         self.trim()
         self.longest_seconds = max(self.longest_seconds, time.perf_counter() - started)
         self.trims += 1
-        self.returned_bytes += max(0, before - resident_bytes())
+        self._resident_after_trim = self.resident()
+        # A trim returns free pages but keeps their chunks free: the count stays, and
+        # only what is freed after it counts towards the next.
+        self._free_after_trim = self.free_bytes() if self.free_bytes is not None else 0
+        self.returned_bytes += max(0, before - self._resident_after_trim)
 
     def snapshot(self) -> dict[str, object]:
         """For the status API: whether trims happen, how many, what they returned, and

@@ -139,8 +139,12 @@ class Recorder(LoggingConfigurable):
         try:
             held = list(self.store.executions())
             placed = [e for e in held if e.path is not None and e.placed]
+            # Only what is not on disk yet: a written run the store keeps (no client saw
+            # it) would otherwise be journaled afresh and its journal removed again at
+            # every tick, as long as its kernel lives.
+            pending_runs = [e for e in placed if e.dirty or e.running]
             try:
-                self.journal.append(placed)
+                self.journal.append(pending_runs)
             except OSError as err:
                 self._journal_failed(err)
             else:
@@ -149,7 +153,7 @@ class Recorder(LoggingConfigurable):
                 self._log_progress_bars()
                 self.text_log.flush(held)
             current = {str(e.path) for e in placed}
-            pending = {str(e.path) for e in placed if e.dirty or e.running}
+            pending = {str(e.path) for e in pending_runs}
             for path in (self._journaled_paths | current) - pending:
                 self.journal.remove(path)
             self._journaled_paths = pending

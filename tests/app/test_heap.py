@@ -12,7 +12,7 @@ import pytest
 from conftest import SAVE_INTERVAL
 from helpers import fetch_json, make_notebook, read_cells, run_and_leave, wait_for
 
-from jupyter_persist.heap import HeapTrimmer, malloc_trim
+from jupyter_persist.heap import REGROWTH_BYTES, HeapTrimmer, heap_free_bytes, malloc_trim
 
 #: Holes as large outputs leave them: 250 kB blocks freed between small live objects,
 #: below glibc's mmap threshold (which freeing the first large blocks raised).
@@ -30,6 +30,20 @@ before = resident_bytes()
 if sys.argv[1] == "trim":
     malloc_trim()()
 print(before - resident_bytes())
+"""
+
+
+#: 100 kB blocks freed between small live ones: they stay in the heap, free.
+COUNT_FREED_BYTES = """
+from jupyter_persist.heap import heap_free_bytes
+free_bytes = heap_free_bytes()
+blocks, pins = [], []
+for _ in range(100):
+    blocks.append(bytearray(100_000))
+    pins.append(bytearray(600))
+before = free_bytes()
+del blocks
+print(free_bytes() - before)
 """
 
 
@@ -59,6 +73,35 @@ def test_a_trimmer_trims_once_output_stopped_and_only_after_something_changed() 
     assert len(calls) == 2
     assert trimmer.snapshot()["trims"] == 2
     assert trimmer.snapshot()["trimming"] is True
+
+
+def test_memory_freed_or_faulted_in_after_a_trim_gets_another_one() -> None:
+    heap = {"free": 50_000_000, "resident": 200_000_000}
+    trimmer = HeapTrimmer(
+        lambda: None, free_bytes=lambda: heap["free"], resident=lambda: heap["resident"]
+    )
+    trimmer.due((1, 0), messages=1)
+    assert trimmer.due((1, 0), messages=1)
+    trimmer.run((1, 0))
+    assert not trimmer.due((1, 0), messages=1)  # the trim's free chunks stay counted
+    heap["free"] += REGROWTH_BYTES  # e.g. a dropped parsed notebook: nothing else changed
+    assert trimmer.due((1, 0), messages=1)
+    trimmer.run((1, 0))
+    assert not trimmer.due((1, 0), messages=1)
+    heap["resident"] += REGROWTH_BYTES  # freed pages reused, then freed again
+    assert trimmer.due((1, 0), messages=1)
+    trimmer.run((1, 0))
+    heap["free"] += REGROWTH_BYTES
+    assert not trimmer.due((1, 0), messages=2)  # but never while messages flow
+    assert trimmer.snapshot()["trims"] == 3
+
+
+def test_glibc_counts_what_it_holds_free() -> None:
+    assert heap_free_bytes() is not None, "this Linux has glibc 2.33 or later: mallinfo2"
+    counted = subprocess.run(
+        [sys.executable, "-c", COUNT_FREED_BYTES], capture_output=True, text=True, check=True
+    )
+    assert int(counted.stdout) > 5_000_000  # 10 MB freed between live blocks
 
 
 def test_without_malloc_trim_nothing_is_done() -> None:

@@ -6,11 +6,12 @@ import json
 import os
 import random
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import make_notebook, read_cells, stream_msg, stream_text
+from helpers import idle_msg, make_notebook, read_cells, stream_msg, stream_text
 from jupyter_server.services.contents.filemanager import AsyncFileContentsManager
 
 from jupyter_persist.model.store import CaptureStore
@@ -21,6 +22,7 @@ from jupyter_persist.storage.journal import (
     fold,
     output_diff,
 )
+from jupyter_persist.storage.recorder import Recorder
 from jupyter_persist.storage.recovery import restore_journals
 from jupyter_persist.storage.writer import NotebookWriter
 
@@ -187,3 +189,31 @@ def test_a_cell_run_again_and_again_keeps_one_diff_base(tmp_path: Path) -> None:
     journal.remove("nb.ipynb")
     assert journal._journaled == {}
     assert journal._compact_at == {}
+
+
+def test_outputs_all_on_disk_are_not_journaled_again(tmp_path: Path) -> None:
+    """A notebook's journal goes once its outputs are written; nothing brings it back.
+
+    Found measuring memory: runs the server keeps after writing them (no client saw
+    them) were journaled afresh and compacted at every tick, 32 MB a second for 40
+    cells of 400 kB, for as long as their kernel lived.
+    """
+    journal = Journal(tmp_path, compact_bytes=20_000)
+    journal.ensure_directory()
+    store = CaptureStore()
+    recorder = Recorder(store, NotebookWriter(), journal, None, interval=1.0)
+    execution = store.begin("k", "m0")
+    store.place(execution, "nb.ipynb", "c")
+    store.apply(stream_msg("m0", "x" * 50_000 + "\n"), detached=True)
+    store.apply(idle_msg("m0"), detached=True)
+    recorder.tick()
+    assert journal.file_for("nb.ipynb").exists()  # not on disk yet: journaled
+    execution.written_version = execution.version  # the writer wrote it
+    recorder.tick()
+    assert not journal.file_for("nb.ipynb").exists()
+    untouched = os.stat(tmp_path).st_mtime_ns
+    for _ in range(3):
+        time.sleep(0.01)
+        recorder.tick()
+    assert os.stat(tmp_path).st_mtime_ns == untouched  # no file made and removed again
+    assert journal._journaled == {}
