@@ -217,3 +217,22 @@ def test_outputs_all_on_disk_are_not_journaled_again(tmp_path: Path) -> None:
         recorder.tick()
     assert os.stat(tmp_path).st_mtime_ns == untouched  # no file made and removed again
     assert journal._journaled == {}
+
+
+def test_a_journal_of_many_finished_runs_is_not_rewritten(tmp_path: Path) -> None:
+    """Compacting drops superseded records; a journal without any is left as it is."""
+    journal = Journal(tmp_path, compact_bytes=20_000)
+    journal.ensure_directory()
+    store = CaptureStore()
+    for i in range(30):
+        execution = store.begin("k", f"m{i}")
+        store.place(execution, "nb.ipynb", f"c{i}")  # 30 cells, each run once
+        store.apply(stream_msg(f"m{i}", f"cell {i} " + "x" * 10_000 + "\n"), detached=False)
+        journal.append([e for e in store.executions() if e.placed])
+        if i == 0:  # a second name keeps the first file's inode from being reused
+            os.link(journal.file_for("nb.ipynb"), tmp_path / "first")
+    file = journal.file_for("nb.ipynb")
+    assert file.stat().st_ino == (tmp_path / "first").stat().st_ino  # never compacted
+    assert file.stat().st_size > 300_000
+    cells = fold(journal.read(file))
+    assert cells[("nb.ipynb", "c29")].outputs == [stream("cell 29 " + "x" * 10_000 + "\n")]
