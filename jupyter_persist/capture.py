@@ -148,6 +148,7 @@ class CaptureManager(LoggingConfigurable):
             self.listener.catch_up,
             self.flusher.saving,
             on_saved_by_others=self.clients.saved,
+            meter=self.meter,
             parent=self,
         )
         self._tasks: set[asyncio.Task[Any]] = set()

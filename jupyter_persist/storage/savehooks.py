@@ -15,6 +15,7 @@ from typing import Any
 
 from traitlets.config import LoggingConfigurable
 
+from ..meter import LoopMeter
 from ..model.guard import SaveReport, reconcile_save, reconcile_widget_state
 from ..model.reducer import normalized_outputs
 from ..model.store import CaptureStore, outputs_digest
@@ -43,6 +44,10 @@ def saved_cell_outputs(contents_manager: Any, path: str, cell_ids: set[str]) -> 
     return found
 
 
+#: The event-loop time of the save guard (see :class:`.LoopMeter`).
+SAVE_GUARD = "save_guard"
+
+
 class SaveHooks(LoggingConfigurable):
     """Pre- and post-save hooks that run the save guard on every notebook save."""
 
@@ -52,9 +57,13 @@ class SaveHooks(LoggingConfigurable):
         catch_up: Callable[[], None],
         saving: set[str],
         on_saved_by_others: Callable[[str], None] | None = None,
+        *,
+        meter: LoopMeter | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        #: The guard runs inside the ContentsManager's save: counted apart from it.
+        self.meter = meter or LoopMeter()
         self.store = store
         #: Handles what the kernels sent and the server has not handled yet.
         self.catch_up = catch_up
@@ -71,6 +80,10 @@ class SaveHooks(LoggingConfigurable):
         It gives cells the captured outputs a stale tab did not have, and learns which
         outputs the file will hold.
         """
+        with self.meter.timing(SAVE_GUARD):
+            self._check_save(model, path, kwargs.get("contents_manager"))
+
+    def _check_save(self, model: dict[str, Any], path: str, contents_manager: Any) -> None:
         try:
             if model.get("type") != "notebook" or not isinstance(model.get("content"), dict):
                 return
@@ -82,7 +95,7 @@ class SaveHooks(LoggingConfigurable):
                 self._catch_up_before(path)
             report = reconcile_save(self.store, path, cells, check_records=path not in self.saving)
             if report.read_back:
-                self._read_back(report, path, kwargs.get("contents_manager"))
+                self._read_back(report, path, contents_manager)
             if path not in self.saving:
                 report.widgets = reconcile_widget_state(
                     model["content"],
@@ -150,23 +163,24 @@ class SaveHooks(LoggingConfigurable):
 
     def on_post_save(self, model: dict[str, Any], os_path: str, **kwargs: Any) -> None:
         """ContentsManager post-save hook: the save's outputs are on disk now."""
-        try:
-            path = str(model.get("path", "")).strip("/")
-            report = self._saves_in_flight.pop(path, None)
-            if report is not None:
-                report.commit()
-                if report.widgets:
-                    self.store.widgets.wrote(path, report.widgets, only_these=False)
-                # What a client saw whole is in the file now: its outputs need not stay
-                # in memory too (the store keeps what a late message needs to find them).
-                for execution, _ in report.saved_versions:
-                    self.store.release(execution)
-                for record in report.cleared_records:
-                    self.store.note_cleared(record)
-            if path not in self.saving and self.on_saved_by_others is not None:
-                self.on_saved_by_others(path)
-        except Exception as err:
-            self.log.warning("jupyter_persist: could not note a save of %s: %s", os_path, err)
+        with self.meter.timing(SAVE_GUARD):
+            try:
+                path = str(model.get("path", "")).strip("/")
+                report = self._saves_in_flight.pop(path, None)
+                if report is not None:
+                    report.commit()
+                    if report.widgets:
+                        self.store.widgets.wrote(path, report.widgets, only_these=False)
+                    # What a client saw whole is in the file now: its outputs need not stay
+                    # in memory too (the store keeps what a late message needs to find them).
+                    for execution, _ in report.saved_versions:
+                        self.store.release(execution)
+                    for record in report.cleared_records:
+                        self.store.note_cleared(record)
+                if path not in self.saving and self.on_saved_by_others is not None:
+                    self.on_saved_by_others(path)
+            except Exception as err:
+                self.log.warning("jupyter_persist: could not note a save of %s: %s", os_path, err)
 
     def _catch_up_before(self, path: str) -> None:
         """Handle what the kernels sent before a client's save, which it may have shown."""

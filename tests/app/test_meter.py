@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
+from helpers import fetch_json, make_notebook, read_cells, run_and_leave, wait_for
 
 from jupyter_persist.meter import LoopMeter
 
@@ -71,3 +74,19 @@ async def test_inner_timings_are_not_counted_again_in_outer_ones() -> None:
     assert 0.01 <= meter.seconds["flush"] < 0.04
     assert 0.07 <= meter.seconds["contents_manager"] < 0.2
     assert meter.longest["contents_manager"] >= 0.05
+
+
+async def test_the_save_guard_is_counted_apart_from_the_contents_manager(
+    jp_fetch: Any, jp_ws_fetch: Any, jp_root_dir: Path, notebook_session: Any, capture: Any
+) -> None:
+    """Our pre- and post-save hooks run inside the ContentsManager's save: theirs is ours."""
+    code = "print('start: written by the server')"
+    make_notebook(jp_root_dir / "guarded.ipynb", [("c", code)])
+    _, kernel_id = await notebook_session("guarded.ipynb")
+    await wait_for(lambda: kernel_id in capture.listener.kernel_ids)
+    await run_and_leave(jp_ws_fetch, kernel_id, code, "c")
+    await wait_for(lambda: read_cells(jp_root_dir / "guarded.ipynb")["c"]["outputs"])
+    event_loop = (await fetch_json(jp_fetch, "api", "persist", "status"))["event_loop"]
+    assert event_loop["seconds"]["save_guard"] > 0
+    assert event_loop["seconds"]["contents_manager"] > 0
+    assert "save_guard" in event_loop["longest_ms"]
