@@ -279,6 +279,23 @@ async def run_and_leave(
     return msg_id
 
 
+async def run_on_disk_and_leave(
+    jp_ws_fetch: Any,
+    jp_root_dir: Path,
+    notebook_session: Any,
+    capture: Any,
+    name: str,
+    code: str,
+) -> None:
+    """A one-cell notebook ``name`` (cell ``c``) run by a tab that leaves once ``start``
+    shows; returns once the server wrote outputs of it to the file."""
+    make_notebook(jp_root_dir / name, [("c", code)])
+    _, kernel_id = await notebook_session(name)
+    await wait_for(lambda: kernel_id in capture.listener.kernel_ids)
+    await run_and_leave(jp_ws_fetch, kernel_id, code, "c")
+    await wait_for(lambda: len(read_cells(jp_root_dir / name)["c"]["outputs"]) > 0)
+
+
 def apply_iopub(store: Any, msg_id: str, msg_type: str, content: dict[str, Any]) -> None:
     """Feed ``store`` one IOPub message of the execution ``msg_id``, no client attached."""
     store.apply(

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from conftest import SAVE_INTERVAL
-from helpers import fetch_json, make_notebook, read_cells, run_and_leave, wait_for
+from helpers import fetch_json, run_on_disk_and_leave, wait_for
 
 from jupyter_persist.heap import REGROWTH_BYTES, HeapTrimmer, heap_free_bytes, malloc_trim
 
@@ -122,11 +122,9 @@ async def run_big_cell_and_leave(
 ) -> None:
     """A 400 kB output, the client gone once it started; returns once it is on disk."""
     code = "print('start', flush=True)\nprint('x' * 400_000)"
-    make_notebook(jp_root_dir / "big.ipynb", [("big", code)])
-    _, kernel_id = await notebook_session("big.ipynb")
-    await wait_for(lambda: kernel_id in capture.listener.kernel_ids)
-    await run_and_leave(jp_ws_fetch, kernel_id, code, "big")
-    await wait_for(lambda: len(read_cells(jp_root_dir / "big.ipynb")["big"]["outputs"]) > 0)
+    await run_on_disk_and_leave(
+        jp_ws_fetch, jp_root_dir, notebook_session, capture, "big.ipynb", code
+    )
 
 
 async def test_the_server_trims_after_output_arrived(

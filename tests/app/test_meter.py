@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import fetch_json, make_notebook, read_cells, run_and_leave, wait_for
+from helpers import fetch_json, run_on_disk_and_leave
 
 from jupyter_persist.meter import LoopMeter
 
@@ -80,12 +80,9 @@ async def test_the_save_guard_is_counted_apart_from_the_contents_manager(
     jp_fetch: Any, jp_ws_fetch: Any, jp_root_dir: Path, notebook_session: Any, capture: Any
 ) -> None:
     """Our pre- and post-save hooks run inside the ContentsManager's save: theirs is ours."""
-    code = "print('start: written by the server')"
-    make_notebook(jp_root_dir / "guarded.ipynb", [("c", code)])
-    _, kernel_id = await notebook_session("guarded.ipynb")
-    await wait_for(lambda: kernel_id in capture.listener.kernel_ids)
-    await run_and_leave(jp_ws_fetch, kernel_id, code, "c")
-    await wait_for(lambda: read_cells(jp_root_dir / "guarded.ipynb")["c"]["outputs"])
+    await run_on_disk_and_leave(
+        jp_ws_fetch, jp_root_dir, notebook_session, capture, "guarded.ipynb", "print('start')"
+    )
     event_loop = (await fetch_json(jp_fetch, "api", "persist", "status"))["event_loop"]
     assert event_loop["seconds"]["save_guard"] > 0
     assert event_loop["seconds"]["contents_manager"] > 0
