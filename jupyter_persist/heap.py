@@ -26,14 +26,20 @@ TrimFunction = Callable[[], None]
 REGROWTH_BYTES = 8 * 1024 * 1024
 
 
-def malloc_trim() -> TrimFunction | None:
-    """glibc's ``malloc_trim(0)`` as a function, or None where the C library has none."""
+def _libc() -> ctypes.CDLL | None:
+    """The C library, on Linux (where glibc's allocator calls may be there), or None."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+def malloc_trim() -> TrimFunction | None:
+    """glibc's ``malloc_trim(0)`` as a function, or None where the C library has none."""
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is None:
         return None
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
@@ -65,11 +71,8 @@ class _MallInfo2(ctypes.Structure):
 def heap_free_bytes() -> Callable[[], int] | None:
     """glibc's count of free bytes in its heaps (``mallinfo2``, glibc 2.33 and later) as
     a function, or None. About 10 µs a call: it sums the allocator's free lists."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        mallinfo2 = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallinfo2
-    except (OSError, AttributeError):
+    mallinfo2 = getattr(_libc(), "mallinfo2", None)
+    if mallinfo2 is None:
         return None
     mallinfo2.argtypes = []
     mallinfo2.restype = _MallInfo2
@@ -99,10 +102,10 @@ class HeapTrimmer:
     them in again) when, since the last trim, ``activity`` changed (a value that changes
     whenever memory may have been freed: messages received, runs released or forgotten,
     notebooks written) or the heap's free bytes or the process's RSS grew by
-    ``REGROWTH_BYTES``. The second rule catches what is freed after a trim without a
-    sign in ``activity`` (a writer's parsed notebook dropped once no cell runs; measured:
-    44 MB left free, 33 MB of it resident, after the first rule's one trim). An idle
-    server is never trimmed again.
+    ``REGROWTH_BYTES``. The second rule catches memory freed, or faulted back in, after
+    a trim without a sign in ``activity`` (measured: 44 MB left free, 33 MB of it
+    resident, after the first rule's one trim, while the journal was rewritten every
+    second). An idle server is never trimmed again.
     """
 
     trim: TrimFunction | None
