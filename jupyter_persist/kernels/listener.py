@@ -41,6 +41,11 @@ HANDLE_PAUSE = 0.005
 POLL_INTERVAL = 1.0
 #: Messages passed on at a time within a handling slice.
 HANDLE_BATCH = 64
+#: Bytes (on the wire) decoded and passed on at a time within a handling slice: the
+#: budget is checked between such steps, so a step must stay short even when each
+#: message is large (a kernel printing 1 MB chunks: 16 MB taken and handled in one
+#: step held the loop for 250 ms).
+HANDLE_BYTES = 256 * 1024
 
 
 class KernelListener(LoggingConfigurable):
@@ -74,7 +79,7 @@ class KernelListener(LoggingConfigurable):
         self.meter = meter or LoopMeter()
         self._subscriptions: dict[str, Source] = {}
         self._reader = IOPubReader(
-            self._take_batches, self._live, self.log, self.iopub_reader, self.meter
+            self._batches_waiting, self._live, self.log, self.iopub_reader, self.meter
         )
         #: Taken, not yet handled: (source, decoded messages, bytes on the wire).
         self._received: deque[tuple[Source, list[dict[str, Any]], int]] = deque()
@@ -172,15 +177,16 @@ class KernelListener(LoggingConfigurable):
         self._paused.add(feed)
         return False
 
-    def _take_batches(self) -> None:
-        """The reader handed batches over: handle them soon (called on the event loop)."""
-        with self.meter.timing("iopub"):  # decoding the batches
-            batches = self._reader.take()
-        for batch in batches:
+    def _batches_waiting(self) -> None:
+        """The reader handed batches over: take and handle them soon, a slice at a time."""
+        if self._handling is None:
+            self._handling = asyncio.get_running_loop().call_soon(self._handle_some)
+
+    def _take_batches(self, max_bytes: int | None = None) -> None:
+        """Decode batches the reader handed over (about ``max_bytes`` of them, or all)."""
+        for batch in self._reader.take(max_bytes):
             self.meter.messages += batch.received
             self._received.append((batch.subscription, batch.messages, batch.nbytes))
-        if self._received and self._handling is None:
-            self._handling = asyncio.get_running_loop().call_soon(self._handle_some)
 
     def _live(self, subscription: Subscription) -> None:
         subscription.live.set()
@@ -229,14 +235,18 @@ class KernelListener(LoggingConfigurable):
         with self.meter.timing("iopub"):
             deadline = time.perf_counter() + HANDLE_BUDGET
             try:
-                while self._received and time.perf_counter() < deadline:
+                while time.perf_counter() < deadline:
+                    if not self._received:
+                        self._take_batches(HANDLE_BYTES)
+                        if not self._received:
+                            break
                     self._handle_batch(HANDLE_BATCH)
             except Exception:
                 # Never leave the backlog unhandled and the feeds paused: log, go on.
                 self.log.exception("jupyter_persist: error handling IOPub messages")
             finally:
                 self._resume_feeds()
-                if self._received:
+                if self._received or self._reader.waiting:
                     loop = asyncio.get_running_loop()
                     self._handling = loop.call_later(HANDLE_PAUSE, self._handle_some)
 
@@ -258,7 +268,8 @@ class KernelListener(LoggingConfigurable):
             subscribed = any(isinstance(s, Subscription) for s in self._subscriptions.values())
             if subscribed and not self._stopped and not self._reader.running:
                 self._reader.start()
-            self._take_batches()
+            if self._reader.waiting:
+                self._batches_waiting()
         except Exception:
             self.log.exception("jupyter_persist: error polling IOPub subscriptions")
 
@@ -277,10 +288,15 @@ class KernelListener(LoggingConfigurable):
             self._resume_feeds()
 
     def _handle_batch(self, size: int) -> None:
-        """Pass on the messages of up to ``size`` received items, merging stream runs."""
+        """Pass on the messages of up to ``size`` received items, merging stream runs.
+
+        Fewer once the items taken reach ``HANDLE_BYTES`` (at least one is).
+        """
         taken: list[tuple[Source, list[dict[str, Any]]]] = []
-        while self._received and len(taken) < size:
+        taken_bytes = 0
+        while self._received and len(taken) < size and taken_bytes < HANDLE_BYTES:
             source, messages, nbytes = self._received.popleft()
+            taken_bytes += nbytes
             if isinstance(source, GatewayFeed):
                 self._gateway_bytes -= nbytes
             else:

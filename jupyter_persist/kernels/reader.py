@@ -212,13 +212,24 @@ class IOPubReader:
         """Have every socket read once and everything sent here now; wait for that."""
         self._wait("sync")
 
-    def take(self) -> list[Batch]:
-        """Every batch received so far, decoded."""
+    @property
+    def waiting(self) -> bool:
+        """Whether batches were received and not taken yet."""
+        return bool(self._inbox)
+
+    def take(self, max_bytes: int | None = None) -> list[Batch]:
+        """Batches received so far, decoded: all, or once ``max_bytes`` are, no more.
+
+        At least one is taken; the caller comes back for the rest (no new
+        ``on_batches`` call says they wait, unless more arrive).
+        """
         self._batches_scheduled = False
         batches = []
-        while self._inbox:
+        taken = 0
+        while self._inbox and (max_bytes is None or taken < max_bytes):
             subscription, frames, meta = self._inbox.popleft()
             nbytes = int(meta["nbytes"])
+            taken += nbytes
             self._inbox_bytes -= nbytes
             self._taken_bytes += nbytes
             if subscription is None:  # removed before it was read: nothing waits for it

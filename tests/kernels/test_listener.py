@@ -18,6 +18,7 @@ from reader_leaks import reader_processes
 
 from jupyter_persist.kernels import readloop
 from jupyter_persist.kernels.iopub import coalesce_streams, decode
+from jupyter_persist.kernels.listener import HANDLE_BYTES
 from jupyter_persist.model import reducer
 
 
@@ -249,35 +250,51 @@ async def test_a_control_request_during_a_silent_cell_does_not_look_idle(
 
 
 async def test_a_flood_of_large_messages_waits_in_the_socket(
-    jp_root_dir: Path, jp_ws_fetch: Any, notebook_session: Any, capture: Any
+    jp_root_dir: Path,
+    jp_ws_fetch: Any,
+    notebook_session: Any,
+    capture: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """1 MB prints as fast as the kernel sends: the received backlog stays bounded."""
+    """1 MB prints as fast as the kernel sends: the received backlog stays bounded, and
+    the event loop handles it in small steps."""
     code = (
         "chunk = ('x' * 99 + '\\n') * 10_000\nprint('start', flush=True)\n"
         "for i in range(80):\n    print(chunk, end='', flush=True)\nprint('DONE', flush=True)"
     )
     make_notebook(jp_root_dir / "chunks.ipynb", [("c", code)])
     _, kernel_id = await notebook_session("chunks.ipynb")
-    reader = capture.listener._reader
-    take = reader.take
+    listener = capture.listener
+    reader = listener._reader
+    take, handled, handle_batch = reader.take, reader.handled, listener._handle_batch
     peak = 0
+    steps = [0]  # bytes handled by each step of the event loop's handling
 
-    def take_noting_the_backlog() -> Any:
+    def take_noting_the_backlog(max_bytes: int | None = None) -> Any:
         # The backlog is largest just before the event loop takes what arrived (a
         # sampling coroutine could miss it: the loop often takes a batch as it lands).
         nonlocal peak
         peak = max(peak, reader.backlog_bytes)
-        return take()
+        return take(max_bytes)
 
-    reader.take = take_noting_the_backlog
-    try:
-        msg_id = await run_and_leave(jp_ws_fetch, kernel_id, code, "c")
-        execution = capture.store.get(msg_id)
-        await wait_for(lambda: not execution.running, timeout=120)
-    finally:
-        reader.take = take
+    def handled_in_step(nbytes: int) -> None:
+        steps[-1] += nbytes
+        handled(nbytes)
+
+    def handle_step(size: int) -> None:
+        steps.append(0)
+        handle_batch(size)
+
+    monkeypatch.setattr(reader, "take", take_noting_the_backlog)
+    monkeypatch.setattr(reader, "handled", handled_in_step)
+    monkeypatch.setattr(listener, "_handle_batch", handle_step)
+    msg_id = await run_and_leave(jp_ws_fetch, kernel_id, code, "c")
+    execution = capture.store.get(msg_id)
+    await wait_for(lambda: not execution.running, timeout=120)
     assert execution.area.to_json()[0]["text"].endswith("x\nDONE\n")
     assert 0 < peak <= readloop.BACKLOG_BYTES + readloop.READ_BYTES + 2_000_000
+    # A step of the event loop takes a batch of about 512 kB: here one 1 MB message.
+    assert 1_000_000 < max(steps) < HANDLE_BYTES + readloop.BATCH_BYTES + 1_100_000
 
 
 async def test_an_error_while_handling_does_not_stop_the_capture(

@@ -4,6 +4,7 @@ as a kernel does."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import subprocess
 import sys
@@ -172,6 +173,75 @@ async def test_sync_hands_over_what_is_waiting_at_once(
         iopub.sync()
         received.take()
         assert received.texts() == "waiting\n"
+
+
+async def test_large_messages_are_handed_over_in_batches_of_bounded_size(
+    publisher: FakeKernelIOPub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read in one pass (4 MB), handed over in batches of about ``BATCH_BYTES``: the
+    server decodes and handles a batch in one step of its event loop. Taken a few at a
+    time, the rest waits."""
+    async with running_reader("thread") as (iopub, received):
+        await subscribed(iopub, publisher, received)
+        monkeypatch.setattr(readloop, "HANDOFF_INTERVAL", 3600)
+        await asyncio.sleep(0.1)
+        publisher.publish("stream", {"name": "stdout", "text": "probe\n"})
+        await wait_for(lambda: "probe" in received.texts(), timeout=10)  # now it rests
+        received.batches.clear()
+        text = "é" + "x" * 299_998 + "\n"  # 300 kB a message
+        for _ in range(6):
+            publisher.publish("stream", {"name": "stdout", "text": text})
+        await asyncio.sleep(0.3)  # in the reader's socket
+        iopub.sync()
+        first = iopub.take(1)
+        assert len(first) == 1
+        assert iopub.waiting
+        rest = iopub.take()
+        assert not iopub.waiting
+    batches = first + rest
+    assert len(batches) == 3  # 2 messages reach 512 kB
+    assert all(b.nbytes < readloop.BATCH_BYTES + 310_000 for b in batches)
+    texts = [m["content"]["text"] for b in batches for m in b.messages]
+    assert "".join(texts) == text * 6
+
+
+def test_a_batch_round_trips_its_texts_and_buffers() -> None:
+    """Stream text travels as UTF-8 frames (lone surrogates too), buffers as frames."""
+    parent = {"msg_id": "p"}
+    messages = [
+        {
+            "header": {"msg_type": "stream"},
+            "parent_header": parent,
+            "content": {"name": "stdout", "text": "é\ud800 ok\n"},
+            "buffers": [],
+        },
+        {
+            "header": {"msg_type": "execute_result"},
+            "parent_header": parent,
+            "content": {"data": {"text/plain": "1"}, "text": "not a stream's"},
+            "buffers": [],
+        },
+        {
+            "header": {"msg_type": "comm_msg"},
+            "parent_header": parent,
+            "content": {"comm_id": "c", "data": {}},
+            "buffers": [b"\x00\xff"],
+        },
+        {
+            "header": {"msg_type": "stream"},
+            "parent_header": parent,
+            "content": {"name": "stderr", "text": ""},
+            "buffers": [],
+        },
+    ]
+    expected = json.loads(json.dumps([{**m, "buffers": []} for m in messages]))
+    expected[2]["buffers"] = [b"\x00\xff"]
+    chunk = readloop._Chunk(messages, received=5, nbytes=1234)
+    frames = readloop.encode_batch(b"id", chunk)
+    meta = readloop.batch_meta(frames)
+    assert (meta["received"], meta["nbytes"]) == (5, 1234)
+    assert len(frames) == 4 + 2 + 1  # two texts, one buffer
+    assert readloop.decode_batch(frames, meta) == expected
 
 
 async def test_sync_with_the_process(publisher: FakeKernelIOPub) -> None:
