@@ -40,6 +40,9 @@ from .storage.savehooks import SaveHooks, can_read_back
 from .storage.textlog import TextLog
 from .storage.writer import NotebookWriter
 
+#: Seconds a flush asked for (REST, CLI) waits for the text log's thread to write.
+TEXT_LOG_WAIT = 10.0
+
 
 class CaptureManager(LoggingConfigurable):
     """Captures every kernel's outputs and writes them into the notebooks they belong to."""
@@ -77,7 +80,9 @@ class CaptureManager(LoggingConfigurable):
         )
         text_log = None
         if self.text_log_dir:
-            text_log = TextLog(Path(self.text_log_dir), self.text_log_max_bytes, parent=self)
+            text_log = TextLog(
+                Path(self.text_log_dir), self.text_log_max_bytes, in_thread=True, parent=self
+            )
         journal = Journal(Path(self.state_dir) / "journals", parent=self)
         self.recorder = Recorder(
             self.store,
@@ -179,6 +184,8 @@ class CaptureManager(LoggingConfigurable):
         self.recorder.tick()
         await self.flusher.flush_all()
         self.recorder.tick()
+        if self.recorder.text_log is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.recorder.text_log.close)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(self.meter.timed("flush", coro))
@@ -289,6 +296,9 @@ class CaptureManager(LoggingConfigurable):
         """
         self.listener.catch_up()
         self.recorder.tick()
+        if self.recorder.text_log is not None:
+            wait = self.recorder.text_log.wait
+            await asyncio.get_running_loop().run_in_executor(None, wait, TEXT_LOG_WAIT)
         paths = [path] if path is not None else sorted(self.store.paths_to_write())
         return {p: await self.flusher.flush(p, ignore_pause=True) for p in paths}
 

@@ -5,13 +5,19 @@ follows line by line once each line is final, with ``\\r``/``\\b`` applied as Ju
 does (a progress bar logs its last state); other outputs are logged as their text,
 tracebacks without ANSI colour codes. It is fed every message before the size caps
 apply, so it holds the whole output. Files rotate at a size, keeping one old file.
+
+In the server, a thread of its own appends to the files: a flood's text goes to disk
+as fast as it comes, and a write the kernel's page cache makes wait (writeback of a
+flood) must not hold the event loop.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +34,9 @@ SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 #: Rendered text an execution may hold before it is written without waiting for a tick.
 WRITE_AT_BYTES = 1 << 20
+#: Characters handed to the writing thread and not written yet past which the event
+#: loop waits for it (a disk slower than the kernels' output): nothing is dropped.
+QUEUED_CHARS = 64 << 20
 
 
 @dataclass
@@ -78,13 +87,25 @@ def output_text(output: dict[str, Any]) -> str:
 
 
 class TextLog(LoggingConfigurable):
-    """Appends executions' outputs to per-notebook text files under ``directory``."""
+    """Appends executions' outputs to per-notebook text files under ``directory``.
 
-    def __init__(self, directory: Path, max_bytes: int, **kwargs: Any) -> None:
+    ``in_thread``: the files are written by a thread of the log's own, in order; call
+    :meth:`wait` to know that what was handed over is on disk, :meth:`close` at the end.
+    """
+
+    def __init__(
+        self, directory: Path, max_bytes: int, in_thread: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.directory = directory
         self.max_bytes = max_bytes
         self._pending: dict[str, _Pending] = {}
+        self._in_thread = in_thread
+        self._queue: queue.SimpleQueue[tuple[str, str] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        #: Characters handed to the thread and not written yet, and a condition on it.
+        self._queued = 0
+        self._written = threading.Condition()
 
     def ensure_directory(self) -> None:
         """Create the log directory owner-only (an existing one is left as it is)."""
@@ -178,6 +199,61 @@ class TextLog(LoggingConfigurable):
         return "".join(parts)
 
     def _write(self, notebook_path: str, text: str) -> None:
+        if not self._in_thread:
+            self._append(notebook_path, text)
+            return
+        with self._written:
+            while self._queued >= QUEUED_CHARS and self._thread_alive():
+                self._written.wait(1.0)
+            self._queued += len(text)
+        if not self._thread_alive():
+            self._thread = threading.Thread(
+                target=self._run, name="jupyter-persist-textlog", daemon=True
+            )
+            self._thread.start()
+        self._queue.put((notebook_path, text))
+
+    def _thread_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            notebook_path, text = item
+            try:
+                self._append(notebook_path, text)
+            except Exception:  # never end the thread: what follows must still be written
+                self.log.exception("jupyter_persist: error writing the text log")
+            finally:
+                with self._written:
+                    self._queued -= len(text)
+                    self._written.notify_all()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until everything handed to the writing thread is written; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._written:
+            while self._queued and self._thread_alive():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._written.wait(remaining)
+        return True
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what the thread holds, then end it (more writes would start a new one)."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return
+        self._queue.put(None)
+        thread.join(timeout)
+        if thread.is_alive():
+            self.log.warning(
+                "jupyter_persist: the text log's last %d characters were not written in %.0f s",
+                self._queued,
+                timeout,
+            )
+
+    def _append(self, notebook_path: str, text: str) -> None:
         file = self.file_for(notebook_path)
         if "\x1b" in text:
             text = ANSI_ESCAPE.sub("", text)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import stat
+import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 from helpers import LabLikeClient, idle_msg, make_notebook, stream_msg, wait_for
 
 from jupyter_persist.model.caps import Limits
 from jupyter_persist.model.store import CaptureStore
+from jupyter_persist.storage import textlog
 from jupyter_persist.storage.textlog import TextLog, notebook_of_log
 
 
@@ -156,7 +161,108 @@ async def test_tail_follows_a_running_cell(
         lambda: log_file.exists() and "tick 5\n" in log_file.read_text(), what="live log"
     )
     assert "tick 29" not in log_file.read_text()
+    assert textlog_threads()  # written by the log's thread, not on the event loop
     await client.wait_idle(msg_id)
     client.close()
     expected = "".join(f"tick {i}\n" for i in range(30))
     await wait_for(lambda: log_file.read_text().endswith(expected), what="the whole run logged")
+
+
+def textlog_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "jupyter-persist-textlog"]
+
+
+def log_a_few_runs(log: TextLog, runs: int = 20) -> None:
+    store = CaptureStore()
+    for i in range(runs):
+        execution = start_cell(store, f"m{i}")
+        feed(log, store, execution, stream_msg(f"m{i}", f"run {i}\n" + "y" * 300_000 + "\n"))
+        feed(log, store, execution, idle_msg(f"m{i}"))
+        log.flush([execution])
+
+
+def without_times(text: str) -> str:
+    return re.sub(r"=== .* In \[", "=== In [", text)
+
+
+def test_in_a_thread_the_same_text_is_written_in_order(tmp_path: Path) -> None:
+    """The server's log is written by a thread of its own: same files, same order."""
+    at_once, in_thread = (
+        TextLog(tmp_path / "a", 2_000_000),
+        TextLog(tmp_path / "b", 2_000_000, True),
+    )
+    writers: set[str] = set()
+    append = in_thread._append
+
+    def noting_the_thread(notebook_path: str, text: str) -> None:
+        writers.add(threading.current_thread().name)
+        append(notebook_path, text)
+
+    in_thread._append = noting_the_thread  # type: ignore[method-assign]
+    for log in (at_once, in_thread):
+        log.directory.mkdir()
+        log_a_few_runs(log)
+    assert in_thread.wait(30)
+    assert writers == {"jupyter-persist-textlog"}
+    name = "folder/My Notebook.ipynb"
+    for suffix in (".log", ".log.1"):  # rotated alike
+        written = in_thread.file_for(name).with_suffix(suffix).read_text()
+        assert without_times(written) == without_times(
+            at_once.file_for(name).with_suffix(suffix).read_text()
+        )
+    in_thread.close()
+    assert textlog_threads() == []
+
+
+def test_a_disk_slower_than_the_output_holds_the_caller_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ``QUEUED_CHARS`` waiting for the thread, the caller waits: nothing is dropped."""
+    monkeypatch.setattr(textlog, "QUEUED_CHARS", 1000)
+    log = TextLog(tmp_path, 10_000_000, in_thread=True)
+    disk = threading.Event()
+    append = log._append
+
+    def slow_disk(notebook_path: str, text: str) -> None:
+        disk.wait(30)
+        append(notebook_path, text)
+
+    log._append = slow_disk  # type: ignore[method-assign]
+    log._write("nb.ipynb", "a" * 600 + "\n")
+    log._write("nb.ipynb", "b" * 600 + "\n")  # 1,202 queued now
+    caller = threading.Thread(target=log._write, args=("nb.ipynb", "c\n"))
+    caller.start()
+    caller.join(0.5)
+    assert caller.is_alive()  # held back
+    assert not log.wait(0.1)
+    disk.set()
+    caller.join(10)
+    assert not caller.is_alive()
+    assert log.wait(10)
+    lines = log.file_for("nb.ipynb").read_text().splitlines()[1:]
+    assert lines == ["a" * 600, "b" * 600, "c"]
+    log.close()
+
+
+def test_an_error_in_the_thread_is_logged_and_writing_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = TextLog(tmp_path, 10_000_000, in_thread=True)
+    append = log._append
+    failed = False
+
+    def failing_once(notebook_path: str, text: str) -> None:
+        nonlocal failed
+        if not failed:
+            failed = True
+            raise RuntimeError("unexpected")
+        append(notebook_path, text)
+
+    log._append = failing_once  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR):
+        log._write("nb.ipynb", "lost\n")
+        log._write("nb.ipynb", "written\n")
+        assert log.wait(10)
+    assert "error writing the text log" in caplog.text
+    assert log.file_for("nb.ipynb").read_text().endswith("\nwritten\n")
+    log.close()
