@@ -267,6 +267,11 @@ def make_rows(z: Sizes) -> dict[str, Row]:
             50,
         ),
         "trim_ms": ("whole run", "longest heap trim ms (allocations wait for it)", "info"),
+        "gc_ms": (
+            "whole run",
+            "longest garbage collection ms (the whole server's heap; not in the rows above)",
+            "info",
+        ),
         **memory_specs(z),
         "p99": ("all of the above", "p99 GET /api/status ms", "≤50 ms, ≤1.5×", 1.5, 50),
         "p99_worst": ("worst single workload", "p99 GET /api/status ms", "≤50 ms", None, 50),
@@ -375,7 +380,9 @@ async def run_side(
         meter = server.request("api/persist/status")["event_loop"]
         add("loop_write_ms", meter["longest_ms"].get("flush", 0.0))
     if side == "ours":
-        add("trim_ms", server.request("api/persist/status")["memory"]["longest_trim_ms"])
+        status = server.request("api/persist/status")
+        add("trim_ms", status["memory"]["longest_trim_ms"])
+        add("gc_ms", status["event_loop"]["gc"]["longest_ms"])
 
 
 def loop_counters(server: Server) -> dict[str, float]:

@@ -165,6 +165,7 @@ class CaptureManager(LoggingConfigurable):
         Journals a previous server left behind are merged into their notebooks first.
         """
         if self._loop is None:
+            self.meter.watch_gc()
             self._loop = PeriodicCallback(
                 lambda: self.meter.timed("flush", self._tick()), self.save_interval * 1000
             )
@@ -176,6 +177,7 @@ class CaptureManager(LoggingConfigurable):
     async def stop(self) -> None:
         """Release every kernel subscription, journal and write everything still unwritten."""
         self.flusher.stopping = True
+        self.meter.unwatch_gc()
         if self._loop is not None:
             self._loop.stop()
             self._loop = None

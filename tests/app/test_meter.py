@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,29 @@ def test_a_callback_is_counted_with_its_longest_block() -> None:
     snapshot = meter.snapshot()
     assert snapshot["iopub_us_per_message"] == pytest.approx(meter.seconds["iopub"] * 1000, 0.01)
     assert snapshot["longest_ms"]["iopub"] >= 20
+
+
+def test_garbage_collections_are_counted_apart_from_the_block_they_interrupt() -> None:
+    meter = LoopMeter()
+    heap = [[i] for i in range(400_000)]  # containers the collector has to go through
+    meter.watch_gc()
+    try:
+        with meter.timing("flush"):
+            started = time.perf_counter()
+            gc.collect()
+            collected_in = time.perf_counter() - started
+    finally:
+        meter.unwatch_gc()
+    assert meter.gc_collections == 1
+    assert meter.gc_longest == pytest.approx(collected_in, rel=0.2, abs=0.002)
+    assert meter.longest["flush"] < collected_in / 2
+    snapshot = meter.snapshot()
+    assert snapshot["gc"]["collections"] == 1
+    assert "gc" not in snapshot["seconds"]  # not the extension's own time
+    gc.collect()  # no longer watched
+    assert meter.gc_collections == 1
+    assert meter._on_gc not in gc.callbacks
+    del heap
 
 
 async def test_only_the_steps_a_coroutine_runs_on_the_loop_are_counted() -> None:
@@ -87,3 +111,15 @@ async def test_the_save_guard_is_counted_apart_from_the_contents_manager(
     assert event_loop["seconds"]["save_guard"] > 0
     assert event_loop["seconds"]["contents_manager"] > 0
     assert "save_guard" in event_loop["longest_ms"]
+
+
+async def test_the_server_counts_garbage_collections_while_it_captures(
+    jp_fetch: Any, capture: Any
+) -> None:
+    capture.start()  # as the server's start, or its first kernel, does
+    gc.collect()
+    event_loop = (await fetch_json(jp_fetch, "api", "persist", "status"))["event_loop"]
+    assert event_loop["gc"]["collections"] >= 1
+    assert event_loop["gc"]["longest_ms"] > 0
+    await capture.stop()
+    assert capture.meter._on_gc not in gc.callbacks
