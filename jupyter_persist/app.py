@@ -125,8 +125,12 @@ class PersistExtension(ExtensionApp):
         output arrived, runs were released or notebooks written (glibc's `malloc_trim`,
         on a worker thread; a few ms for a heap of hundreds of MB). The C
         allocator otherwise keeps the holes large outputs leave, and the server's RSS
-        can stay up to twice what it holds. Does nothing where the C library has no
-        `malloc_trim` (musl, macOS). Off: RSS keeps the allocator's high-water mark.""",
+        can stay up to twice what it holds. Also fixes glibc's mmap threshold (32 MB)
+        and trim threshold (8 MB) at start, unless the environment sets them
+        (`MALLOC_*_`, `GLIBC_TUNABLES`): a trim leaves the top of a thread's arena,
+        where the ContentsManager parses notebooks, and glibc's own threshold keeps up
+        to 64 MB there. Does nothing where the C library has no `malloc_trim` (musl,
+        macOS). Off: RSS keeps the allocator's high-water mark.""",
     )
 
     iopub_reader = Enum(

@@ -20,7 +20,7 @@ from traitlets import Any as AnyTrait
 from traitlets import Bool, Float, Instance, Integer, Unicode
 from traitlets.config import LoggingConfigurable
 
-from .heap import HeapTrimmer, heap_free_bytes, malloc_trim
+from .heap import HeapTrimmer, fix_malloc_thresholds, heap_free_bytes, malloc_trim
 from .kernels.clients import AttachedClients
 from .kernels.idle import correct_missed_idle
 from .kernels.lifecycle import KernelTracker
@@ -72,7 +72,9 @@ class CaptureManager(LoggingConfigurable):
         self.meter = LoopMeter()
         self.store = CaptureStore(self.limits)
         self.heap = (
-            HeapTrimmer(malloc_trim(), heap_free_bytes()) if self.trim_memory else HeapTrimmer(None)
+            HeapTrimmer(malloc_trim(), heap_free_bytes(), thresholds=fix_malloc_thresholds())
+            if self.trim_memory
+            else HeapTrimmer(None)
         )
         self.clients = AttachedClients()
         self.writer = NotebookWriter(
@@ -102,6 +104,7 @@ class CaptureManager(LoggingConfigurable):
             owner_attached=self.owner_attached,
             page_owns=self.page_owns,
             tab_saving=self.clients.tab_saving,
+            release_written=can_read_back(self.contents_manager),
             parent=self,
         )
         self.locator = ExecutionLocator(

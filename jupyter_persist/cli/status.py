@@ -93,10 +93,12 @@ def memory_line(memory: dict[str, Any]) -> str:
     """What the extension gave back of the memory the server freed, as a line."""
     if not memory["trimming"]:
         return "  memory: freed memory is not given back (trim_memory off, or no glibc)"
-    return (
+    line = (
         f"  memory: {memory['trims']:,} trim(s) gave {memory['returned_mb']:.0f} MB the "
         "server freed back to the system"
     )
+    thresholds = memory.get("thresholds")  # servers before 2026-12-05 do not say
+    return f"{line}; glibc thresholds: {thresholds}" if thresholds else line
 
 
 def notebook_lines(notebook: dict[str, Any]) -> list[str]:

@@ -45,8 +45,8 @@ class SaveReport:
     saved_versions: list[tuple[Execution, int]] = field(default_factory=list)
     #: The kernels' widget state the save was given, by model id.
     widgets: dict[str, Any] = field(default_factory=dict)
-    #: Saved cells that lack the outputs of a released server-owned run (its kernel is
-    #: gone): the save hook gives them the outputs the file holds (``read_back``).
+    #: Saved cells that lack the outputs of a released server-owned run (only the file
+    #: holds them): the save hook gives them the outputs the file holds (``read_back``).
     read_back: list[tuple[dict[str, Any], Released]] = field(default_factory=list)
     #: Released server-owned runs whose outputs the user cleared.
     cleared_records: list[Released] = field(default_factory=list)

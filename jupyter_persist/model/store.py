@@ -88,10 +88,10 @@ REPLACED_REMEMBERED = 10_000
 class Released:
     """What stays in memory of a finished run whose outputs the file holds (~300 bytes).
 
-    A run a client saw whole and saved, or a run of the server's whose kernel is gone
-    (``server_owned``). A late message of the run (a thread printing after the cell
-    ended, which JupyterLab still shows in the cell) brings its outputs back from the
-    file first (:meth:`CaptureStore.revive`).
+    A run a client saw whole and saved, or a finished run of the server's that we wrote
+    (``server_owned``, see :meth:`CaptureStore.release_written`). A late message of the
+    run (a thread printing after the cell ended, which JupyterLab still shows in the
+    cell) brings its outputs back from the file first (:meth:`CaptureStore.revive`).
     """
 
     msg_id: str
@@ -108,8 +108,8 @@ class Released:
     last_stream_name: str
     stream_cursor: int
     stream_omitted: int
-    #: A run no client saw whole, of a kernel that is gone: the save guard still gives
-    #: its outputs, read back from the file, to a stale tab's save (see ``model/guard``).
+    #: A run no client saw whole: the save guard still gives its outputs, read back from
+    #: the file, to a stale tab's save (see ``model/guard``).
     server_owned: bool = False
 
 
@@ -373,6 +373,34 @@ class CaptureStore:
         self._release(execution, execution.path, execution.cell_id, server_owned=False)
         return True
 
+    def release_written(self, path: str) -> int:
+        """Let go of the outputs of the server's finished runs of a notebook that are on disk.
+
+        A day of detached runs would otherwise keep every cell's last outputs in memory
+        (60 MB for 150 cells of 400 kB) while the file holds them: only a record stays
+        (see :class:`Released`), and the save guard reads them back from the file for a
+        stale tab's save. Kept: runs that still run or changed since their write, runs
+        written into a collaboration room (its replay check), runs that showed a display
+        id (an update may still rewrite them) or widgets (the guard takes their models
+        from the kernel's state). Only for a ContentsManager whose files a save hook can
+        read (see ``savehooks.can_read_back``). Returns how many were released.
+        """
+        count = 0
+        for execution in list(self.latest_of(path)):
+            area = execution.area
+            if (
+                execution.server_owned
+                and not execution.running
+                and not execution.dirty
+                and execution.room_written is None
+                and execution.cell_id is not None
+                and all(display_id is None for display_id in area.display_ids)
+                and next(view_model_ids(area.outputs), None) is None
+            ):
+                self._release(execution, path, execution.cell_id, server_owned=True)
+                count += 1
+        return count
+
     def _release(self, execution: Execution, path: str, cell_id: str, server_owned: bool) -> None:
         area = execution.area
         self._forget(execution)
@@ -444,6 +472,8 @@ class CaptureStore:
             seq=record.seq,
             received_chars=record.received_chars,
             client_session=record.client_session,
+            # A run no client saw whole stays the server's: a tab's save may still lack it.
+            server_owned=record.server_owned,
         )
         self._executions[record.msg_id] = execution
         if outputs is None:
@@ -497,7 +527,7 @@ class CaptureStore:
         return self._latest_by_cell.get((path, cell_id))
 
     def owned_record(self, path: str, cell_id: str) -> Released | None:
-        """The released server-owned run a notebook cell should hold (its kernel is gone)."""
+        """The released server-owned run a notebook cell should hold (only the file has it)."""
         record = self._released.get((path, cell_id))
         return record if record is not None and record.server_owned else None
 

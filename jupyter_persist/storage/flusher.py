@@ -50,6 +50,7 @@ class Flusher(LoggingConfigurable):
         owner_attached: Callable[[Execution], bool] | None = None,
         page_owns: Callable[[str], bool] | None = None,
         tab_saving: Callable[[str], bool] | None = None,
+        release_written: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -62,6 +63,9 @@ class Flusher(LoggingConfigurable):
         self.tab_saving = tab_saving or (lambda path: False)
         self.store = store
         self.writer = writer
+        #: Let go of the server's finished runs once on disk (``CaptureStore.release_written``):
+        #: only where the save guard can read them back from the file.
+        self.release_written = release_written
         self.max_write_share = max_write_share
         #: Per notebook, the monotonic time before which it is not written again.
         self.not_before: dict[str, float] = {}
@@ -117,7 +121,11 @@ class Flusher(LoggingConfigurable):
         lock = self._locks.setdefault(path, asyncio.Lock())
         async with lock:
             try:
-                return await self._write(path, ignore_clients or self.stopping, ignore_pause)
+                outcome = await self._write(path, ignore_clients or self.stopping, ignore_pause)
+                if self.release_written:
+                    # Also after "up to date": a run that ended with nothing new to write.
+                    self.store.release_written(path)
+                return outcome
             except Exception:
                 self.log.exception("jupyter_persist: error writing %s", path)
                 return "error"

@@ -12,7 +12,13 @@ import pytest
 from conftest import SAVE_INTERVAL
 from helpers import fetch_json, run_on_disk_and_leave, wait_for
 
-from jupyter_persist.heap import REGROWTH_BYTES, HeapTrimmer, heap_free_bytes, malloc_trim
+from jupyter_persist.heap import (
+    REGROWTH_BYTES,
+    HeapTrimmer,
+    fix_malloc_thresholds,
+    heap_free_bytes,
+    malloc_trim,
+)
 
 #: Holes as large outputs leave them: 250 kB blocks freed between small live objects,
 #: below glibc's mmap threshold (which freeing the first large blocks raised).
@@ -47,6 +53,29 @@ print(free_bytes() - before)
 """
 
 
+#: A notebook parsed on a worker thread (the ContentsManager's ``run_sync``), then freed:
+#: 50 MB at the top of that thread's arena, after a 30 MB mapped block (a big notebook's
+#: JSON text) raised glibc's thresholds.
+FREE_A_THREADS_PARSED_NOTEBOOK = """
+import sys, threading
+from jupyter_persist.heap import fix_malloc_thresholds, malloc_trim, resident_bytes
+if sys.argv[1] == "fix":
+    print(fix_malloc_thresholds({}), file=sys.stderr)
+json_text = bytearray(30_000_000)
+del json_text
+parsed = []
+def parse():
+    parsed.extend(bytearray(100_000) for _ in range(500))
+thread = threading.Thread(target=parse)
+thread.start()
+thread.join()
+before = resident_bytes()
+parsed.clear()
+malloc_trim()()
+print(before - resident_bytes())
+"""
+
+
 def returned_bytes(mode: str) -> int:
     done = subprocess.run(
         [sys.executable, "-c", FRAGMENT_THE_HEAP, mode], capture_output=True, text=True, check=True
@@ -58,6 +87,34 @@ def test_a_trim_returns_the_holes_freed_outputs_leave() -> None:
     assert malloc_trim() is not None, "this Linux has glibc: trims must be available"
     assert returned_bytes("keep") < 5_000_000  # the allocator keeps 50 MB of holes...
     assert returned_bytes("trim") > 40_000_000  # ...which a trim gives back
+
+
+def test_fixed_thresholds_return_the_top_of_a_threads_arena() -> None:
+    def returned(mode: str) -> tuple[int, str]:
+        done = subprocess.run(
+            [sys.executable, "-c", FREE_A_THREADS_PARSED_NOTEBOOK, mode],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return int(done.stdout), done.stderr.strip()
+
+    kept, _ = returned("keep")
+    assert kept < 10_000_000  # glibc's own thresholds: a trim leaves the arena's top
+    given_back, what = returned("fix")
+    assert given_back > 40_000_000
+    assert what == "mmap 32 MB, top trim 8 MB"
+
+
+def test_thresholds_an_admin_set_in_the_environment_stay() -> None:
+    assert fix_malloc_thresholds({"MALLOC_TRIM_THRESHOLD_": "131072"}) == (
+        "the environment's (MALLOC_TRIM_THRESHOLD_)"
+    )
+    tunables = {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=65536"}
+    assert fix_malloc_thresholds(tunables) == "the environment's (GLIBC_TUNABLES)"
+    assert fix_malloc_thresholds({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}).startswith(
+        "mmap 32 MB"
+    )
 
 
 def test_a_trimmer_trims_once_output_stopped_and_only_after_something_changed() -> None:
@@ -114,6 +171,7 @@ def test_without_malloc_trim_nothing_is_done() -> None:
         "trims": 0,
         "returned_mb": 0.0,
         "longest_trim_ms": 0.0,
+        "thresholds": "",
     }
 
 
@@ -139,6 +197,7 @@ async def test_the_server_trims_after_output_arrived(
     await wait_for(trimmed, what="a trim after the write")
     status = await fetch_json(jp_fetch, "api", "persist", "status")
     assert status["memory"]["trimming"] is True
+    assert status["memory"]["thresholds"] == "mmap 32 MB, top trim 8 MB"
     assert status["config"]["trim_memory"] is True
     await asyncio.sleep(4 * SAVE_INTERVAL)  # the run's last writes and their trim
     trims = capture.heap.trims

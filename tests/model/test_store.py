@@ -269,3 +269,82 @@ def test_released_runs_follow_a_rename_and_go_with_their_kernel() -> None:
     assert [r.path for r in store.released_runs()] == ["moved.ipynb"]
     store.forget_written("k")
     assert store.released_runs() == []
+
+
+def detached_run(store: CaptureStore, msg_id: str, cell_id: str, text: str) -> Any:
+    """A run no client saw whole (the server's), finished and written by the server."""
+    execution = store.begin("k", msg_id, cell_id=cell_id)
+    store.place(execution, "nb.ipynb", cell_id)
+    store.apply(stream_msg(msg_id, text), detached=True)
+    store.apply(idle_msg(msg_id), detached=True)
+    execution.written_version = execution.version
+    return execution
+
+
+def test_the_servers_finished_runs_on_disk_are_released_while_the_kernel_lives() -> None:
+    store = CaptureStore()
+    for index in range(150):  # a day of distinct 400 kB cells, run detached
+        detached_run(store, f"m{index}", f"c{index}", "x" * 400_000)
+    assert store.release_written("nb.ipynb") == 150
+    assert len(store) == 0
+    records = store.released_of("nb.ipynb")
+    assert len(records) == 150
+    assert all(record.server_owned for record in records)
+    # The save guard still protects them: it finds each as the cell's server-owned run.
+    record = store.owned_record("nb.ipynb", "c7")
+    assert record is not None
+    assert record.msg_id == "m7"
+    # A late message brings the outputs back from the file, still the server's to save.
+    revived = store.revive(record, [stream_output("x" * 400_000)])
+    assert revived is not None
+    assert revived.server_owned
+    assert not revived.dirty
+
+
+def test_only_the_servers_finished_written_runs_without_displays_are_released() -> None:
+    store = CaptureStore()
+    running = store.begin("k", "running", cell_id="a")
+    store.place(running, "nb.ipynb", "a")
+    store.apply(stream_msg("running", "x\n"), detached=True)
+    running.written_version = running.version
+    unwritten = detached_run(store, "unwritten", "b", "x\n")
+    unwritten.version += 1
+    clients = saved_run(store, "client", "c", "x\n")  # the client's save wins: not ours
+    in_room = detached_run(store, "room", "d", "x\n")
+    in_room.room_written = (lambda: None, in_room.version)  # type: ignore[assignment]
+    shown = store.begin("k", "display", cell_id="e")
+    store.place(shown, "nb.ipynb", "e")
+    store.apply(
+        {
+            "header": {"msg_type": "display_data"},
+            "parent_header": {"msg_id": "display"},
+            "content": {
+                "data": {"text/plain": "1"},
+                "metadata": {},
+                "transient": {"display_id": "p"},
+            },
+        },
+        detached=True,
+    )
+    store.apply(idle_msg("display"), detached=True)
+    shown.written_version = shown.version
+    widget = store.begin("k", "widget", cell_id="f")
+    store.place(widget, "nb.ipynb", "f")
+    view = {"model_id": "m", "version_major": 2, "version_minor": 0}
+    store.apply(
+        {
+            "header": {"msg_type": "display_data"},
+            "parent_header": {"msg_id": "widget"},
+            "content": {
+                "data": {"application/vnd.jupyter.widget-view+json": view},
+                "metadata": {},
+            },
+        },
+        detached=True,
+    )
+    store.apply(idle_msg("widget"), detached=True)
+    widget.written_version = widget.version
+    assert clients.written_version == clients.version
+    assert store.release_written("nb.ipynb") == 0
+    assert len(store) == 6
+    assert store.release_written("other.ipynb") == 0

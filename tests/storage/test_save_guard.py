@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from helpers import (
     LabLikeClient,
     load_cells,
@@ -123,7 +124,9 @@ async def test_a_run_whose_page_left_is_kept_from_another_pages_save(
         other.close()
 
 
-async def test_a_stale_save_after_the_kernel_stopped_gets_the_outputs_from_the_file(
+@pytest.mark.parametrize("kernel", ["alive", "stopped"])
+async def test_a_stale_save_of_a_released_run_gets_the_outputs_from_the_file(
+    kernel: str,
     jp_root_dir: Path,
     jp_fetch: Any,
     jp_ws_fetch: Any,
@@ -131,16 +134,20 @@ async def test_a_stale_save_after_the_kernel_stopped_gets_the_outputs_from_the_f
     capture: Any,
     caplog: Any,
 ) -> None:
-    """Once the kernel is gone, only a record of its run stays; the file holds the outputs."""
+    """Once the server's run is over and on disk, only a record of it stays, whether its
+    kernel lives on or not; the file holds the outputs."""
     nb_path, msg_id = await run_detached(jp_root_dir, jp_ws_fetch, notebook_session, "gone.ipynb")
     await wait_for(lambda: stream_text(read_cells(nb_path)["c"]) == ALL, what="complete write")
-    execution = capture.store.get(msg_id)
-    await wait_for(lambda: not execution.running and not execution.dirty, what="the run on disk")
-    kernel_id = execution.kernel_id
-    await jp_fetch("api", "kernels", kernel_id, method="DELETE")
     await wait_for(lambda: capture.store.get(msg_id) is None, what="the run released")
+    record = capture.store.owned_record(nb_path.name, "c")
+    assert record is not None
+    assert record.msg_id == msg_id
+    kernel_id = record.kernel_id
+    if kernel == "stopped":
+        await jp_fetch("api", "kernels", kernel_id, method="DELETE")
+        await wait_for(lambda: kernel_id not in capture.listener.kernel_ids, what="untracked")
+        assert capture.store.owned_record(nb_path.name, "c") is record
     assert not [e for e in capture.store.executions() if e.kernel_id == kernel_id]
-    assert capture.store.owned_record(nb_path.name, "c").msg_id == msg_id
 
     # The tab that went offline after line 3 saves what it had: the file's outputs win.
     await put_cell(jp_fetch, nb_path.name, [stream("line 0\nline 1\nline 2\nline 3\n")], None)
