@@ -157,12 +157,29 @@ def stream_output(text: str) -> dict[str, Any]:
     return {"output_type": "stream", "name": "stdout", "text": text}
 
 
-def saved_run(store: CaptureStore, msg_id: str, cell_id: str, text: str) -> Any:
-    """A run a client saw whole (attached) and saved: finished and on disk."""
+def display_msg(msg_id: str, data: dict[str, Any], display_id: str | None = None) -> Any:
+    """A ``display_data`` message of run ``msg_id``, with a display id if given."""
+    content: dict[str, Any] = {"data": data, "metadata": {}}
+    if display_id is not None:
+        content["transient"] = {"display_id": display_id}
+    return {
+        "header": {"msg_type": "display_data"},
+        "parent_header": {"msg_id": msg_id},
+        "content": content,
+    }
+
+
+def saved_run(
+    store: CaptureStore, msg_id: str, cell_id: str, text: str, detached: bool = False
+) -> Any:
+    """A run a client saw whole (attached) and saved: finished and on disk.
+
+    ``detached``: a run no client saw whole (the server's), written by the server.
+    """
     execution = store.begin("k", msg_id, cell_id=cell_id)
     store.place(execution, "nb.ipynb", cell_id)
-    store.apply(stream_msg(msg_id, text), detached=False)
-    store.apply(idle_msg(msg_id), detached=False)
+    store.apply(stream_msg(msg_id, text), detached=detached)
+    store.apply(idle_msg(msg_id), detached=detached)
     execution.written_version = execution.version
     return execution
 
@@ -191,18 +208,7 @@ def test_only_what_a_client_saved_whole_and_nothing_else_needs_is_released() -> 
     owned.server_owned = True
     assert not store.release(owned)  # the save guard gives its outputs to stale tabs
     shown = saved_run(store, "display", "d", "x\n")
-    store.apply(
-        {
-            "header": {"msg_type": "display_data"},
-            "parent_header": {"msg_id": "display"},
-            "content": {
-                "data": {"text/plain": "1"},
-                "metadata": {},
-                "transient": {"display_id": "p"},
-            },
-        },
-        detached=False,
-    )
+    store.apply(display_msg("display", {"text/plain": "1"}, "p"), detached=False)
     shown.written_version = shown.version
     assert not store.release(shown)  # an update_display_data may rewrite it
     assert len(store) == 4
@@ -271,20 +277,10 @@ def test_released_runs_follow_a_rename_and_go_with_their_kernel() -> None:
     assert store.released_runs() == []
 
 
-def detached_run(store: CaptureStore, msg_id: str, cell_id: str, text: str) -> Any:
-    """A run no client saw whole (the server's), finished and written by the server."""
-    execution = store.begin("k", msg_id, cell_id=cell_id)
-    store.place(execution, "nb.ipynb", cell_id)
-    store.apply(stream_msg(msg_id, text), detached=True)
-    store.apply(idle_msg(msg_id), detached=True)
-    execution.written_version = execution.version
-    return execution
-
-
 def test_the_servers_finished_runs_on_disk_are_released_while_the_kernel_lives() -> None:
     store = CaptureStore()
     for index in range(150):  # a day of distinct 400 kB cells, run detached
-        detached_run(store, f"m{index}", f"c{index}", "x" * 400_000)
+        saved_run(store, f"m{index}", f"c{index}", "x" * 400_000, detached=True)
     assert store.release_written("nb.ipynb") == 150
     assert len(store) == 0
     records = store.released_of("nb.ipynb")
@@ -307,40 +303,21 @@ def test_only_the_servers_finished_written_runs_without_displays_are_released() 
     store.place(running, "nb.ipynb", "a")
     store.apply(stream_msg("running", "x\n"), detached=True)
     running.written_version = running.version
-    unwritten = detached_run(store, "unwritten", "b", "x\n")
+    unwritten = saved_run(store, "unwritten", "b", "x\n", detached=True)
     unwritten.version += 1
     clients = saved_run(store, "client", "c", "x\n")  # the client's save wins: not ours
-    in_room = detached_run(store, "room", "d", "x\n")
+    in_room = saved_run(store, "room", "d", "x\n", detached=True)
     in_room.room_written = (lambda: None, in_room.version)  # type: ignore[assignment]
     shown = store.begin("k", "display", cell_id="e")
     store.place(shown, "nb.ipynb", "e")
-    store.apply(
-        {
-            "header": {"msg_type": "display_data"},
-            "parent_header": {"msg_id": "display"},
-            "content": {
-                "data": {"text/plain": "1"},
-                "metadata": {},
-                "transient": {"display_id": "p"},
-            },
-        },
-        detached=True,
-    )
+    store.apply(display_msg("display", {"text/plain": "1"}, "p"), detached=True)
     store.apply(idle_msg("display"), detached=True)
     shown.written_version = shown.version
     widget = store.begin("k", "widget", cell_id="f")
     store.place(widget, "nb.ipynb", "f")
     view = {"model_id": "m", "version_major": 2, "version_minor": 0}
     store.apply(
-        {
-            "header": {"msg_type": "display_data"},
-            "parent_header": {"msg_id": "widget"},
-            "content": {
-                "data": {"application/vnd.jupyter.widget-view+json": view},
-                "metadata": {},
-            },
-        },
-        detached=True,
+        display_msg("widget", {"application/vnd.jupyter.widget-view+json": view}), detached=True
     )
     store.apply(idle_msg("widget"), detached=True)
     widget.written_version = widget.version
