@@ -221,7 +221,7 @@ class CaptureManager(LoggingConfigurable):
                 "jupyter_persist: stopped capturing %s (its kernel %s stopped)", path, kernel_id
             )
         self.log.info("jupyter_persist: stopped capturing kernel %s", kernel_id)
-        release_owned = can_read_back(self.contents_manager)
+        release_owned = self.flusher.release_written  # the save guard can read them back
         self._spawn(self._flush_then(lambda: self._forget_kernel_runs(kernel_id, release_owned)))
 
     def _finish_kernel(self, kernel_id: str, why: str) -> None:

@@ -386,7 +386,7 @@ class CaptureStore:
         read (see ``savehooks.can_read_back``). Returns how many were released.
         """
         count = 0
-        for execution in list(self.latest_of(path)):
+        for execution in self.latest_of(path):  # a new list: releasing does not disturb it
             area = execution.area
             if (
                 execution.server_owned
