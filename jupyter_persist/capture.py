@@ -283,12 +283,14 @@ class CaptureManager(LoggingConfigurable):
 
     async def _trim_heap(self) -> None:
         # What changes when memory may have been freed: messages in, runs released or
-        # forgotten, notebooks written (their JSON text is a large temporary).
+        # forgotten, notebooks written (their JSON text is a large temporary), parsed
+        # copies of notebooks dropped.
         activity = (
             self.meter.messages,
             len(self.store),
             len(self.store.released_runs()),
             max(self.flusher.last_written.values(), default=0.0),
+            self.flusher.copies_dropped,
         )
         if self.heap.due(activity, self.meter.messages):
             await asyncio.get_running_loop().run_in_executor(None, self.heap.run, activity)

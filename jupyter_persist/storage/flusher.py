@@ -81,6 +81,11 @@ class Flusher(LoggingConfigurable):
         self.saving: set[str] = set()
         #: The server stops: clients are ignored (their rooms cancel pending saves).
         self.stopping = False
+        #: Per notebook none of whose cells runs, when we last flushed it (monotonic): its
+        #: parsed copy goes at the first flush at least ``KEEP_PARSED_SECONDS`` later.
+        self._finished_since: dict[str, float] = {}
+        #: Parsed copies dropped so far (memory may have been freed: see the heap trim).
+        self.copies_dropped = 0
 
     @asynccontextmanager
     async def no_write(self, path: str) -> AsyncIterator[None]:
@@ -96,6 +101,7 @@ class Flusher(LoggingConfigurable):
         notebooks written back to back held up the server's requests for a second
         every ``save_interval``. Spread over half of it, each write runs alone.
         """
+        self._drop_finished_copies()
         paths = sorted(self.store.paths_to_write())
         spread = 0.0 if self.stopping else spread
         gap = spread / len(paths) if paths else 0.0
@@ -253,6 +259,8 @@ class Flusher(LoggingConfigurable):
         stay), with its last write time.
         """
         self.not_before.pop(path, None)
+        if self._finished_since.pop(path, None) is not None:
+            self._drop_copy(path)
         if not keep_last_write:
             self.last_written.pop(path, None)
         lock = self._locks.get(path)
@@ -264,9 +272,35 @@ class Flusher(LoggingConfigurable):
         return any(e.running for e in self.store.executions() if e.path == path)
 
     def _forget_if_done(self, path: str) -> None:
-        """Drop the writer's parsed copy of a notebook none of whose cells is running."""
-        if not self._running(path):
-            self.writer.forget(path)
+        """Let the writer's parsed copy of a notebook go soon once none of its cells runs.
+
+        Not at once: cells run one after the other (a run-all, a user trying variants)
+        would each have their notebook read and parsed again before their write, which
+        for a 60 MB notebook held the event loop (the ContentsManager's trust check,
+        validation and hash) and the GIL (its JSON parser) for as long as the write.
+        """
+        if self._running(path):
+            self._finished_since.pop(path, None)
+        else:
+            self._finished_since[path] = time.monotonic()
+
+    def _drop_finished_copies(self) -> None:
+        now = time.monotonic()
+        for path, since in list(self._finished_since.items()):
+            if self._running(path):
+                del self._finished_since[path]
+            elif now - since >= KEEP_PARSED_SECONDS:
+                del self._finished_since[path]
+                self._drop_copy(path)
+
+    def _drop_copy(self, path: str) -> None:
+        self.writer.forget(path)
+        self.copies_dropped += 1
+
+
+#: How long the parsed copy of a notebook whose cells all finished is kept for the next
+#: run's write (dropped at the first flush after that; see ``Flusher._forget_if_done``).
+KEEP_PARSED_SECONDS = 3.0
 
 
 def pause_after_write(seconds: float, max_share: float) -> float:

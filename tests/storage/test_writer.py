@@ -8,12 +8,23 @@ from typing import Any
 
 import nbformat
 import pytest
-from helpers import make_notebook, run_and_leave, wait_for
+from helpers import (
+    idle_msg,
+    make_notebook,
+    read_cells,
+    run_and_leave,
+    stream_msg,
+    stream_text,
+    wait_for,
+)
 from jupyter_server.services.contents.filemanager import AsyncFileContentsManager
 from nbformat.sign import NotebookNotary
 
+from jupyter_persist.model.store import CaptureStore
 from jupyter_persist.model.widgets import STATE_MIME, NotebookWidgets
+from jupyter_persist.storage import flusher as flusher_module
 from jupyter_persist.storage import writer as writer_module
+from jupyter_persist.storage.flusher import Flusher
 from jupyter_persist.storage.writer import (
     CellUpdate,
     NotebookUnavailable,
@@ -215,7 +226,7 @@ async def test_the_copies_kept_are_bounded_in_bytes(
 async def test_the_parsed_copy_of_a_large_notebook_goes_when_its_run_ends(
     jp_root_dir: Path, jp_ws_fetch: Any, notebook_session: Any, capture: Any
 ) -> None:
-    """Kept while a cell runs (no re-read per write); dropped after: it slows every GC."""
+    """Kept while a cell runs (no re-read per write); dropped soon after: it slows every GC."""
     code = (
         "import time\nfrom IPython.display import display\nprint('start', flush=True)\n"
         "display({'text/plain': 'x' * 1_500_000}, raw=True)\ntime.sleep(3)\nprint('DONE')"
@@ -227,9 +238,9 @@ async def test_the_parsed_copy_of_a_large_notebook_goes_when_its_run_ends(
     await wait_for(lambda: "big.ipynb" in capture.writer._written, what="the kept copy")
     assert execution.running
     await wait_for(lambda: not execution.running and not execution.dirty, timeout=30)
-    # The last write marks the outputs written from inside the save (the pre-save hook):
-    # the copy goes when that write returns.
+    # At the first flush tick KEEP_PARSED_SECONDS after the last write.
     await wait_for(lambda: "big.ipynb" not in capture.writer._written, what="the dropped copy")
+    assert capture.flusher.copies_dropped == 1
 
 
 def widget_notebook(metadata: dict[str, Any]) -> nbformat.NotebookNode:
@@ -301,3 +312,68 @@ async def test_the_cells_we_write_are_trusted_and_the_notebook_signed(
     on_disk = nbformat.read(path, as_version=4)
     assert notary.check_signature(on_disk)  # a reopened page renders the output in full
     assert "trusted" not in on_disk.cells[0].metadata  # transient: not in the file
+
+
+async def test_cells_run_one_after_another_have_their_notebook_read_once(
+    tmp_path: Path, writer: NotebookWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parsed copy outlives a run for the next one's write, then goes at a later flush."""
+    make_notebook(tmp_path / "nb.ipynb", [("a", "print(1)"), ("b", "print(2)")])
+    reads: list[str] = []
+    get = writer.contents_manager.get
+
+    async def counting_get(path: str, content: bool = True, **kwargs: Any) -> Any:
+        if content:
+            reads.append(path)
+        return await get(path, content=content, **kwargs)
+
+    monkeypatch.setattr(writer.contents_manager, "get", counting_get)
+    store = CaptureStore()
+    flusher = Flusher(store, writer, attached=lambda kernel_id: False)
+
+    async def run_detached(msg_id: str, cell_id: str) -> None:
+        execution = store.begin("k", msg_id, cell_id=cell_id)
+        store.place(execution, "nb.ipynb", cell_id)
+        store.apply(stream_msg(msg_id, f"{msg_id}\n"), detached=True)
+        store.apply(idle_msg(msg_id), detached=True)
+        assert not execution.running
+        assert await flusher.flush("nb.ipynb") == "written"
+
+    await run_detached("m1", "a")
+    await run_detached("m2", "b")
+    assert reads == ["nb.ipynb"]  # the second run's write used the copy of the first's
+    await flusher.flush_all()
+    assert "nb.ipynb" in writer._written  # not yet KEEP_PARSED_SECONDS later
+    monkeypatch.setattr(flusher_module, "KEEP_PARSED_SECONDS", 0.0)
+    await flusher.flush_all()
+    assert "nb.ipynb" not in writer._written
+    assert flusher.copies_dropped == 1  # the heap trim looks at this
+    await run_detached("m3", "a")
+    assert reads == ["nb.ipynb", "nb.ipynb"]
+    assert [stream_text(cell) for cell in read_cells(tmp_path / "nb.ipynb").values()] == [
+        "m3\n",
+        "m2\n",
+    ]
+
+
+async def test_a_running_cell_keeps_its_notebooks_copy_past_the_keep_time(
+    tmp_path: Path, writer: NotebookWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_notebook(tmp_path / "nb.ipynb", [("a", "print(1)"), ("b", "print(2)")])
+    store = CaptureStore()
+    flusher = Flusher(store, writer, attached=lambda kernel_id: False)
+    monkeypatch.setattr(flusher_module, "KEEP_PARSED_SECONDS", 0.0)
+    done = store.begin("k", "m1", cell_id="a")
+    store.place(done, "nb.ipynb", "a")
+    store.apply(stream_msg("m1", "1\n"), detached=True)
+    store.apply(idle_msg("m1"), detached=True)
+    assert await flusher.flush("nb.ipynb") == "written"
+    running = store.begin("k", "m2", cell_id="b")  # started before the next flush
+    store.place(running, "nb.ipynb", "b")
+    await flusher.flush_all()
+    assert "nb.ipynb" in writer._written
+    store.apply(stream_msg("m2", "2\n"), detached=True)
+    store.apply(idle_msg("m2"), detached=True)
+    assert await flusher.flush("nb.ipynb") == "written"  # from the copy
+    await flusher.flush_all()
+    assert "nb.ipynb" not in writer._written
