@@ -81,8 +81,9 @@ class Flusher(LoggingConfigurable):
         self.saving: set[str] = set()
         #: The server stops: clients are ignored (their rooms cancel pending saves).
         self.stopping = False
-        #: Per notebook none of whose cells runs, when we last flushed it (monotonic): its
-        #: parsed copy goes at the first flush at least ``KEEP_PARSED_SECONDS`` later.
+        #: Per notebook the writer keeps a parsed copy of and none of whose cells runs,
+        #: since when (our last flush of it, or the first flush that found it so): the
+        #: copy goes at the first flush at least ``KEEP_PARSED_SECONDS`` later.
         self._finished_since: dict[str, float] = {}
         #: Parsed copies dropped so far (memory may have been freed: see the heap trim).
         self.copies_dropped = 0
@@ -259,8 +260,8 @@ class Flusher(LoggingConfigurable):
         stay), with its last write time.
         """
         self.not_before.pop(path, None)
-        if self._finished_since.pop(path, None) is not None:
-            self._drop_copy(path)
+        self._finished_since.pop(path, None)
+        self._drop_copy(path)
         if not keep_last_write:
             self.last_written.pop(path, None)
         lock = self._locks.get(path)
@@ -272,7 +273,7 @@ class Flusher(LoggingConfigurable):
         return any(e.running for e in self.store.executions() if e.path == path)
 
     def _forget_if_done(self, path: str) -> None:
-        """Let the writer's parsed copy of a notebook go soon once none of its cells runs.
+        """After a write: the writer's parsed copy goes soon once none of the cells runs.
 
         Not at once: cells run one after the other (a run-all, a user trying variants)
         would each have their notebook read and parsed again before their write, which
@@ -285,17 +286,26 @@ class Flusher(LoggingConfigurable):
             self._finished_since[path] = time.monotonic()
 
     def _drop_finished_copies(self) -> None:
+        """Drop the copies of notebooks none of whose cells ran for ``KEEP_PARSED_SECONDS``.
+
+        Every copy the writer keeps is looked at, not only those of our last writes: a
+        copy can come from a write after which a tab took the notebook over, from the
+        journal's recovery at start, or be left under a notebook's old name by a rename.
+        """
         now = time.monotonic()
-        for path, since in list(self._finished_since.items()):
+        kept = set(self.writer.kept_paths())
+        for path in set(self._finished_since) - kept:
+            del self._finished_since[path]
+        for path in kept:
             if self._running(path):
-                del self._finished_since[path]
-            elif now - since >= KEEP_PARSED_SECONDS:
+                self._finished_since.pop(path, None)
+            elif now - self._finished_since.setdefault(path, now) >= KEEP_PARSED_SECONDS:
                 del self._finished_since[path]
                 self._drop_copy(path)
 
     def _drop_copy(self, path: str) -> None:
-        self.writer.forget(path)
-        self.copies_dropped += 1
+        if self.writer.forget(path):
+            self.copies_dropped += 1
 
 
 #: How long the parsed copy of a notebook whose cells all finished is kept for the next

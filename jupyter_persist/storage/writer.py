@@ -67,10 +67,11 @@ CONTENTS_MANAGER = "contents_manager"
 class NotebookWriter(LoggingConfigurable):
     """Reads notebooks and merges outputs into them by cell id, changing nothing else.
 
-    A notebook we keep writing (a cell still running) is not read and parsed again
-    before each write when its modification time and size show that the file is still
-    the one we wrote: reading it costs as much as writing it, and most of it runs on the
-    event loop (trust check, validation). Measured with 20 notebooks written every 5 s,
+    A notebook we keep writing (a cell running, cells run one after the other) is not
+    read and parsed again before each write when its modification time and size show
+    that the file is still the one we wrote (the flusher says how long a copy stays):
+    reading it costs as much as writing it, and most of it runs on the event loop
+    (trust check, validation). Measured with 20 notebooks written every 5 s,
     those reads were what delayed the server's requests most.
     """
 
@@ -212,13 +213,17 @@ class NotebookWriter(LoggingConfigurable):
             oldest = next(iter(self._written))
             total -= self._written.pop(oldest)[1].size or 0
 
-    def forget(self, path: str) -> None:
-        """Drop the parsed copy kept of a notebook (no cell of it is running any more).
+    def forget(self, path: str) -> bool:
+        """Drop the parsed copy kept of a notebook; return whether there was one.
 
         A parsed 50 MB notebook is millions of Python objects: kept for good, it would
         make every garbage collection of the server slower, long after its run ended.
         """
-        self._written.pop(path, None)
+        return self._written.pop(path, None) is not None
+
+    def kept_paths(self) -> list[str]:
+        """The notebooks a parsed copy is kept of."""
+        return list(self._written)
 
     async def _unchanged_since_written(self, path: str) -> NotebookNode | None:
         """The notebook as we last saved it, if the file has not changed since."""

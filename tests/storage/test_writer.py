@@ -374,6 +374,31 @@ async def test_a_running_cell_keeps_its_notebooks_copy_past_the_keep_time(
     assert "nb.ipynb" in writer._written
     store.apply(stream_msg("m2", "2\n"), detached=True)
     store.apply(idle_msg("m2"), detached=True)
-    assert await flusher.flush("nb.ipynb") == "written"  # from the copy
+    assert await flusher.flush("nb.ipynb") == "written"
     await flusher.flush_all()
     assert "nb.ipynb" not in writer._written
+
+
+async def test_every_copy_the_writer_keeps_goes_once_no_cell_of_it_runs(
+    tmp_path: Path, writer: NotebookWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Copies from writes the flusher did not make (the journal's recovery, a write before
+    a tab took over, a renamed notebook's old name) go too, and only copies are counted."""
+    for name in ("recovered", "renamed"):
+        make_notebook(tmp_path / f"{name}.ipynb", [("a", "print(1)")])
+        await writer.merge(f"{name}.ipynb", {"a": CellUpdate([STREAM], 1)})
+    store = CaptureStore()
+    flusher = Flusher(store, writer, attached=lambda kernel_id: False)
+    still_running = store.begin("k", "m1", cell_id="a")
+    store.place(still_running, "renamed.ipynb", "a")
+    await flusher.flush_all()
+    assert sorted(writer.kept_paths()) == ["recovered.ipynb", "renamed.ipynb"]
+    monkeypatch.setattr(flusher_module, "KEEP_PARSED_SECONDS", 0.0)
+    await flusher.flush_all()
+    assert writer.kept_paths() == ["renamed.ipynb"]  # its cell runs
+    assert flusher.copies_dropped == 1
+    # Nothing of a notebook is held any more: its copy goes with its bookkeeping, at once.
+    flusher.forget_path("renamed.ipynb")
+    assert writer.kept_paths() == []
+    flusher.forget_path("never-written.ipynb")
+    assert flusher.copies_dropped == 2
