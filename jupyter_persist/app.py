@@ -100,9 +100,25 @@ class PersistExtension(ExtensionApp):
         took t seconds, the notebook is not written again for t × (1/share − 1) seconds,
         even if `save_interval` is shorter: small notebooks are written every
         `save_interval`, a 50 MB one (about a second per write) every ~20 s. The pause
-        holds only while a cell of the notebook runs: once none does, the notebook is
-        written at the next tick. The crash journal still records every output within
-        `journal_interval`. Between 0 (exclusive) and 1; 1 turns the pause off.""",
+        holds while a cell of the notebook runs, and for the write at the end of a run
+        with no client attached (cells run one after the other into a big notebook):
+        once no cell runs, the notebook is written at the next tick at the latest. The
+        crash journal still records every output within `journal_interval`. Between 0
+        (exclusive) and 1; 1 turns the pause off.""",
+    )
+
+    gil_switch_interval = Float(
+        0.001,
+        config=True,
+        help="""Seconds of the interpreter's GIL switch interval (`sys.setswitchinterval`)
+        while the server's ContentsManager reads or saves a notebook for the extension;
+        the interval in force before (Python's default is 0.005) comes back once it is
+        done. jupyter_server serializes a notebook in a worker thread with Python's
+        pure-Python JSON encoder (seconds for tens of MB), and each time the event loop
+        gives up the GIL while answering a request, it waits up to this long to get it
+        back: measured, `GET /api/status` p99 while 150 runs of 400 kB were saved into
+        a 60 MB notebook 52 → 40 ms. 0, or a value not below the interval in force,
+        leaves the interval alone.""",
     )
 
     replay_buffer_max_bytes = Integer(
@@ -153,13 +169,12 @@ class PersistExtension(ExtensionApp):
             raise TraitError(f"PersistExtension.max_write_share must be in (0, 1], got {value!r}")
         return value
 
-    @validate("replay_buffer_max_bytes")
-    def _validate_replay_bound(self, proposal: dict[str, Any]) -> int:
-        value = int(proposal["value"])
+    @validate("replay_buffer_max_bytes", "gil_switch_interval")
+    def _validate_not_negative(self, proposal: dict[str, Any]) -> float:
+        value: float = proposal["value"]
         if value < 0:
-            raise TraitError(
-                f"PersistExtension.replay_buffer_max_bytes must be >= 0, got {value!r}"
-            )
+            name = proposal["trait"].name
+            raise TraitError(f"PersistExtension.{name} must be >= 0, got {value!r}")
         return value
 
     @validate("stream_head_chars", "stream_tail_chars", "max_rich_output_bytes")
@@ -202,6 +217,7 @@ class PersistExtension(ExtensionApp):
             text_log_dir=self.text_log_dir if self.text_log else "",
             text_log_max_bytes=self.text_log_max_bytes,
             max_write_share=self.max_write_share,
+            gil_switch_interval=self.gil_switch_interval,
             replay_buffer_max_bytes=self.replay_buffer_max_bytes,
             iopub_reader=self.iopub_reader,
             trim_memory=self.trim_memory,

@@ -57,6 +57,9 @@ class CaptureManager(LoggingConfigurable):
     text_log_max_bytes = Integer(10_000_000, help="Text log rotation size (see PersistExtension).")
     limits = Instance(Limits, args=(), help="Size caps of outputs (see PersistExtension).")
     max_write_share = Float(1.0, help="Largest share of time writing (see PersistExtension).")
+    gil_switch_interval = Float(
+        0.0, help="GIL switch interval while the ContentsManager works (see PersistExtension)."
+    )
     replay_buffer_max_bytes = Integer(0, help="Replay buffer bound (see PersistExtension).")
     iopub_reader = Unicode("process", help="Where IOPub is read (see PersistExtension).")
     trim_memory = Bool(True, help="Return freed memory to the OS (see PersistExtension).")
@@ -78,7 +81,10 @@ class CaptureManager(LoggingConfigurable):
         )
         self.clients = AttachedClients()
         self.writer = NotebookWriter(
-            self.meter, contents_manager=self.contents_manager, parent=self
+            self.meter,
+            self.gil_switch_interval,
+            contents_manager=self.contents_manager,
+            parent=self,
         )
         text_log = None
         if self.text_log_dir:

@@ -83,6 +83,7 @@ async def capture_status(capture: CaptureManager) -> dict[str, Any]:
             "save_interval": capture.save_interval,
             "journal_interval": capture.journal_interval,
             "max_write_share": capture.max_write_share,
+            "gil_switch_interval": capture.gil_switch_interval,
             "replay_buffer_max_bytes": capture.replay_buffer_max_bytes,
             "stream_head_chars": capture.limits.stream_head_chars,
             "stream_tail_chars": capture.limits.stream_tail_chars,

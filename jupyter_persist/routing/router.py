@@ -188,7 +188,7 @@ class Router(LoggingConfigurable):
             self.store.forget(execution)
             self.recorder.forget(execution)
         elif detached and execution.placed and execution.path is not None:
-            self.spawn(self.flusher.flush(execution.path))
+            self.spawn(self.flusher.flush(execution.path, run_ended=True))
 
     async def _locate_then_write(self, execution: Execution) -> None:
         """Place an execution in its notebook cell; write it if it already finished."""

@@ -19,6 +19,7 @@ from traitlets.config import LoggingConfigurable
 
 from ..meter import LoopMeter
 from ..model.widgets import STATE_MIME, NotebookWidgets, cells_view_ids, widget_state_document
+from .switching import SwitchInterval
 from .versions import FileVersion, WrittenVersions
 
 #: Builds a notebook's widget state from its views' model ids and the state it holds.
@@ -77,10 +78,14 @@ class NotebookWriter(LoggingConfigurable):
 
     contents_manager = AnyTrait(help="The server's ContentsManager.")
 
-    def __init__(self, meter: LoopMeter | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, meter: LoopMeter | None = None, switch_interval: float = 0.0, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         #: The ContentsManager's time on the event loop is counted apart from ours.
         self.meter = meter or LoopMeter()
+        #: The GIL switch interval while the ContentsManager works for us (see :mod:`.switching`).
+        self.switching = SwitchInterval(switch_interval)
         #: path -> (notebook as we saved it, the file's version after the save)
         self._written: dict[str, tuple[NotebookNode, FileVersion]] = {}
         #: Which versions of each notebook we wrote, on top of whose (see :mod:`.versions`).
@@ -200,11 +205,12 @@ class NotebookWriter(LoggingConfigurable):
 
     async def _contents(self, method: Any, *args: Any, **kwargs: Any) -> Any:
         """Call a ContentsManager method (sync or async), its event-loop time counted apart."""
-        with self.meter.timing(CONTENTS_MANAGER):
-            result = method(*args, **kwargs)
-        if not inspect.isawaitable(result):
-            return result
-        return await self.meter.timed(CONTENTS_MANAGER, ensure_async(result))
+        with self.switching.shortened():
+            with self.meter.timing(CONTENTS_MANAGER):
+                result = method(*args, **kwargs)
+            if not inspect.isawaitable(result):
+                return result
+            return await self.meter.timed(CONTENTS_MANAGER, ensure_async(result))
 
     def _evict(self) -> None:
         """Drop the copies written longest ago beyond ``CACHE_MAX_BYTES`` in all."""

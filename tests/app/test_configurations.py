@@ -156,6 +156,17 @@ def test_save_interval_must_be_positive(value: float) -> None:
         PersistExtension(config=Config({"PersistExtension": {"save_interval": value}}))
 
 
+def test_gil_switch_interval_must_not_be_negative() -> None:
+    with pytest.raises(TraitError, match=r"PersistExtension\.gil_switch_interval must be >= 0"):
+        PersistExtension(config=Config({"PersistExtension": {"gil_switch_interval": -0.001}}))
+
+
+async def test_the_gil_switch_interval_reaches_the_writer(jp_fetch: Any, capture: Any) -> None:
+    assert capture.writer.switching.seconds == 0.001
+    status = json.loads((await jp_fetch("api", "persist", "status")).body)
+    assert status["config"]["gil_switch_interval"] == 0.001
+
+
 def test_every_trait_is_documented() -> None:
     own = PersistExtension.class_own_traits(config=True)
     assert own, "no configurable traits"

@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import make_notebook, read_cells, run_and_leave, stream_text, wait_for
+from helpers import (
+    idle_msg,
+    make_notebook,
+    read_cells,
+    run_and_leave,
+    stream_msg,
+    stream_text,
+    wait_for,
+)
 from jupyter_server.services.contents.filemanager import AsyncFileContentsManager
 
 from jupyter_persist.model.store import CaptureStore
@@ -66,7 +74,8 @@ async def test_no_second_write_while_the_cell_runs_then_its_end_is_written_at_on
         journaled_text = stream_text({"outputs": cells[(path, "c")].outputs})
         await asyncio.sleep(0.1)
     assert "30\n" in journaled_text, "the journal lagged behind the running cell"
-    # Once the cell has ended, the pause no longer holds: its final outputs are written.
+    # Once the cell has ended, the pause no longer holds at the next tick: its final
+    # outputs are written (the write asked for by the run's end itself is paused).
     await wait_for(
         lambda: stream_text(read_cells(nb_path)["c"]).endswith("39\nDONE\n"),
         timeout=10,
@@ -115,3 +124,62 @@ async def test_the_writes_of_one_round_are_spread_out(tmp_path: Path) -> None:
         "2\n",
         "3\n",
     ]
+
+
+def finished_run(store: CaptureStore, msg_id: str, cell_id: str, text: str) -> None:
+    """A run of ``cell_id`` in nb.ipynb that printed ``text`` and ended, nobody attached."""
+    execution = store.begin("k", msg_id, cell_id=cell_id)
+    store.place(execution, "nb.ipynb", cell_id)
+    store.apply(stream_msg(msg_id, text), detached=True)
+    store.apply(idle_msg(msg_id), detached=True)
+    assert not execution.running
+
+
+async def test_a_run_ending_within_the_pause_is_written_by_the_next_tick(tmp_path: Path) -> None:
+    """Cells run one after the other into a big notebook: not one save per run's end."""
+    store = CaptureStore()
+    writer = NotebookWriter(contents_manager=AsyncFileContentsManager(root_dir=str(tmp_path)))
+    flusher = Flusher(store, writer, attached=lambda kernel_id: False, max_write_share=0.0001)
+    nb_path = tmp_path / "nb.ipynb"
+    make_notebook(nb_path, [("a", "print(1)"), ("b", "print(2)")])
+    finished_run(store, "m1", "a", "one\n")
+    assert await flusher.flush("nb.ipynb", run_ended=True) == "written"  # no pause yet
+    finished_run(store, "m2", "b", "two\n")
+    assert await flusher.flush("nb.ipynb", run_ended=True) == "paused"
+    assert stream_text(read_cells(nb_path)["b"]) == ""
+    await flusher.flush_all()  # the next tick: no cell runs, so the pause does not hold
+    assert [stream_text(cell) for cell in read_cells(nb_path).values()] == ["one\n", "two\n"]
+
+
+class TestRunsEndingBackToBack:
+    @pytest.fixture
+    def jp_server_config(self) -> dict[str, Any]:
+        # No tick during the test: only a run's end could write the notebook.
+        return {
+            "ServerApp": {"jpserver_extensions": {"jupyter_persist": True}},
+            "PersistExtension": {"save_interval": 600, "max_write_share": 0.0001},
+        }
+
+    async def test_the_second_runs_end_waits_for_the_tick(
+        self, jp_root_dir: Path, jp_ws_fetch: Any, notebook_session: Any, capture: Any
+    ) -> None:
+        nb_path = jp_root_dir / "back_to_back.ipynb"
+        codes = {
+            cell_id: f"import time\nprint('start', flush=True)\ntime.sleep(0.5)\nprint('{word}')"
+            for cell_id, word in (("a", "one"), ("b", "two"))
+        }
+        make_notebook(nb_path, list(codes.items()))
+        _, kernel_id = await notebook_session(nb_path.name)
+        await run_and_leave(jp_ws_fetch, kernel_id, codes["a"], "a")
+        await wait_for(
+            lambda: stream_text(read_cells(nb_path)["a"]) == "start\none\n",
+            timeout=30,
+            what="the first run's end written at once",
+        )
+        msg_id = await run_and_leave(jp_ws_fetch, kernel_id, codes["b"], "b")
+        execution = capture.store.get(msg_id)
+        await wait_for(lambda: not execution.running, timeout=30, what="the second run's end")
+        await asyncio.sleep(1.0)
+        assert stream_text(read_cells(nb_path)["b"]) == "", "written at its end despite the pause"
+        await capture.flusher.flush_all()  # what the next save_interval tick does
+        assert stream_text(read_cells(nb_path)["b"]) == "start\ntwo\n"
