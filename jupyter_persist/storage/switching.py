@@ -18,8 +18,9 @@ from contextlib import contextmanager
 class SwitchInterval:
     """Lowers the interpreter's switch interval while at least one of our calls runs.
 
-    The previous interval comes back when the last one ends. ``seconds`` 0 (or not below
-    the interval found) leaves the interpreter alone. Used from the event loop only.
+    The previous interval comes back when the last one ends, unless something else set
+    another one meanwhile (that one stays). ``seconds`` 0 (or not below the interval
+    found) leaves the interpreter alone. Used from the event loop only.
     """
 
     def __init__(self, seconds: float) -> None:
@@ -40,5 +41,6 @@ class SwitchInterval:
         finally:
             self._depth -= 1
             if self._depth == 0 and self._previous is not None:
-                sys.setswitchinterval(self._previous)
+                if abs(sys.getswitchinterval() - self.seconds) < 1e-9:
+                    sys.setswitchinterval(self._previous)
                 self._previous = None

@@ -43,6 +43,13 @@ def test_given_back_when_the_call_fails(interpreter_default: float) -> None:
     assert sys.getswitchinterval() == interpreter_default
 
 
+def test_an_interval_set_by_someone_else_meanwhile_stays(interpreter_default: float) -> None:
+    with SwitchInterval(interpreter_default / 5).shortened():
+        sys.setswitchinterval(interpreter_default / 2)
+    assert sys.getswitchinterval() == pytest.approx(interpreter_default / 2)
+    sys.setswitchinterval(interpreter_default)
+
+
 @pytest.mark.parametrize("factor", [0.0, 1.0, 2.0])
 def test_zero_or_no_shorter_leaves_the_interval_alone(
     interpreter_default: float, factor: float
