@@ -102,7 +102,7 @@ class PersistExtension(ExtensionApp):
         `save_interval`, a 50 MB one (about a second per write) every ~20 s. The pause
         holds while a cell of the notebook runs, and for the write at the end of a run
         with no client attached (cells run one after the other into a big notebook):
-        once no cell runs, the notebook is written at the next tick at the latest. The
+        the notebook is written at the first tick at which none of its cells runs. The
         crash journal still records every output within `journal_interval`. Between 0
         (exclusive) and 1; 1 turns the pause off.""",
     )
@@ -169,12 +169,24 @@ class PersistExtension(ExtensionApp):
             raise TraitError(f"PersistExtension.max_write_share must be in (0, 1], got {value!r}")
         return value
 
-    @validate("replay_buffer_max_bytes", "gil_switch_interval")
-    def _validate_not_negative(self, proposal: dict[str, Any]) -> float:
-        value: float = proposal["value"]
+    @validate("gil_switch_interval")
+    def _validate_switch_interval(self, proposal: dict[str, Any]) -> float:
+        value = float(proposal["value"])
+        if value != 0 and value < 1e-6:
+            # The interpreter keeps whole microseconds: less would be 0, a switch at
+            # every chance.
+            raise TraitError(
+                f"PersistExtension.gil_switch_interval must be 0 or >= 1e-6 s, got {value!r}"
+            )
+        return value
+
+    @validate("replay_buffer_max_bytes")
+    def _validate_replay_bound(self, proposal: dict[str, Any]) -> int:
+        value = int(proposal["value"])
         if value < 0:
-            name = proposal["trait"].name
-            raise TraitError(f"PersistExtension.{name} must be >= 0, got {value!r}")
+            raise TraitError(
+                f"PersistExtension.replay_buffer_max_bytes must be >= 0, got {value!r}"
+            )
         return value
 
     @validate("stream_head_chars", "stream_tail_chars", "max_rich_output_bytes")

@@ -362,3 +362,17 @@ def read_only_server_config() -> dict[str, Any]:
         },
         "PersistExtension": {"save_interval": 0.5},
     }
+
+
+def count_notebook_reads(monkeypatch: pytest.MonkeyPatch, contents_manager: Any) -> list[str]:
+    """The paths the ContentsManager is asked to read with content, from now on."""
+    reads: list[str] = []
+    get = contents_manager.get
+
+    async def counting_get(path: str, content: bool = True, **kwargs: Any) -> Any:
+        if content:
+            reads.append(path)
+        return await get(path, content=content, **kwargs)
+
+    monkeypatch.setattr(contents_manager, "get", counting_get)
+    return reads

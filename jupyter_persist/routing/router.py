@@ -205,4 +205,4 @@ class Router(LoggingConfigurable):
         if execution.notebookless and not execution.running:
             self.recorder.forget(execution)
         if placed and not execution.running and not self.attached(execution.kernel_id):
-            await self.flusher.flush(str(execution.path))
+            await self.flusher.flush(str(execution.path), run_ended=True)

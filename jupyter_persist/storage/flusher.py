@@ -301,6 +301,8 @@ class Flusher(LoggingConfigurable):
     def _drop_finished_copies(self) -> None:
         """Drop the copies of notebooks none of whose cells ran for ``KEEP_PARSED_SECONDS``.
 
+        A copy stays while outputs wait to be written into it (a run's end paused by
+        ``max_write_share``): that write would otherwise read and parse the file again.
         Every copy the writer keeps is looked at, not only those of our last writes: a
         copy can come from a write after which a tab took the notebook over, from the
         journal's recovery at start, or be left under a notebook's old name by a rename.
@@ -309,8 +311,9 @@ class Flusher(LoggingConfigurable):
         kept = set(self.writer.kept_paths())
         for path in set(self._finished_since) - kept:
             del self._finished_since[path]
+        waiting = self.store.paths_to_write()
         for path in kept:
-            if self._running(path):
+            if path in waiting or self._running(path):
                 self._finished_since.pop(path, None)
             elif now - self._finished_since.setdefault(path, now) >= KEEP_PARSED_SECONDS:
                 del self._finished_since[path]

@@ -20,13 +20,16 @@ class SwitchInterval:
 
     The previous interval comes back when the last one ends, unless something else set
     another one meanwhile (that one stays). ``seconds`` 0 (or not below the interval
-    found) leaves the interpreter alone. Used from the event loop only.
+    found) leaves the interpreter alone. Used from the event loop only, by one instance
+    (the writer's): two would each give back what the other set.
     """
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self._depth = 0
         self._previous: float | None = None
+        #: The interval as the interpreter keeps it (whole microseconds).
+        self._ours = 0.0
 
     @contextmanager
     def shortened(self) -> Iterator[None]:
@@ -35,12 +38,13 @@ class SwitchInterval:
             if 0 < self.seconds < current:
                 self._previous = current
                 sys.setswitchinterval(self.seconds)
+                self._ours = sys.getswitchinterval()
         self._depth += 1
         try:
             yield
         finally:
             self._depth -= 1
             if self._depth == 0 and self._previous is not None:
-                if abs(sys.getswitchinterval() - self.seconds) < 1e-9:
+                if sys.getswitchinterval() == self._ours:
                     sys.setswitchinterval(self._previous)
                 self._previous = None

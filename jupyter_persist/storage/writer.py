@@ -205,11 +205,12 @@ class NotebookWriter(LoggingConfigurable):
 
     async def _contents(self, method: Any, *args: Any, **kwargs: Any) -> Any:
         """Call a ContentsManager method (sync or async), its event-loop time counted apart."""
+        with self.meter.timing(CONTENTS_MANAGER):
+            result = method(*args, **kwargs)
+        if not inspect.isawaitable(result):
+            return result
+        # Only an async ContentsManager hands work to threads; a sync one runs on the loop.
         with self.switching.shortened():
-            with self.meter.timing(CONTENTS_MANAGER):
-                result = method(*args, **kwargs)
-            if not inspect.isawaitable(result):
-                return result
             return await self.meter.timed(CONTENTS_MANAGER, ensure_async(result))
 
     def _evict(self) -> None:

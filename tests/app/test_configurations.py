@@ -156,9 +156,10 @@ def test_save_interval_must_be_positive(value: float) -> None:
         PersistExtension(config=Config({"PersistExtension": {"save_interval": value}}))
 
 
-def test_gil_switch_interval_must_not_be_negative() -> None:
-    with pytest.raises(TraitError, match=r"PersistExtension\.gil_switch_interval must be >= 0"):
-        PersistExtension(config=Config({"PersistExtension": {"gil_switch_interval": -0.001}}))
+@pytest.mark.parametrize("value", [-0.001, 5e-7])
+def test_gil_switch_interval_is_0_or_at_least_a_microsecond(value: float) -> None:
+    with pytest.raises(TraitError, match=r"gil_switch_interval must be 0 or >= 1e-6 s"):
+        PersistExtension(config=Config({"PersistExtension": {"gil_switch_interval": value}}))
 
 
 async def test_the_gil_switch_interval_reaches_the_writer(jp_fetch: Any, capture: Any) -> None:

@@ -50,6 +50,13 @@ def test_an_interval_set_by_someone_else_meanwhile_stays(interpreter_default: fl
     sys.setswitchinterval(interpreter_default)
 
 
+def test_given_back_when_the_interpreter_rounded_ours(interpreter_default: float) -> None:
+    """The interpreter keeps whole microseconds: 123.4567 µs reads back as 123 µs."""
+    with SwitchInterval(0.0001234567).shortened():
+        assert sys.getswitchinterval() == pytest.approx(0.000123)
+    assert sys.getswitchinterval() == interpreter_default
+
+
 @pytest.mark.parametrize("factor", [0.0, 1.0, 2.0])
 def test_zero_or_no_shorter_leaves_the_interval_alone(
     interpreter_default: float, factor: float

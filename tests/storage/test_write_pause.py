@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from helpers import (
+    count_notebook_reads,
     idle_msg,
     make_notebook,
     read_cells,
@@ -21,6 +22,7 @@ from helpers import (
 from jupyter_server.services.contents.filemanager import AsyncFileContentsManager
 
 from jupyter_persist.model.store import CaptureStore
+from jupyter_persist.storage import flusher as flusher_module
 from jupyter_persist.storage.flusher import Flusher, pause_after_write
 from jupyter_persist.storage.journal import fold
 from jupyter_persist.storage.writer import NotebookWriter
@@ -42,7 +44,7 @@ def jp_server_config() -> dict[str, Any]:
     }
 
 
-async def test_no_second_write_while_the_cell_runs_then_its_end_is_written_at_once(
+async def test_no_second_write_while_the_cell_runs_then_its_end_is_written_by_a_tick(
     jp_root_dir: Path, jp_ws_fetch: Any, notebook_session: Any, capture: Any
 ) -> None:
     nb_path = jp_root_dir / "paused.ipynb"
@@ -135,11 +137,17 @@ def finished_run(store: CaptureStore, msg_id: str, cell_id: str, text: str) -> N
     assert not execution.running
 
 
-async def test_a_run_ending_within_the_pause_is_written_by_the_next_tick(tmp_path: Path) -> None:
+async def test_a_run_ending_within_the_pause_is_written_by_the_next_tick(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Cells run one after the other into a big notebook: not one save per run's end."""
     store = CaptureStore()
-    writer = NotebookWriter(contents_manager=AsyncFileContentsManager(root_dir=str(tmp_path)))
+    contents_manager = AsyncFileContentsManager(root_dir=str(tmp_path))
+    writer = NotebookWriter(contents_manager=contents_manager)
     flusher = Flusher(store, writer, attached=lambda kernel_id: False, max_write_share=0.0001)
+    reads = count_notebook_reads(monkeypatch, contents_manager)
+    # The tick finds the parsed copy past its keep time: it stays for the paused write.
+    monkeypatch.setattr(flusher_module, "KEEP_PARSED_SECONDS", 0.0)
     nb_path = tmp_path / "nb.ipynb"
     make_notebook(nb_path, [("a", "print(1)"), ("b", "print(2)")])
     finished_run(store, "m1", "a", "one\n")
@@ -149,6 +157,7 @@ async def test_a_run_ending_within_the_pause_is_written_by_the_next_tick(tmp_pat
     assert stream_text(read_cells(nb_path)["b"]) == ""
     await flusher.flush_all()  # the next tick: no cell runs, so the pause does not hold
     assert [stream_text(cell) for cell in read_cells(nb_path).values()] == ["one\n", "two\n"]
+    assert reads == ["nb.ipynb"], "the paused write read the notebook again"
 
 
 class TestRunsEndingBackToBack:
@@ -161,8 +170,22 @@ class TestRunsEndingBackToBack:
         }
 
     async def test_the_second_runs_end_waits_for_the_tick(
-        self, jp_root_dir: Path, jp_ws_fetch: Any, notebook_session: Any, capture: Any
+        self,
+        jp_root_dir: Path,
+        jp_ws_fetch: Any,
+        notebook_session: Any,
+        capture: Any,
+        monkeypatch: pytest.MonkeyPatch,
     ) -> None:
+        outcomes: list[str] = []
+        flush = capture.flusher.flush
+
+        async def noting_flush(*args: Any, **kwargs: Any) -> str:
+            outcome: str = await flush(*args, **kwargs)
+            outcomes.append(outcome)
+            return outcome
+
+        monkeypatch.setattr(capture.flusher, "flush", noting_flush)
         nb_path = jp_root_dir / "back_to_back.ipynb"
         codes = {
             cell_id: f"import time\nprint('start', flush=True)\ntime.sleep(0.5)\nprint('{word}')"
@@ -176,10 +199,10 @@ class TestRunsEndingBackToBack:
             timeout=30,
             what="the first run's end written at once",
         )
-        msg_id = await run_and_leave(jp_ws_fetch, kernel_id, codes["b"], "b")
-        execution = capture.store.get(msg_id)
-        await wait_for(lambda: not execution.running, timeout=30, what="the second run's end")
-        await asyncio.sleep(1.0)
+        assert "written" in outcomes
+        seen = len(outcomes)
+        await run_and_leave(jp_ws_fetch, kernel_id, codes["b"], "b")
+        await wait_for(lambda: "paused" in outcomes[seen:], timeout=30, what="its end, paused")
         assert stream_text(read_cells(nb_path)["b"]) == "", "written at its end despite the pause"
         await capture.flusher.flush_all()  # what the next save_interval tick does
         assert stream_text(read_cells(nb_path)["b"]) == "start\ntwo\n"

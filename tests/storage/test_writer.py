@@ -9,6 +9,7 @@ from typing import Any
 import nbformat
 import pytest
 from helpers import (
+    count_notebook_reads,
     idle_msg,
     make_notebook,
     read_cells,
@@ -175,32 +176,23 @@ async def test_ten_thousand_cells(tmp_path: Path, writer: NotebookWriter) -> Non
 
 
 async def test_a_notebook_we_wrote_is_not_read_again_unless_changed(
-    tmp_path: Path, writer: NotebookWriter
+    tmp_path: Path, writer: NotebookWriter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each read is a trust check and a validation on the event loop: not once per write."""
     path = tmp_path / "kept.ipynb"
     make_notebook(path, [("a", "print(1)"), ("b", "print(2)")])
     first = [{"output_type": "stream", "name": "stdout", "text": "1\n"}]
-    reads = 0
-    contents_manager = writer.contents_manager
-    get = contents_manager.get
-
-    async def counting_get(notebook_path: str, content: bool = True, **kwargs: Any) -> Any:
-        nonlocal reads
-        reads += bool(content)
-        return await get(notebook_path, content=content, **kwargs)
-
-    contents_manager.get = counting_get
+    reads = count_notebook_reads(monkeypatch, writer.contents_manager)
     await writer.merge("kept.ipynb", {"a": CellUpdate(first, 1)})
     small = [{"output_type": "stream", "name": "stdout", "text": "2\n"}]
     await writer.merge("kept.ipynb", {"b": CellUpdate(small, 2)})
-    assert reads == 1  # the second write used the notebook as saved
+    assert len(reads) == 1  # the second write used the notebook as saved
     # Someone else changes the file (a user's edit): the next write reads it again.
     on_disk = json.loads(path.read_text())
     on_disk["cells"][1]["source"] = "print('edited')"
     path.write_text(json.dumps(on_disk))
     await writer.merge("kept.ipynb", {"b": CellUpdate(small, 3)})
-    assert reads == 2
+    assert len(reads) == 2
     saved = json.loads(path.read_text())
     assert "".join(saved["cells"][1]["source"]) == "print('edited')"
     assert saved["cells"][1]["execution_count"] == 3
@@ -319,15 +311,7 @@ async def test_cells_run_one_after_another_have_their_notebook_read_once(
 ) -> None:
     """The parsed copy outlives a run for the next one's write, then goes at a later flush."""
     make_notebook(tmp_path / "nb.ipynb", [("a", "print(1)"), ("b", "print(2)")])
-    reads: list[str] = []
-    get = writer.contents_manager.get
-
-    async def counting_get(path: str, content: bool = True, **kwargs: Any) -> Any:
-        if content:
-            reads.append(path)
-        return await get(path, content=content, **kwargs)
-
-    monkeypatch.setattr(writer.contents_manager, "get", counting_get)
+    reads = count_notebook_reads(monkeypatch, writer.contents_manager)
     store = CaptureStore()
     flusher = Flusher(store, writer, attached=lambda kernel_id: False)
 
