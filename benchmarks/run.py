@@ -32,6 +32,7 @@ from workloads import (
     RERUN_OUTPUT_MB,
     big_notebook,
     big_output_detached,
+    flood_detached,
     gateway_kernel,
     lines_attached,
     lines_detached,
@@ -50,6 +51,11 @@ class Row:
     limit: float | None = None  # ratio limit; None: compare ours against `absolute`
     absolute: float | None = None  # absolute limit on our value
     minimum: float | None = None  # least acceptable value of ours
+    #: Where plain's value is at most this, ours is held to ``absolute`` instead of the
+    #: ratio; above it, to the ratio alone. Issue 22's p99: "≤1.5× plain, and ≤50 ms where
+    #: plain is ≤30 ms" (1.5 × 30 is 45: the 50 ms only means something instead of the
+    #: ratio, where a few ms either way would double a small p99).
+    absolute_where_plain: float | None = None
     plain: list[float] = field(default_factory=list)
     ours: list[float] = field(default_factory=list)
 
@@ -68,10 +74,15 @@ def table(rows: list[Row]) -> str:
             ok = True
             if row.minimum is not None:
                 ok = ok and ours >= row.minimum
-            if row.limit is not None:
-                ok = ok and ratio <= row.limit
-            if row.absolute is not None:
-                ok = ok and ours <= row.absolute
+            if row.absolute_where_plain is not None and plain <= row.absolute_where_plain:
+                ok = ok and row.absolute is not None and ours <= row.absolute
+            elif row.absolute_where_plain is not None:
+                ok = ok and row.limit is not None and ratio <= row.limit
+            else:
+                if row.limit is not None:
+                    ok = ok and ratio <= row.limit
+                if row.absolute is not None:
+                    ok = ok and ours <= row.absolute
             verdict = "pass" if ok else "FAIL"
         lines.append(
             f"| {row.workload} | {row.measure} | {_fmt(plain)} | {_fmt(ours)} | "
@@ -157,7 +168,8 @@ def lag_specs(prefix: str, workload: str) -> dict[str, tuple[Any, ...]]:
 
 def lag_mapping(prefix: str) -> dict[str, str]:
     """Which row each measure of a many-kernels workload goes to."""
-    return {measure: f"{prefix}_{suffix}" for measure, suffix in LAG_MEASURES.items()}
+    mapping = {measure: f"{prefix}_{suffix}" for measure, suffix in LAG_MEASURES.items()}
+    return {**mapping, "p99": f"p99_{prefix}"}
 
 
 def memory_specs(z: Sizes) -> dict[str, tuple[Any, ...]]:
@@ -273,10 +285,43 @@ def make_rows(z: Sizes) -> dict[str, Row]:
             "info",
         ),
         **memory_specs(z),
-        "p99": ("all of the above", "p99 GET /api/status ms", "≤50 ms, ≤1.5×", 1.5, 50),
-        "p99_worst": ("worst single workload", "p99 GET /api/status ms", "≤50 ms", None, 50),
     }
-    return {key: Row(*spec) for key, spec in specs.items()}
+    rows = {key: Row(*spec) for key, spec in specs.items()}
+    labels = {key: rows[row_key].workload for key, row_key in P99_LABEL_ROWS.items()}
+    labels["p99_gw"] = "a gateway kernel's websockets and 200 lines (its own servers)"
+    labels["p99_all"] = "all of the above but the gateway's (pooled)"
+    for key, workload in labels.items():
+        rows[key] = p99_row(workload)
+    return rows
+
+
+#: The ``GET /api/status`` p99 row of each workload, named after one of its rows.
+P99_LABEL_ROWS = {
+    "p99_att": "att_wall",
+    "p99_det": "det_cpu",
+    "p99_prog": "prog",
+    "p99_big": "big_rss",
+    "p99_fast": "fast_rss",
+    "p99_lag": "lag_journal",
+    "p99_half": "half_journal",
+    "p99_mem_one": "mem_one",
+    "p99_mem_cells": "mem_cells",
+    "p99_mem_one_det": "mem_one_det",
+    "p99_mem_cells_det": "mem_cells_det",
+    "p99_nb": "nb_share",
+}
+
+
+def p99_row(workload: str) -> Row:
+    """Issue 22's target for the server's responsiveness, on one workload or pooled."""
+    return Row(
+        workload,
+        "p99 GET /api/status ms",
+        "≤50 ms where plain ≤30 ms, else ≤1.5×",
+        limit=1.5,
+        absolute=50,
+        absolute_where_plain=30,
+    )
 
 
 async def run_side(
@@ -288,19 +333,21 @@ async def run_side(
         getattr(rows[key], side).append(value)
 
     latencies: list[float] = []
-    worst = 0.0
     loop_seconds = {"all": 0.0, "iopub": 0.0}
     loop_messages = 0
     for workload, mapping in (
         (
             lines_attached(server, z.lines, run, latencies),
-            {"wall": "att_wall", "cpu": "att_cpu", "received": "att_all"},
+            {"wall": "att_wall", "cpu": "att_cpu", "received": "att_all", "p99": "p99_att"},
         ),
         (
             lines_detached(server, z.lines, run, latencies),
-            {"cpu": "det_cpu", "complete": "det_done"},
+            {"cpu": "det_cpu", "complete": "det_done", "p99": "p99_det"},
         ),
-        (progress_detached(server, z.progress, run, latencies), {"bytes": "prog"}),
+        (
+            progress_detached(server, z.progress, run, latencies),
+            {"bytes": "prog", "p99": "p99_prog"},
+        ),
         (
             big_output_detached(server, z.big_output_mb, run, latencies),
             {
@@ -309,11 +356,12 @@ async def run_side(
                 "ipynb_mb": "big_ipynb",
                 "done": "big_done",
                 "mb_per_s": "big_rate",
+                "p99": "p99_big",
             },
         ),
         (
-            big_output_detached(server, z.big_output_mb, run, latencies, chunked=True),
-            {"rss_mb": "fast_rss", "mb_per_s": "fast_rate", "done": "fast_done"},
+            flood_detached(server, z.big_output_mb, run, latencies),
+            {"rss_mb": "fast_rss", "mb_per_s": "fast_rate", "done": "fast_done", "p99": "p99_fast"},
         ),
         (
             many_kernels(server, z.kernels, z.kernel_seconds, run, latencies),
@@ -323,18 +371,21 @@ async def run_side(
             many_kernels(server, z.kernels // 2, z.kernel_seconds, run, latencies),
             lag_mapping("half"),
         ),
-        (reruns(server, z.reruns, 1, run, latencies), {"rss_growth_mb": "mem_one"}),
+        (
+            reruns(server, z.reruns, 1, run, latencies),
+            {"rss_growth_mb": "mem_one", "p99": "p99_mem_one"},
+        ),
         (
             reruns(server, z.rerun_cells, z.rerun_cells, run, latencies),
-            {"rss_growth_mb": "mem_cells"},
+            {"rss_growth_mb": "mem_cells", "p99": "p99_mem_cells"},
         ),
         (
             reruns(server, z.rerun_cells, 1, run, latencies, detached=True),
-            {"rss_growth_mb": "mem_one_det"},
+            {"rss_growth_mb": "mem_one_det", "p99": "p99_mem_one_det"},
         ),
         (
             reruns(server, z.rerun_cells, z.rerun_cells, run, latencies, detached=True),
-            {"rss_growth_mb": "mem_cells_det"},
+            {"rss_growth_mb": "mem_cells_det", "p99": "p99_mem_cells_det"},
         ),
         (
             big_notebook(
@@ -346,6 +397,7 @@ async def run_side(
                 "ipynb_mb_per_s": "nb_rate",
                 "journal_per_output": "nb_journal",
                 "done": "nb_done",
+                "p99": "p99_nb",
             },
         ),
     ):
@@ -368,11 +420,9 @@ async def run_side(
             + ", ".join(f"{k}={v:.3g}" for k, v in result.items()),
             flush=True,
         )
-        worst = max(worst, result["p99"])
         for measure, key in mapping.items():
             add(key, result[measure])
-    add("p99", p99(latencies))
-    add("p99_worst", worst)
+    add("p99_all", p99(latencies))
     if side == "ours" and loop_messages:
         add("loop_us", loop_seconds["all"] / loop_messages * 1e6)
         add("loop_iopub_us", loop_seconds["iopub"] / loop_messages * 1e6)
@@ -406,7 +456,12 @@ async def run_gateway_side(
         + ", ".join(f"{k}={v:.3g}" for k, v in result.items()),
         flush=True,
     )
-    for measure, key in (("first_ms", "gw_first"), ("open_ms", "gw_open"), ("done", "gw_done")):
+    for measure, key in (
+        ("first_ms", "gw_first"),
+        ("open_ms", "gw_open"),
+        ("done", "gw_done"),
+        ("p99", "p99_gw"),
+    ):
         getattr(rows[key], side).append(result[measure])
 
 

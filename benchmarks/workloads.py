@@ -300,6 +300,13 @@ async def big_output_detached(
     }
 
 
+async def flood_detached(
+    server: Server, megabytes: int, run: int, lat: list[float]
+) -> dict[str, float]:
+    """``megabytes`` MB in 1 MB prints with flush, detached (``--only flood_detached``)."""
+    return await big_output_detached(server, megabytes, run, lat, chunked=True)
+
+
 class LagWatcher:
     """Polls journals and notebooks; notes when each stamped line first appears in each."""
 

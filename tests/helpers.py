@@ -332,6 +332,27 @@ def idle_msg(msg_id: str) -> dict[str, Any]:
     }
 
 
+def placed_run(store: Any, msg_id: str, cell_id: str, path: str = "nb.ipynb") -> Any:
+    """A run of ``cell_id`` in ``path`` on kernel ``k``, begun and placed, still running."""
+    execution = store.begin("k", msg_id, cell_id=cell_id)
+    store.place(execution, path, cell_id)
+    return execution
+
+
+def end_run(store: Any, msg_id: str, text: str) -> None:
+    """The run ``msg_id`` prints ``text`` and ends, nobody attached."""
+    store.apply(stream_msg(msg_id, text), detached=True)
+    store.apply(idle_msg(msg_id), detached=True)
+    assert not store.get(msg_id).running
+
+
+def finished_run(store: Any, msg_id: str, cell_id: str, text: str, path: str = "nb.ipynb") -> Any:
+    """A run of ``cell_id`` in ``path`` that printed ``text`` and ended, nobody attached."""
+    execution = placed_run(store, msg_id, cell_id, path)
+    end_run(store, msg_id, text)
+    return execution
+
+
 async def fetch_json(jp_fetch: Any, *parts: str, **kwargs: Any) -> Any:
     response = await jp_fetch(*parts, **kwargs)
     assert response.code == 200

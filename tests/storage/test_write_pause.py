@@ -11,11 +11,10 @@ from typing import Any
 import pytest
 from helpers import (
     count_notebook_reads,
-    idle_msg,
+    finished_run,
     make_notebook,
     read_cells,
     run_and_leave,
-    stream_msg,
     stream_text,
     wait_for,
 )
@@ -126,15 +125,6 @@ async def test_the_writes_of_one_round_are_spread_out(tmp_path: Path) -> None:
         "2\n",
         "3\n",
     ]
-
-
-def finished_run(store: CaptureStore, msg_id: str, cell_id: str, text: str) -> None:
-    """A run of ``cell_id`` in nb.ipynb that printed ``text`` and ended, nobody attached."""
-    execution = store.begin("k", msg_id, cell_id=cell_id)
-    store.place(execution, "nb.ipynb", cell_id)
-    store.apply(stream_msg(msg_id, text), detached=True)
-    store.apply(idle_msg(msg_id), detached=True)
-    assert not execution.running
 
 
 async def test_a_run_ending_within_the_pause_is_written_by_the_next_tick(

@@ -10,11 +10,12 @@ import nbformat
 import pytest
 from helpers import (
     count_notebook_reads,
-    idle_msg,
+    end_run,
+    finished_run,
     make_notebook,
+    placed_run,
     read_cells,
     run_and_leave,
-    stream_msg,
     stream_text,
     wait_for,
 )
@@ -316,11 +317,7 @@ async def test_cells_run_one_after_another_have_their_notebook_read_once(
     flusher = Flusher(store, writer, attached=lambda kernel_id: False)
 
     async def run_detached(msg_id: str, cell_id: str) -> None:
-        execution = store.begin("k", msg_id, cell_id=cell_id)
-        store.place(execution, "nb.ipynb", cell_id)
-        store.apply(stream_msg(msg_id, f"{msg_id}\n"), detached=True)
-        store.apply(idle_msg(msg_id), detached=True)
-        assert not execution.running
+        finished_run(store, msg_id, cell_id, f"{msg_id}\n")
         assert await flusher.flush("nb.ipynb") == "written"
 
     await run_detached("m1", "a")
@@ -347,17 +344,12 @@ async def test_a_running_cell_keeps_its_notebooks_copy_past_the_keep_time(
     store = CaptureStore()
     flusher = Flusher(store, writer, attached=lambda kernel_id: False)
     monkeypatch.setattr(flusher_module, "KEEP_PARSED_SECONDS", 0.0)
-    done = store.begin("k", "m1", cell_id="a")
-    store.place(done, "nb.ipynb", "a")
-    store.apply(stream_msg("m1", "1\n"), detached=True)
-    store.apply(idle_msg("m1"), detached=True)
+    finished_run(store, "m1", "a", "1\n")
     assert await flusher.flush("nb.ipynb") == "written"
-    running = store.begin("k", "m2", cell_id="b")  # started before the next flush
-    store.place(running, "nb.ipynb", "b")
+    placed_run(store, "m2", "b")  # started before the next flush
     await flusher.flush_all()
     assert "nb.ipynb" in writer._written
-    store.apply(stream_msg("m2", "2\n"), detached=True)
-    store.apply(idle_msg("m2"), detached=True)
+    end_run(store, "m2", "2\n")
     assert await flusher.flush("nb.ipynb") == "written"
     await flusher.flush_all()
     assert "nb.ipynb" not in writer._written
