@@ -59,6 +59,16 @@ class Batch:
     nbytes: int
 
 
+@dataclass
+class _Handoff:
+    """One ``batch`` message of the reader, received and not yet decoded."""
+
+    frames: list[bytes]
+    meta: dict[str, Any]
+    nbytes: int
+    subscriptions: list[Subscription | None]
+
+
 class IOPubReader:
     """Runs the reader and talks to it; every method is called on the event loop.
 
@@ -93,8 +103,9 @@ class IOPubReader:
         self._ids = itertools.count(1)
         self._subscriptions: dict[bytes, Subscription] = {}
         self._done: set[bytes] = set()
-        #: Batches received, not yet taken, with their subscription (None: removed).
-        self._inbox: deque[tuple[Subscription | None, list[bytes], dict[str, Any]]] = deque()
+        #: Handoffs received, not yet taken: their frames, meta, wire bytes, and the
+        #: subscription of each of their batches (None: removed).
+        self._inbox: deque[_Handoff] = deque()
         self._inbox_bytes = 0
         self._taken_bytes = 0
         self._credit = 0
@@ -227,16 +238,18 @@ class IOPubReader:
         batches = []
         taken = 0
         while self._inbox and (max_bytes is None or taken < max_bytes):
-            subscription, frames, meta = self._inbox.popleft()
-            nbytes = int(meta["nbytes"])
-            taken += nbytes
-            self._inbox_bytes -= nbytes
-            self._taken_bytes += nbytes
-            if subscription is None:  # removed before it was read: nothing waits for it
-                self.handled(nbytes)
-                continue
-            messages = decode_batch(frames, meta)
-            batches.append(Batch(subscription, messages, int(meta["received"]), nbytes))
+            handoff = self._inbox.popleft()
+            taken += handoff.nbytes
+            self._inbox_bytes -= handoff.nbytes
+            self._taken_bytes += handoff.nbytes
+            decoded = decode_batch(handoff.frames, handoff.meta)
+            for subscription, (_, received, nbytes, _), (_, messages) in zip(
+                handoff.subscriptions, handoff.meta["batches"], decoded, strict=True
+            ):
+                if subscription is None:  # removed before it was read: nothing waits for it
+                    self.handled(nbytes)
+                    continue
+                batches.append(Batch(subscription, messages, received, nbytes))
         return batches
 
     def handled(self, nbytes: int) -> None:
@@ -357,13 +370,17 @@ class IOPubReader:
         kind = frames[0]
         if kind == b"batch":
             meta = batch_meta(frames)
-            nbytes = int(meta["nbytes"])
-            subscription = self._subscriptions.get(frames[1])
-            self._inbox.append((subscription, frames, meta))
+            subscriptions = []
+            nbytes = 0
+            for sub_id, received, batch_bytes, _ in meta["batches"]:
+                subscription = self._subscriptions.get(sub_id.encode())
+                subscriptions.append(subscription)
+                nbytes += batch_bytes
+                if subscription is not None and received and subscription.signal_live:
+                    subscription.signal_live = False
+                    self._on_live(subscription)
+            self._inbox.append(_Handoff(frames, meta, nbytes, subscriptions))
             self._inbox_bytes += nbytes
-            if subscription is not None and meta["received"] and subscription.signal_live:
-                subscription.signal_live = False
-                self._on_live(subscription)
             if not self._batches_scheduled and self._io_loop is not None:
                 self._batches_scheduled = True
                 self._io_loop.add_callback(self._on_batches)
