@@ -242,7 +242,16 @@ class IOPubReader:
             taken += handoff.nbytes
             self._inbox_bytes -= handoff.nbytes
             self._taken_bytes += handoff.nbytes
-            decoded = decode_batch(handoff.frames, handoff.meta)
+            try:
+                decoded = decode_batch(handoff.frames, handoff.meta)
+            except Exception:
+                # Never from a reader of the same version; the reader may read on.
+                self.log.exception(
+                    "jupyter_persist: undecodable batches from the IOPub reader (%d bytes)",
+                    handoff.nbytes,
+                )
+                self.handled(handoff.nbytes)
+                continue
             for subscription, (_, received, nbytes, _), (_, messages) in zip(
                 handoff.subscriptions, handoff.meta["batches"], decoded, strict=True
             ):
@@ -370,17 +379,15 @@ class IOPubReader:
         kind = frames[0]
         if kind == b"batch":
             meta = batch_meta(frames)
-            subscriptions = []
-            nbytes = 0
-            for sub_id, received, batch_bytes, _ in meta["batches"]:
-                subscription = self._subscriptions.get(sub_id.encode())
-                subscriptions.append(subscription)
-                nbytes += batch_bytes
+            batches = meta["batches"]
+            subscriptions = [self._subscriptions.get(batch[0].encode()) for batch in batches]
+            nbytes = sum(batch[2] for batch in batches)
+            self._inbox.append(_Handoff(frames, meta, nbytes, subscriptions))
+            self._inbox_bytes += nbytes
+            for subscription, (_, received, _, _) in zip(subscriptions, batches, strict=True):
                 if subscription is not None and received and subscription.signal_live:
                     subscription.signal_live = False
                     self._on_live(subscription)
-            self._inbox.append(_Handoff(frames, meta, nbytes, subscriptions))
-            self._inbox_bytes += nbytes
             if not self._batches_scheduled and self._io_loop is not None:
                 self._batches_scheduled = True
                 self._io_loop.add_callback(self._on_batches)

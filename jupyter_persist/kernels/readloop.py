@@ -46,9 +46,10 @@ HANDOFF_INTERVAL = 0.05
 #: Messages and bytes read from one socket before the others get their turn.
 READ_BATCH = 1000
 READ_BYTES = 4 * 1024 * 1024
-#: Wire bytes past which what is read from a socket goes on in a new batch: the server
-#: decodes and handles a batch in one step of its event loop (4 MB of 1 MB prints in
-#: one batch held it 250 ms).
+#: Wire bytes past which what is read from a socket goes on in a new batch, and which
+#: the batches handed over together stay within (a batch that reaches it travels
+#: alone): the server decodes a handoff in one step of its event loop (4 MB of 1 MB
+#: prints in one batch held it 250 ms).
 BATCH_BYTES = 512 * 1024
 #: Bytes sent to the server and not yet handled past which no socket is read: the rest
 #: waits in the sockets' queues until the server catches up.
@@ -146,7 +147,7 @@ def open_sub_socket(
 def encode_batch(chunks: list[tuple[bytes, _Chunk]]) -> list[bytes]:
     """The frames of one handoff's batches: of one kernel, or of several together.
 
-    Batches go together up to ``BATCH_BYTES``: with 20 kernels printing, receiving and
+    Batches go together within ``BATCH_BYTES``: with 20 kernels printing, receiving and
     decoding 20 small batches per handoff, one at a time, was 40% of the extension's
     time on the event loop. Buffers (widget state) travel as frames of their own, and
     so does stream text, as UTF-8: the server decodes that at memory speed, where
@@ -379,11 +380,11 @@ class ReadLoop:
         for held in self.sockets.values():
             for chunk in held.chunks:
                 chunk.messages = list(coalesce_streams(chunk.messages))
-                together.append((held.sub_id, chunk))
-                together_bytes += chunk.nbytes
-                if together_bytes >= BATCH_BYTES:
+                if together and together_bytes + chunk.nbytes > BATCH_BYTES:
                     self._send_batches(together, together_bytes)
                     together, together_bytes = [], 0
+                together.append((held.sub_id, chunk))
+                together_bytes += chunk.nbytes
             held.chunks = []
         if together:
             self._send_batches(together, together_bytes)

@@ -238,6 +238,15 @@ async def test_small_batches_of_several_kernels_are_handed_over_together(
             for batch in batches:
                 iopub.handled(batch.nbytes)
             assert iopub.backlog_bytes == 0
+            # Together within BATCH_BYTES: two of 300 kB go apart, each decoded alone.
+            text = "x" * 299_999 + "\n"
+            publisher.publish("stream", {"name": "stdout", "text": text})
+            second.publish("stream", {"name": "stdout", "text": text})
+            await asyncio.sleep(0.3)
+            iopub.sync()
+            assert len(iopub.take(1)) == 1
+            assert iopub.waiting
+            assert len(iopub.take()) == 1
 
 
 def test_a_batch_round_trips_its_texts_and_buffers() -> None:
