@@ -198,8 +198,18 @@ async def test_a_page_follows_a_run_it_did_not_start(
     )
     assert not capture.page_owns("live.ipynb")
 
-    response = await jp_fetch("api", "persist", "outputs", params={"path": "live.ipynb"})
-    body = json.loads(response.body)
+    async def described_runs() -> dict[str, Any]:
+        response = await jp_fetch("api", "persist", "outputs", params={"path": "live.ipynb"})
+        body: dict[str, Any] = json.loads(response.body)
+        return body
+
+    # The file is complete while the ContentsManager's save still runs (it reads the
+    # model back after writing): the run counts as written once that save returns.
+    async def recorded_as_written() -> bool:
+        return all(run["written"] for run in (await described_runs())["executions"])
+
+    await wait_for(recorded_as_written, timeout=15, what="the run recorded as written")
+    body = await described_runs()
     assert body["path"] == "live.ipynb"
     assert not body["collaborative"]
     [described] = body["executions"]
