@@ -62,6 +62,7 @@ class CaptureManager(LoggingConfigurable):
     )
     replay_buffer_max_bytes = Integer(0, help="Replay buffer bound (see PersistExtension).")
     iopub_reader = Unicode("process", help="Where IOPub is read (see PersistExtension).")
+    reader_nice = Integer(0, help="The reader's lower CPU priority (see PersistExtension).")
     trim_memory = Bool(True, help="Return freed memory to the OS (see PersistExtension).")
     web_settings = AnyTrait(
         None,
@@ -132,6 +133,7 @@ class CaptureManager(LoggingConfigurable):
             meter=self.meter,
             kernel_manager=self.kernel_manager,
             iopub_reader=self.iopub_reader,
+            reader_nice=self.reader_nice,
             parent=self,
         )
         self.kernels = KernelTracker(

@@ -397,3 +397,14 @@ def count_notebook_reads(monkeypatch: pytest.MonkeyPatch, contents_manager: Any)
 
     monkeypatch.setattr(contents_manager, "get", counting_get)
     return reads
+
+
+def thread_nice_values(pid: int) -> dict[str, list[int]]:
+    """The nice value of each thread of a process, by thread name; "main" for its first."""
+    values: dict[str, list[int]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        name = "main" if task.name == str(pid) else (task / "comm").read_text().strip()
+        stat = (task / "stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()  # from the third field, "state", on
+        values.setdefault(name, []).append(int(fields[16]))
+    return values

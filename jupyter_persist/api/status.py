@@ -89,6 +89,7 @@ async def capture_status(capture: CaptureManager) -> dict[str, Any]:
             "stream_tail_chars": capture.limits.stream_tail_chars,
             "max_rich_output_bytes": capture.limits.max_rich_output_bytes,
             "iopub_reader": capture.iopub_reader,
+            "reader_nice": capture.reader_nice,
             "trim_memory": capture.trim_memory,
         },
         "iopub_reader": capture.listener.reader_state(),

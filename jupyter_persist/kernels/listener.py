@@ -14,7 +14,7 @@ import zmq
 from jupyter_client.connect import ConnectionFileMixin
 from tornado.ioloop import PeriodicCallback
 from traitlets import Any as AnyTrait
-from traitlets import Enum
+from traitlets import Enum, Integer
 from traitlets.config import LoggingConfigurable
 
 from ..meter import LoopMeter
@@ -64,6 +64,7 @@ class KernelListener(LoggingConfigurable):
     iopub_reader = Enum(
         ["process", "thread"], "process", help="Where IOPub is read (see PersistExtension)."
     )
+    reader_nice = Integer(0, help="The reader's lower CPU priority (see PersistExtension).")
 
     def __init__(
         self,
@@ -79,7 +80,12 @@ class KernelListener(LoggingConfigurable):
         self.meter = meter or LoopMeter()
         self._subscriptions: dict[str, Source] = {}
         self._reader = IOPubReader(
-            self._batches_waiting, self._live, self.log, self.iopub_reader, self.meter
+            self._batches_waiting,
+            self._live,
+            self.log,
+            self.iopub_reader,
+            self.meter,
+            nice=self.reader_nice,
         )
         #: Taken, not yet handled: (source, decoded messages, bytes on the wire).
         self._received: deque[tuple[Source, list[dict[str, Any]], int]] = deque()

@@ -9,7 +9,9 @@ ZMQ has no IPC transport, e.g. some Windows builds, or by configuration).
 
 The process is connected over a ZMQ IPC socket in a directory only the server's user
 can enter (the commands carry the kernels' signing keys), and ends by itself when the
-server does (its stdin closes).
+server does (its stdin closes). Its reading thread runs at a lower CPU priority
+(``PersistExtension.reader_nice``): where no core is free, the server's event loop and
+the kernels come first, and the reader reads what waits in its sockets' queues after.
 """
 
 from __future__ import annotations
@@ -84,6 +86,8 @@ class IOPubReader:
         log: Any,
         mode: str = "process",
         meter: LoopMeter | None = None,
+        *,
+        nice: int = 0,
     ) -> None:
         self._on_batches = on_batches
         #: Receiving batches is counted as the extension's IOPub work on the loop.
@@ -91,6 +95,8 @@ class IOPubReader:
         self._on_live = on_live
         self.log = log
         self.mode = mode
+        #: How much lower the reader process's reading thread's CPU priority is.
+        self.nice = nice
         self._context: zmq.Context[zmq.Socket[bytes]] | None = None
         self._socket: zmq.Socket[bytes] | None = None
         self._io_loop: IOLoop | None = None
@@ -180,8 +186,9 @@ class IOPubReader:
         self._io_loop.add_handler(socket, self._on_readable, IOLoop.READ)
         if self.mode == "process":
             try:
+                nice = ["--nice", str(self.nice)] if self.nice else []
                 self._process = subprocess.Popen(
-                    [*READER_COMMAND, endpoint], stdin=subprocess.PIPE, close_fds=True
+                    [*READER_COMMAND, endpoint, *nice], stdin=subprocess.PIPE, close_fds=True
                 )
                 return
             except OSError as err:

@@ -25,6 +25,7 @@ everything the command read was sent), ``log LEVEL TEXT``.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import logging
@@ -417,18 +418,44 @@ def _exit_with_the_server(fd: int) -> None:
     os._exit(0)
 
 
+def lower_thread_priority(increment: int) -> str | None:
+    """Lower the calling thread's CPU priority by ``increment``; why not, if it cannot.
+
+    Only the calling thread's: on Linux a thread's nice value is its own (not POSIX's
+    per-process one), so ZMQ's I/O threads, started before, keep theirs.
+    """
+    if not sys.platform.startswith("linux"):
+        return "a thread's own priority is only set on Linux"
+    thread = threading.get_native_id()
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, thread)
+        os.setpriority(os.PRIO_PROCESS, thread, min(current + increment, 19))
+    except OSError as err:
+        return str(err)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m jupyter_persist.kernels.readloop ENDPOINT", file=sys.stderr)
-        return 2
+    parser = argparse.ArgumentParser(prog=f"python -m {__name__}")
+    parser.add_argument("endpoint", help="the server's ZMQ PAIR socket")
+    parser.add_argument(
+        "--nice", type=int, default=0, help="lower the reading thread's CPU priority by this"
+    )
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     watchdog = threading.Thread(
         target=_exit_with_the_server, args=(sys.stdin.fileno(),), name="server-watch", daemon=True
     )
     watchdog.start()
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
-        ReadLoop(context, args[0]).run()
+        # Its first socket starts ZMQ's I/O thread, which receives into the sockets'
+        # queues: that one keeps the server's priority, so the kernels' queues never fill.
+        loop = ReadLoop(context, args.endpoint)
+        if args.nice:
+            why_not = lower_thread_priority(args.nice)
+            if why_not is not None:
+                loop.log(logging.WARNING, f"the reader's priority stays as it is: {why_not}")
+        loop.run()
     finally:
         context.destroy(linger=0)
     return 0

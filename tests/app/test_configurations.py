@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ from helpers import (
     read_cells,
     run_and_leave,
     stream_text,
+    thread_nice_values,
     wait_for,
 )
 from traitlets import TraitError
@@ -166,6 +169,26 @@ async def test_the_gil_switch_interval_reaches_the_writer(jp_fetch: Any, capture
     assert capture.writer.switching.seconds == 0.001
     status = json.loads((await jp_fetch("api", "persist", "status")).body)
     assert status["config"]["gil_switch_interval"] == 0.001
+
+
+@pytest.mark.parametrize("value", [-1, 20])
+def test_the_readers_nice_increment_is_0_to_19(value: int) -> None:
+    with pytest.raises(TraitError, match=r"reader_nice must be 0 to 19"):
+        PersistExtension(config=Config({"PersistExtension": {"reader_nice": value}}))
+
+
+async def test_the_readers_nice_increment_reaches_the_reader(
+    jp_fetch: Any, jp_root_dir: Path, notebook_session: Any, capture: Any
+) -> None:
+    """By default the reading thread of the reader process yields the CPU (10 lower)."""
+    make_notebook(jp_root_dir / "nice.ipynb", [("c", "1")])
+    _, kernel_id = await notebook_session("nice.ipynb")
+    assert await capture.listener.wait_live(kernel_id, 30)  # the reader reads: it is set
+    status = json.loads((await jp_fetch("api", "persist", "status")).body)
+    assert status["config"]["reader_nice"] == 10
+    pid = status["iopub_reader"]["pid"]
+    server = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert thread_nice_values(pid)["main"] == [min(server + 10, 19)]
 
 
 def test_every_trait_is_documented() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -18,7 +19,7 @@ from typing import Any
 import psutil
 import pytest
 import zmq
-from helpers import wait_for
+from helpers import thread_nice_values, wait_for
 from jupyter_client.session import Session
 
 from jupyter_persist.kernels import reader as reader_module
@@ -90,10 +91,12 @@ class Received:
 
 
 @asynccontextmanager
-async def running_reader(mode: str = "process") -> AsyncIterator[tuple[IOPubReader, Received]]:
+async def running_reader(
+    mode: str = "process", nice: int = 0
+) -> AsyncIterator[tuple[IOPubReader, Received]]:
     """A reader started on the test's event loop (it needs one), stopped after."""
     received = Received()
-    reader = IOPubReader(received.take, received.live.append, log, mode)
+    reader = IOPubReader(received.take, received.live.append, log, mode, nice=nice)
     received.reader = reader
     reader.start()
     try:
@@ -390,6 +393,43 @@ async def test_a_reader_that_was_killed_is_started_again_with_its_subscriptions(
         await wait_for(lambda: connected_to(iopub.pid, publisher.port), timeout=10)
         publisher.publish("stream", {"name": "stdout", "text": "again\n"})
         await wait_for(lambda: "again" in received.texts(), timeout=10)
+
+
+async def test_the_reading_thread_yields_the_cpu_and_zmqs_receiving_thread_does_not(
+    publisher: FakeKernelIOPub,
+) -> None:
+    """The reader's copy of a flood waits where no core is free; the kernels' queues never
+    fill, as ZMQ's I/O thread keeps receiving into the sockets' unbounded queues."""
+    ours = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    async with running_reader(nice=7) as (iopub, received):
+        await subscribed(iopub, publisher, received)
+        assert iopub.pid is not None
+        nice = thread_nice_values(iopub.pid)
+        assert nice["main"] == [min(ours + 7, 19)]
+        assert nice["ZMQbg/IO/0"] == [ours]
+        publisher.publish("stream", {"name": "stdout", "text": "read\n"})
+        await wait_for(lambda: "read" in received.texts(), timeout=10)
+    async with running_reader() as (iopub, received):
+        await subscribed(iopub, publisher, received)
+        assert iopub.pid is not None
+        assert thread_nice_values(iopub.pid)["main"] == [ours]  # 0: left alone
+
+
+def test_lowering_the_priority_is_the_calling_threads_only() -> None:
+    seen: dict[str, Any] = {}
+
+    def lower() -> None:
+        before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        seen["why_not"] = readloop.lower_thread_priority(3)
+        seen["change"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) - before
+
+    main_before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    thread = threading.Thread(target=lower)
+    thread.start()
+    thread.join()
+    assert seen["why_not"] is None
+    assert seen["change"] == min(3, 19 - main_before)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_before
 
 
 def test_the_process_ends_when_the_server_goes_away(tmp_path: Any) -> None:
