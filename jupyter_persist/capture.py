@@ -134,6 +134,7 @@ class CaptureManager(LoggingConfigurable):
             kernel_manager=self.kernel_manager,
             iopub_reader=self.iopub_reader,
             reader_nice=self.reader_nice,
+            trim_memory=self.trim_memory,
             parent=self,
         )
         self.kernels = KernelTracker(

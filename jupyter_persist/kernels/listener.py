@@ -14,7 +14,7 @@ import zmq
 from jupyter_client.connect import ConnectionFileMixin
 from tornado.ioloop import PeriodicCallback
 from traitlets import Any as AnyTrait
-from traitlets import Enum, Integer
+from traitlets import Bool, Enum, Integer
 from traitlets.config import LoggingConfigurable
 
 from ..meter import LoopMeter
@@ -65,6 +65,7 @@ class KernelListener(LoggingConfigurable):
         ["process", "thread"], "process", help="Where IOPub is read (see PersistExtension)."
     )
     reader_nice = Integer(0, help="The reader's lower CPU priority (see PersistExtension).")
+    trim_memory = Bool(True, help="The reader trims its heap too (see PersistExtension).")
 
     def __init__(
         self,
@@ -86,6 +87,7 @@ class KernelListener(LoggingConfigurable):
             self.iopub_reader,
             self.meter,
             nice=self.reader_nice,
+            trim_memory=self.trim_memory,
         )
         #: Taken, not yet handled: (source, decoded messages, bytes on the wire).
         self._received: deque[tuple[Source, list[dict[str, Any]], int]] = deque()

@@ -88,6 +88,7 @@ class IOPubReader:
         meter: LoopMeter | None = None,
         *,
         nice: int = 0,
+        trim_memory: bool = True,
     ) -> None:
         self._on_batches = on_batches
         #: Receiving batches is counted as the extension's IOPub work on the loop.
@@ -97,6 +98,8 @@ class IOPubReader:
         self.mode = mode
         #: How much lower the reader process's reading thread's CPU priority is.
         self.nice = nice
+        #: Whether the reader process gives its freed memory back after a burst.
+        self.trim_memory = trim_memory
         self._context: zmq.Context[zmq.Socket[bytes]] | None = None
         self._socket: zmq.Socket[bytes] | None = None
         self._io_loop: IOLoop | None = None
@@ -186,9 +189,11 @@ class IOPubReader:
         self._io_loop.add_handler(socket, self._on_readable, IOLoop.READ)
         if self.mode == "process":
             try:
-                nice = ["--nice", str(self.nice)] if self.nice else []
+                options = ["--nice", str(self.nice)] if self.nice else []
+                if not self.trim_memory:
+                    options.append("--no-trim")
                 self._process = subprocess.Popen(
-                    [*READER_COMMAND, endpoint, *nice], stdin=subprocess.PIPE, close_fds=True
+                    [*READER_COMMAND, endpoint, *options], stdin=subprocess.PIPE, close_fds=True
                 )
                 return
             except OSError as err:

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -92,11 +93,13 @@ class Received:
 
 @asynccontextmanager
 async def running_reader(
-    mode: str = "process", nice: int = 0
+    mode: str = "process", nice: int = 0, trim_memory: bool = True
 ) -> AsyncIterator[tuple[IOPubReader, Received]]:
     """A reader started on the test's event loop (it needs one), stopped after."""
     received = Received()
-    reader = IOPubReader(received.take, received.live.append, log, mode, nice=nice)
+    reader = IOPubReader(
+        received.take, received.live.append, log, mode, nice=nice, trim_memory=trim_memory
+    )
     received.reader = reader
     reader.start()
     try:
@@ -413,6 +416,33 @@ async def test_the_reading_thread_yields_the_cpu_and_zmqs_receiving_thread_does_
         await subscribed(iopub, publisher, received)
         assert iopub.pid is not None
         assert thread_nice_values(iopub.pid)["main"] == [ours]  # 0: left alone
+
+
+@pytest.mark.parametrize("trim_memory", [True, False])
+async def test_the_process_gives_memory_back_after_a_burst(
+    publisher: FakeKernelIOPub, caplog: pytest.LogCaptureFixture, trim_memory: bool
+) -> None:
+    """Once a second passes with nothing to read after 8 MB or more were read (unless
+    ``PersistExtension.trim_memory`` is off)."""
+    caplog.set_level(logging.DEBUG, logger=log.name)
+    async with running_reader(trim_memory=trim_memory) as (iopub, received):
+        await subscribed(iopub, publisher, received)
+        line = "x" * 999 + "\n"
+        for _ in range(10):
+            publisher.publish("stream", {"name": "stdout", "text": line * 1000})
+        await wait_for(lambda: len(received.texts()) == 10_000_000, timeout=20)
+        if not trim_memory:
+            await asyncio.sleep(2.5)
+            assert "the IOPub reader gave" not in caplog.text
+            return
+        await wait_for(lambda: "gave" in caplog.text, timeout=10)
+        assert re.search(
+            r"the IOPub reader gave -?\d+ MB of memory back after reading 1\d MB", caplog.text
+        )
+        publisher.publish("stream", {"name": "stdout", "text": "small\n"})
+        await wait_for(lambda: received.texts().endswith("small\n"), timeout=10)
+        await asyncio.sleep(2.5)  # quiet seconds, but less than 8 MB read since
+        assert caplog.text.count("the IOPub reader gave") == 1
 
 
 def test_lowering_the_priority_is_the_calling_threads_only() -> None:
