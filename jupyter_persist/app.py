@@ -146,7 +146,9 @@ class PersistExtension(ExtensionApp):
         (`MALLOC_*_`, `GLIBC_TUNABLES`): a trim leaves the top of a thread's arena,
         where the ContentsManager parses notebooks, and glibc's own threshold keeps up
         to 64 MB there. Does nothing where the C library has no `malloc_trim` (musl,
-        macOS). Off: RSS keeps the allocator's high-water mark.""",
+        macOS). The IOPub reader process trims its own heap too, at the end of a quiet
+        second after 8 MB or more were read. Off: RSS keeps the allocator's high-water
+        mark, the server's and the reader's.""",
     )
 
     iopub_reader = Enum(
@@ -170,11 +172,14 @@ class PersistExtension(ExtensionApp):
         thread's nice value is its own). The reader copies every kernel's output a
         second time; on a machine with no free core (a kernel printing 200 MB/s on
         two cores), at the server's priority it takes CPU time the server's event loop
-        and the kernels wait for: measured, `GET /api/status` p99 during a flood of
-        1 MB prints 47–136 ms at 0, 18–37 ms at 10. The reader still gets its share
-        and reads what waits once the machine is less busy; its sockets queue
-        without a limit meanwhile, and the thread that receives into those queues keeps
-        the server's priority, so nothing is dropped. 0 leaves the priority alone;
+        waits for: measured, `GET /api/status` p99 during a flood of 1 MB prints
+        47–136 ms at 0, 18–43 ms at 10. With the kernel's scheduler grouping processes
+        by session (autogroup, on by default in most distributions; kernels start in
+        sessions of their own) this ranks the reader below the server's own threads
+        only; without it, below the kernels too. The reader still gets its share;
+        its sockets queue without a limit meanwhile, and the thread that receives
+        into those queues keeps the server's priority, so nothing is dropped. 0
+        leaves the priority alone;
         not used in "thread" mode (a lower-priority thread holding the GIL would make
         the event loop wait).""",
     )

@@ -10,8 +10,8 @@ ZMQ has no IPC transport, e.g. some Windows builds, or by configuration).
 The process is connected over a ZMQ IPC socket in a directory only the server's user
 can enter (the commands carry the kernels' signing keys), and ends by itself when the
 server does (its stdin closes). Its reading thread runs at a lower CPU priority
-(``PersistExtension.reader_nice``): where no core is free, the server's event loop and
-the kernels come first, and the reader reads what waits in its sockets' queues after.
+(``PersistExtension.reader_nice``): where no core is free, the server's event loop comes
+first, and the reader reads what waits in its sockets' queues after.
 """
 
 from __future__ import annotations

@@ -59,6 +59,9 @@ BACKLOG_BYTES = 16 * 1024 * 1024
 #: Bytes read since the last trim of the reader's heap that make the next quiet second
 #: trim it (see :attr:`ReadLoop.trim`).
 TRIM_AFTER_BYTES = 8 * 1024 * 1024
+#: Bytes read in a second below which that second counts as quiet (a progress bar's
+#: updates still leave it quiet).
+QUIET_BYTES = 64 * 1024
 #: Rounds of ``READ_BATCH`` read from a subscription being removed, at most.
 REMOVE_ROUNDS = 100
 
@@ -238,9 +241,12 @@ class ReadLoop:
         #: Gives the heap's free memory back to the system (the process's own heap only:
         #: in a thread of the server, the server's trimmer does it). Messages that waited
         #: in the queues while the reader was behind a flood are freed, but glibc kept
-        #: them: 730-840 MB of RSS, for good, after a 1 GB flood of 1 MB prints.
+        #: them: 730-920 MB of RSS, for good, after a 1 GB flood of 1 MB prints.
         self.trim: TrimFunction | None = None
         self.read_since_trim = 0
+        #: The second being counted for :meth:`trim_if_quiet`: its start, bytes read in it.
+        self.second_started = time.monotonic()
+        self.read_this_second = 0
 
     def run(self) -> None:
         """Serve until told to stop; errors are sent to the server's log, and it goes on."""
@@ -270,16 +276,7 @@ class ReadLoop:
         """
         polled = self.commands_only if self.backlog_full() else self.poller
         ready = dict(polled.poll(1000))
-        if not ready and self.trim is not None and self.read_since_trim >= TRIM_AFTER_BYTES:
-            # A second with nothing to read: what a burst left is all freed by now.
-            before = resident_bytes()
-            self.trim()
-            self.log(
-                logging.DEBUG,
-                f"the IOPub reader gave {(before - resident_bytes()) / 1e6:.0f} MB of memory "
-                f"back after reading {self.read_since_trim / 1e6:.0f} MB",
-            )
-            self.read_since_trim = 0
+        self.trim_if_quiet()
         started = time.monotonic()
         if not self.run_commands():
             return False
@@ -296,6 +293,33 @@ class ReadLoop:
             if self.commands_only.poll(max(1, int(rest * 1000))) and not self.run_commands():
                 return False
         return True
+
+    def trim_if_quiet(self) -> None:
+        """Trim the heap after a burst, at the end of a second in which almost nothing
+        was read, nothing waits to be sent, and the sockets are being read (while the
+        backlog is full, messages wait in their queues: not quiet, however little is read).
+        """
+        now = time.monotonic()
+        if now - self.second_started < 1.0:
+            return
+        quiet = self.read_this_second < QUIET_BYTES
+        self.second_started, self.read_this_second = now, 0
+        if (
+            self.trim is None
+            or not quiet
+            or self.read_since_trim < TRIM_AFTER_BYTES
+            or self.pending_bytes
+            or self.backlog_full()
+        ):
+            return
+        read, self.read_since_trim = self.read_since_trim, 0
+        before = resident_bytes()
+        self.trim()
+        self.log(
+            logging.DEBUG,
+            f"the IOPub reader gave {(before - resident_bytes()) / 1e6:.0f} MB of memory "
+            f"back after reading {read / 1e6:.0f} MB",
+        )
 
     def run_commands(self) -> bool:
         """Run every command waiting; False once told to stop."""
@@ -392,6 +416,7 @@ class ReadLoop:
                 chunk.messages.append(msg)
         self.pending_bytes += read_bytes
         self.read_since_trim += read_bytes
+        self.read_this_second += read_bytes
         return received
 
     def hand_over(self) -> None:
@@ -439,6 +464,9 @@ def _exit_with_the_server(fd: int) -> None:
     os._exit(0)
 
 
+NOT_LINUX = "a thread's own priority is only set on Linux"
+
+
 def lower_thread_priority(increment: int) -> str | None:
     """Lower the calling thread's CPU priority by ``increment``; why not, if it cannot.
 
@@ -446,7 +474,7 @@ def lower_thread_priority(increment: int) -> str | None:
     per-process one), so ZMQ's I/O threads, started before, keep theirs.
     """
     if not sys.platform.startswith("linux"):
-        return "a thread's own priority is only set on Linux"
+        return NOT_LINUX
     thread = threading.get_native_id()
     try:
         current = os.getpriority(os.PRIO_PROCESS, thread)
@@ -479,7 +507,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.nice:
             why_not = lower_thread_priority(args.nice)
             if why_not is not None:
-                loop.log(logging.WARNING, f"the reader's priority stays as it is: {why_not}")
+                level = logging.DEBUG if why_not == NOT_LINUX else logging.WARNING
+                loop.log(level, f"the reader's priority stays as it is: {why_not}")
         loop.run()
     finally:
         context.destroy(linger=0)
