@@ -42,6 +42,8 @@ class WidgetModel:
 
     state: dict[str, Any] = field(default_factory=dict)
     buffers: dict[BufferPath, bytes] = field(default_factory=dict)
+    #: The request whose code created the model (its ``comm_open``'s parent), if named.
+    opened_by: str | None = None
 
     def apply(self, state: Mapping[str, Any], paths: Iterable[Any], buffers: list[bytes]) -> None:
         """Take changed keys and the binary values of this message, as the frontend does."""
@@ -95,7 +97,8 @@ class KernelWidgets:
             if content.get("target_name") != WIDGET_TARGET:
                 return False
             data = content.get("data") or {}
-            opened = WidgetModel()
+            parent_id = (msg.get("parent_header") or {}).get("msg_id")
+            opened = WidgetModel(opened_by=parent_id if isinstance(parent_id, str) else None)
             opened.apply(_state(data), data.get("buffer_paths") or (), msg.get("buffers") or [])
             self.models[comm_id] = opened
             self.closed.pop(comm_id, None)
@@ -143,6 +146,11 @@ class WidgetStore:
         """The kernel's open models by id."""
         kernel = self._kernels.get(kernel_id)
         return kernel.models if kernel is not None else {}
+
+    def opener(self, kernel_id: str, model_id: str) -> str | None:
+        """The msg_id of the request whose code created an open model, if known."""
+        model = self.models_of(kernel_id).get(model_id)
+        return model.opened_by if model is not None else None
 
     def model_ids(self, kernel_id: str) -> set[str]:
         """Ids of the kernel's open models."""

@@ -159,24 +159,30 @@ class Router(LoggingConfigurable):
             self.log.exception("jupyter_persist: error applying late output of %s", released.msg_id)
 
     def _on_comm(self, kernel_id: str, msg: dict[str, Any]) -> None:
-        """A widget's state changed: the execution that changed it has news to write.
+        """A widget's state changed: the executions it concerns have news to write.
 
-        Widget state is the kernel's, not an execution's; the execution named as the
-        message's parent (the cell whose code made the change, a running loop drawing
-        its progress bar) is what gets written, state and all, under the usual rules
-        (a change after the run ended waits for the next tick, not one write each).
+        Widget state is the kernel's, not an execution's. Written, state and all, under
+        the usual rules (a change after the run ended waits for the next tick, not one
+        write each): the execution named as the message's parent (the cell whose code
+        made the change, a running loop drawing its progress bar) and the one whose code
+        created the widget. The latter because ipykernel names, for a thread's messages,
+        the last shell request of any client: once a returning page has asked the
+        kernel anything, a thread's progress bar names that request, not its cell.
         """
+        # Before the message applies: a comm_close forgets the model.
+        opener_id = self.store.widgets.opener(kernel_id, msg["content"]["comm_id"])
         if not self.store.widgets.apply(kernel_id, msg):
             return
         parent_id = (msg.get("parent_header") or {}).get("msg_id")
-        execution = self.store.get(parent_id) if isinstance(parent_id, str) else None
-        if execution is None or execution.kernel_id != kernel_id:
-            return
-        execution.version += 1
-        if not self.owner_attached(execution):
-            execution.server_owned = True
-        if not execution.notebookless:
-            self.recorder.widgets_changed(execution)
+        for msg_id in dict.fromkeys((parent_id, opener_id)):
+            execution = self.store.get(msg_id) if isinstance(msg_id, str) else None
+            if execution is None or execution.kernel_id != kernel_id:
+                continue
+            execution.version += 1
+            if not self.owner_attached(execution):
+                execution.server_owned = True
+            if not execution.notebookless:
+                self.recorder.widgets_changed(execution)
 
     def forget_kernel(self, kernel_id: str) -> list[str]:
         """The kernel is gone: the notebooks its outputs went to."""

@@ -159,7 +159,8 @@ def reopen_mid_run(tmp_path: Path, code: str) -> Iterator[Page]:
                 "() => document.querySelectorAll('.jupyter-widgets-disconnected').length"
             )
             assert disconnected == 0
-        wait_until(lambda: finished_on_disk(nb_path), 60, "the finished bar on disk")
+        with report_failure(server):
+            wait_until(lambda: finished_on_disk(nb_path), 60, "the finished bar on disk")
 
 
 def assert_bar_moves(page: Page) -> None:

@@ -240,3 +240,69 @@ async def test_an_idle_kernel_answers_for_its_widgets_itself(
         assert "answered a page's" not in caplog.text
     finally:
         page.close()
+
+
+def gated_bar(go_file: Path, close_file: Path) -> str:
+    """A bar a thread of the kernel finishes once ``go_file`` exists (the cell has ended),
+    and closes once ``close_file`` exists."""
+    return (
+        "import pathlib, threading, time\n"
+        "from ipywidgets import IntProgress\n"
+        "bar = IntProgress(max=10)\n"
+        "display(bar)\n"
+        "def wait(path):\n"
+        "    while not pathlib.Path(path).exists():\n"
+        "        time.sleep(0.05)\n"
+        "def finish():\n"
+        f"    wait({str(go_file)!r})\n"
+        "    bar.value = 10\n"
+        f"    wait({str(close_file)!r})\n"
+        "    bar.close()\n"
+        "threading.Thread(target=finish).start()\n"
+        "print('start', flush=True)\n"
+    )
+
+
+def bar_values(nb_path: Path) -> list[Any]:
+    state = widget_state(read_notebook(nb_path))
+    return [
+        m["state"].get("value") for m in state.values() if m["model_name"] == "IntProgressModel"
+    ]
+
+
+async def test_a_thread_finishing_a_bar_after_another_page_asked_the_kernel_is_saved(
+    jp_root_dir: Path, jp_ws_fetch: Any, notebook_session: Any, capture: Any
+) -> None:
+    """ipykernel gives a thread's messages the parent of the last shell request, any page's.
+
+    Here a returning page's ``kernel_info_request``: the bar's last update names that
+    request, not the cell. The update still belongs to the cell that showed the bar.
+    """
+    nb_path = jp_root_dir / "gated.ipynb"
+    go_file = jp_root_dir / "go"
+    close_file = jp_root_dir / "close"
+    code = gated_bar(go_file, close_file)
+    make_notebook(nb_path, [("bar", code)])
+    _, kernel_id = await notebook_session(nb_path.name)
+    await run_and_leave(jp_ws_fetch, kernel_id, code, "bar")
+    await wait_for(lambda: bar_values(nb_path) == [0], timeout=30, what="the bar at 0 on disk")
+    # Nothing of the run waits to be written (its end may come after the bar's first write).
+    await wait_for(lambda: not capture.store.paths_to_write(), timeout=30, what="all written")
+
+    page = await LabLikeClient.connect(jp_ws_fetch, kernel_id)
+    try:
+        await page.wait_ready()  # a shell request: the kernel's threads now name it as parent
+        go_file.touch()
+        while True:
+            msg = await page.recv(timeout=10)
+            if msg["header"]["msg_type"] == "comm_msg":
+                state = msg["content"]["data"].get("state", {})
+                if state.get("value") == 10:
+                    break
+        assert msg["parent_header"]["msg_id"] not in capture.store._executions
+    finally:
+        page.close()
+    await wait_for(lambda: bar_values(nb_path) == [10], timeout=15, what="the bar at 10 on disk")
+    # Closed by the thread, with no page attached: the file drops the model.
+    close_file.touch()
+    await wait_for(lambda: bar_values(nb_path) == [], timeout=15, what="the closed bar gone")

@@ -296,3 +296,20 @@ def test_a_restart_drops_the_old_process_models_only() -> None:
     assert set(store.models_of("k")) == {"new"}
     assert store.model_ids("missing") == set()
     store.drop("missing", {"x"})  # nothing to drop
+
+
+def test_the_store_knows_which_request_created_each_model() -> None:
+    store = WidgetStore()
+    store.apply("k", opened("bar", model_state("IntProgressModel", value=0)))
+    later = update("bar", {"value": 5})
+    later["parent_header"] = {"msg_id": "a-page-kernel-info"}  # a thread, after a page asked
+    store.apply("k", later)
+    assert store.opener("k", "bar") == "exec-1"
+    anonymous = opened("loose", model_state("IntSliderModel"))
+    anonymous["parent_header"] = {}
+    store.apply("k", anonymous)
+    assert store.opener("k", "loose") is None
+    assert store.opener("k", "unknown") is None
+    assert store.opener("other-kernel", "bar") is None
+    store.apply("k", comm("comm_close", "bar", data={}))
+    assert store.opener("k", "bar") is None
