@@ -356,8 +356,9 @@ class CaptureStore:
         Only a run whose outputs the file holds as the client saved them and that nothing
         else needs: not one the server owns (the save guard gives its outputs to a stale
         tab's save), not one written into a collaboration room (its replay check), not
-        one that showed a display id (an update may still rewrite it). Returns whether
-        it was released.
+        one that showed a display id (an update may still rewrite it), not one that shows
+        a widget (a thread may still change its state: the next write takes it through
+        that run). Returns whether it was released.
         """
         if (
             execution.running
@@ -368,6 +369,7 @@ class CaptureStore:
             or execution.cell_id is None
             or self._latest_by_cell.get((execution.path, execution.cell_id)) is not execution
             or any(display_id is not None for display_id in execution.area.display_ids)
+            or next(view_model_ids(execution.area.outputs), None) is not None
         ):
             return False
         self._release(execution, execution.path, execution.cell_id, server_owned=False)
@@ -511,6 +513,20 @@ class CaptureStore:
     def latest_of(self, path: str) -> list[Execution]:
         """The execution each cell of a notebook should hold, for every cell with one."""
         return [e for (cell_path, _), e in self._latest_by_cell.items() if cell_path == path]
+
+    def showing_widgets(self, kernel_id: str) -> list[Execution]:
+        """Per notebook, one execution of the kernel whose outputs its cell holds and
+        which show a widget view: writing it brings that notebook's widget state up to
+        date."""
+        found: dict[str, Execution] = {}
+        for (path, _), execution in self._latest_by_cell.items():
+            if (
+                execution.kernel_id == kernel_id
+                and path not in found
+                and next(view_model_ids(execution.area.outputs), None) is not None
+            ):
+                found[path] = execution
+        return list(found.values())
 
     def widget_kernels(self, path: str) -> list[KernelWidgets]:
         """The widget models of the kernels a notebook's cells ran on."""

@@ -165,19 +165,27 @@ class Router(LoggingConfigurable):
         the usual rules (a change after the run ended waits for the next tick, not one
         write each): the execution named as the message's parent (the cell whose code
         made the change, a running loop drawing its progress bar) and the one whose code
-        created the widget. The latter because ipykernel names, for a thread's messages,
-        the last shell request of any client: once a returning page has asked the
-        kernel anything, a thread's progress bar names that request, not its cell.
+        created the widget. Where neither is a cell's run, every notebook showing a
+        widget of the kernel: ipykernel names, for a thread's messages, the last shell
+        request of any client, so once a page has asked the kernel anything (its
+        ``kernel_info_request``, its widget manager's ``comm_info_request``), a thread's
+        progress bar names that request, not its cell.
         """
         # Before the message applies: a comm_close forgets the model.
         opener_id = self.store.widgets.opener(kernel_id, msg["content"]["comm_id"])
         if not self.store.widgets.apply(kernel_id, msg):
             return
         parent_id = (msg.get("parent_header") or {}).get("msg_id")
-        for msg_id in dict.fromkeys((parent_id, opener_id)):
-            execution = self.store.get(msg_id) if isinstance(msg_id, str) else None
-            if execution is None or execution.kernel_id != kernel_id:
-                continue
+        concerned = [
+            execution
+            for msg_id in dict.fromkeys((parent_id, opener_id))
+            if isinstance(msg_id, str)
+            and (execution := self.store.get(msg_id)) is not None
+            and execution.kernel_id == kernel_id
+        ]
+        if not any(e.placed and not e.notebookless for e in concerned):
+            concerned += [e for e in self.store.showing_widgets(kernel_id) if e not in concerned]
+        for execution in concerned:
             execution.version += 1
             if not self.owner_attached(execution):
                 execution.server_owned = True

@@ -306,3 +306,55 @@ async def test_a_thread_finishing_a_bar_after_another_page_asked_the_kernel_is_s
     # Closed by the thread, with no page attached: the file drops the model.
     close_file.touch()
     await wait_for(lambda: bar_values(nb_path) == [], timeout=15, what="the closed bar gone")
+
+
+async def test_a_bar_created_by_a_thread_and_shown_by_a_later_cell_is_saved(
+    jp_root_dir: Path, jp_ws_fetch: Any, notebook_session: Any, capture: Any
+) -> None:
+    """Neither the bar's update nor its creation names a cell: the cell showing it counts."""
+    nb_path = jp_root_dir / "shown.ipynb"
+    created, go_file = jp_root_dir / "created", jp_root_dir / "go"
+    make = (
+        "import pathlib, threading, time\n"
+        "from ipywidgets import IntProgress\n"
+        "def wait(path):\n"
+        "    while not pathlib.Path(path).exists():\n"
+        "        time.sleep(0.05)\n"
+        "def work():\n"
+        "    global bar\n"
+        f"    wait({str(created)!r})\n"
+        "    bar = IntProgress(max=10)\n"
+        f"    wait({str(go_file)!r})\n"
+        "    bar.value = 10\n"
+        "threading.Thread(target=work).start()\n"
+    )
+    show = "bar"
+    make_notebook(nb_path, [("make", make), ("show", show)])
+    _, kernel_id = await notebook_session(nb_path.name)
+    page = await LabLikeClient.connect(jp_ws_fetch, kernel_id)
+    try:
+        await page.wait_ready()
+        await page.wait_idle(await page.execute(make, cell_id="make"))
+        await page.wait_ready()  # the thread's widget is created under this request
+        created.touch()
+        while (await page.recv(timeout=10))["header"]["msg_type"] != "comm_open":
+            pass
+        msg_id = await page.execute(show, cell_id="show")
+        await page.wait_idle(msg_id)
+    finally:
+        page.close()
+    await wait_for(lambda: bar_values(nb_path) == [0], timeout=30, what="the bar at 0 on disk")
+    await wait_for(lambda: not capture.store.paths_to_write(), timeout=30, what="all written")
+
+    page = await LabLikeClient.connect(jp_ws_fetch, kernel_id)
+    try:
+        await page.wait_ready()  # the thread's update names this request
+        go_file.touch()
+        while True:
+            msg = await page.recv(timeout=10)
+            content = msg.get("content") or {}
+            if msg["header"]["msg_type"] == "comm_msg" and content["data"]["state"].get("value"):
+                break
+    finally:
+        page.close()
+    await wait_for(lambda: bar_values(nb_path) == [10], timeout=15, what="the bar at 10 on disk")

@@ -211,7 +211,14 @@ def test_only_what_a_client_saved_whole_and_nothing_else_needs_is_released() -> 
     store.apply(display_msg("display", {"text/plain": "1"}, "p"), detached=False)
     shown.written_version = shown.version
     assert not store.release(shown)  # an update_display_data may rewrite it
-    assert len(store) == 4
+    widget = saved_run(store, "widget", "e", "x\n")
+    view = {"model_id": "m", "version_major": 2, "version_minor": 0}
+    store.apply(
+        display_msg("widget", {"application/vnd.jupyter.widget-view+json": view}), detached=False
+    )
+    widget.written_version = widget.version
+    assert not store.release(widget)  # a thread may still move it: written through this run
+    assert len(store) == 5
 
 
 def test_a_released_run_comes_back_with_the_files_outputs_and_goes_on() -> None:
@@ -325,3 +332,27 @@ def test_only_the_servers_finished_written_runs_without_displays_are_released() 
     assert store.release_written("nb.ipynb") == 0
     assert len(store) == 6
     assert store.release_written("other.ipynb") == 0
+
+
+def test_one_run_per_notebook_showing_a_kernels_widgets() -> None:
+    store = CaptureStore()
+    view = {"model_id": "m", "version_major": 2, "version_minor": 0}
+    shown = []
+    for msg_id, path, cell_id, kernel_id in [
+        ("w1", "nb.ipynb", "a", "k"),
+        ("w2", "nb.ipynb", "b", "k"),
+        ("w3", "other.ipynb", "a", "k"),
+        ("w4", "third.ipynb", "a", "k2"),
+    ]:
+        execution = store.begin(kernel_id, msg_id, cell_id=cell_id)
+        store.place(execution, path, cell_id)
+        store.apply(
+            display_msg(msg_id, {"application/vnd.jupyter.widget-view+json": view}), detached=True
+        )
+        shown.append(execution)
+    plain = store.begin("k", "plain", cell_id="c")
+    store.place(plain, "fourth.ipynb", "c")
+    store.apply(stream_msg("plain", "x\n"), detached=True)
+    assert store.showing_widgets("k") == [shown[0], shown[2]]
+    assert store.showing_widgets("k2") == [shown[3]]
+    assert store.showing_widgets("k3") == []
