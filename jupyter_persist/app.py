@@ -97,9 +97,13 @@ class PersistExtension(ExtensionApp):
         0.05,
         config=True,
         help="""Largest share of time spent writing any one notebook. After a write that
-        took t seconds, the notebook is not written again for t × (1/share − 1) seconds,
-        even if `save_interval` is shorter: small notebooks are written every
-        `save_interval`, a 50 MB one (about a second per write) every ~20 s. The pause
+        took t seconds of CPU, the notebook is not written again for t × (1/share − 1)
+        seconds, even if `save_interval` is shorter: small notebooks are written every
+        `save_interval`, a 50 MB one (about a second per write) every ~20 s. The CPU
+        counted is the server's threads' (the event loop's steps of the write, the
+        ContentsManager's worker threads meanwhile), not the wall time, which also counts
+        the waits for a busy machine's cores or a slow disk (the wall time where threads'
+        CPU clocks cannot be read). The pause
         holds while a cell of the notebook runs, and for the write at the end of a run
         with no client attached (cells run one after the other into a big notebook):
         the notebook is written at the first tick at which none of its cells runs. The

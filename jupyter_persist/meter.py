@@ -8,6 +8,7 @@ included; these counters say how much of that is ours (``GET /api/persist/status
 from __future__ import annotations
 
 import gc
+import threading
 import time
 from collections.abc import Coroutine, Generator, Iterator
 from contextlib import contextmanager
@@ -112,27 +113,31 @@ class LoopMeter:
         }
 
 
-class _TimedCoroutine(Coroutine[Any, Any, T]):
-    """A coroutine whose every step is timed (see :meth:`LoopMeter.timed`)."""
+class _SteppedCoroutine(Coroutine[Any, Any, T]):
+    """A coroutine with a hook around each step it runs (between two suspending awaits)."""
 
-    def __init__(self, meter: LoopMeter, kind: str, coro: Coroutine[Any, Any, T]) -> None:
-        self._meter = meter
-        self._kind = kind
+    def __init__(self, coro: Coroutine[Any, Any, T]) -> None:
         self._coro = coro
 
+    def _step_started(self) -> Any:
+        raise NotImplementedError
+
+    def _step_ended(self, started: Any) -> None:
+        raise NotImplementedError
+
     def send(self, value: Any) -> Any:
-        started, counted = time.perf_counter(), self._meter._counted
+        started = self._step_started()
         try:
             return self._coro.send(value)
         finally:
-            self._meter.since(self._kind, started, counted)
+            self._step_ended(started)
 
     def throw(self, *args: Any) -> Any:
-        started, counted = time.perf_counter(), self._meter._counted
+        started = self._step_started()
         try:
             return self._coro.throw(*args)
         finally:
-            self._meter.since(self._kind, started, counted)
+            self._step_ended(started)
 
     def close(self) -> None:
         self._coro.close()
@@ -140,8 +145,88 @@ class _TimedCoroutine(Coroutine[Any, Any, T]):
     def __await__(self) -> Generator[Any, None, T]:
         return self  # type: ignore[return-value]
 
-    def __iter__(self) -> _TimedCoroutine[T]:
+    def __iter__(self) -> _SteppedCoroutine[T]:
         return self
 
     def __next__(self) -> Any:
         return self.send(None)
+
+
+class _TimedCoroutine(_SteppedCoroutine[T]):
+    """A coroutine whose every step is timed (see :meth:`LoopMeter.timed`)."""
+
+    def __init__(self, meter: LoopMeter, kind: str, coro: Coroutine[Any, Any, T]) -> None:
+        super().__init__(coro)
+        self._meter = meter
+        self._kind = kind
+
+    def _step_started(self) -> tuple[float, float]:
+        return time.perf_counter(), self._meter._counted
+
+    def _step_ended(self, started: tuple[float, float]) -> None:
+        self._meter.since(self._kind, *started)
+
+
+#: Threads of the extension itself: their work is not a write's (the text log, a reader).
+OWN_THREAD_PREFIX = "jupyter-persist-"
+
+
+class CpuClock:
+    """The CPU time the server's Python threads spend on one coroutine (a notebook write).
+
+    The event loop's thread counts while it runs the coroutine's steps; every other Python
+    thread (the ContentsManager's workers, which encode, validate and write the file)
+    counts from the start to the end, except the extension's own: what they ran
+    meanwhile for others counts too, so the figure errs high, never low. Wall time would
+    also count the waits for a core and for the GIL, which on a machine short of CPU
+    stretch every write alike. ``seconds`` stays None where threads' CPU clocks cannot
+    be read (``time.pthread_getcpuclockid`` missing).
+    """
+
+    def __init__(self) -> None:
+        self.seconds: float | None = None
+
+    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro``, measuring its CPU time into ``seconds``."""
+        before = other_threads_cpu()
+        if before is None:
+            return await coro
+        stepping = _CpuSteps(coro)
+        try:
+            return await stepping
+        finally:
+            after = other_threads_cpu() or {}
+            others = sum(max(cpu - before.get(ident, 0.0), 0.0) for ident, cpu in after.items())
+            self.seconds = stepping.seconds + others
+
+
+def other_threads_cpu() -> dict[int, float] | None:
+    """CPU seconds of each Python thread but the calling one and the extension's own."""
+    clock_of = getattr(time, "pthread_getcpuclockid", None)
+    if clock_of is None:
+        return None
+    current = threading.get_ident()
+    cpu: dict[int, float] = {}
+    for thread in threading.enumerate():
+        ident = thread.ident
+        if ident is None or ident == current or thread.name.startswith(OWN_THREAD_PREFIX):
+            continue
+        try:
+            cpu[ident] = time.clock_gettime(clock_of(ident))
+        except OSError:
+            continue  # ended since enumerate()
+    return cpu
+
+
+class _CpuSteps(_SteppedCoroutine[T]):
+    """A coroutine whose steps' CPU time on the calling thread is summed in ``seconds``."""
+
+    def __init__(self, coro: Coroutine[Any, Any, T]) -> None:
+        super().__init__(coro)
+        self.seconds = 0.0
+
+    def _step_started(self) -> float:
+        return time.thread_time()
+
+    def _step_ended(self, started: float) -> None:
+        self.seconds += time.thread_time() - started

@@ -214,15 +214,23 @@ class Flusher(LoggingConfigurable):
         if not result.saved:
             return "up to date"
         self.last_written[path] = time.time()
-        self.not_before[path] = time.monotonic() + pause_after_write(
-            result.seconds, self.max_write_share
-        )
+        # Paced on the write's CPU time: its wall time also counts the waits for a core,
+        # which on a machine short of CPU would space out every notebook's writes alike.
+        cost = result.seconds if result.cpu_seconds is None else result.cpu_seconds
+        self.not_before[path] = time.monotonic() + pause_after_write(cost, self.max_write_share)
         self.log.info(
             "jupyter_persist: wrote %s (%d cell(s), %d bytes, %.0f ms)",
             path,
             len(result.merged),
             result.bytes,
             result.seconds * 1000,
+        )
+        self.log.debug(
+            "jupyter_persist: the write of %s cost %.0f ms (%s); not written again for %.1f s",
+            path,
+            cost * 1000,
+            "wall time" if result.cpu_seconds is None else "CPU",
+            pause_after_write(cost, self.max_write_share),
         )
         return "written"
 

@@ -17,7 +17,7 @@ from tornado.web import HTTPError
 from traitlets import Any as AnyTrait
 from traitlets.config import LoggingConfigurable
 
-from ..meter import LoopMeter
+from ..meter import CpuClock, LoopMeter
 from ..model.widgets import STATE_MIME, NotebookWidgets, cells_view_ids, widget_state_document
 from .switching import SwitchInterval
 from .versions import FileVersion, WrittenVersions
@@ -52,7 +52,10 @@ class WriteResult:
     #: Whether the file was saved.
     saved: bool = False
     bytes: int = 0
+    #: Wall time of the merge.
     seconds: float = 0.0
+    #: CPU time the server's threads spent on it (see ``CpuClock``); None: not measured.
+    cpu_seconds: float | None = None
     #: The widget state the notebook holds now, by model id (None: not touched).
     widgets: dict[str, Any] | None = None
     #: Widget models left out for their size: (model id, bytes).
@@ -174,6 +177,14 @@ class NotebookWriter(LoggingConfigurable):
         Raises :class:`NotebookUnavailable` when the notebook cannot be read; a notebook
         that cannot be read is never written.
         """
+        clock = CpuClock()
+        result = await clock.run(self._merge(path, updates, widgets))
+        result.cpu_seconds = clock.seconds
+        return result
+
+    async def _merge(
+        self, path: str, updates: dict[str, CellUpdate], widgets: WidgetStateBuilder | None
+    ) -> WriteResult:
         started = time.perf_counter()
         before: FileVersion | None = None  # None: the file is still our own latest write
         notebook = await self._unchanged_since_written(path)

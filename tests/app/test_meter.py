@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 from helpers import fetch_json, run_on_disk_and_leave
 
-from jupyter_persist.meter import LoopMeter
+from jupyter_persist.meter import CpuClock, LoopMeter
 
 
 def test_a_callback_is_counted_with_its_longest_block() -> None:
@@ -123,3 +124,53 @@ async def test_the_server_counts_garbage_collections_while_it_captures(
     assert event_loop["gc"]["longest_ms"] > 0
     await capture.stop()
     assert capture.meter._on_gc not in gc.callbacks
+
+
+def burn_cpu(seconds: float) -> None:
+    """Spend ``seconds`` of the calling thread's CPU."""
+    until = time.thread_time() + seconds
+    while time.thread_time() < until:
+        pass
+
+
+async def test_a_coroutines_cpu_is_its_loop_steps_and_the_workers_not_its_waits() -> None:
+    # The extension's own thread, busy meanwhile, is not the coroutine's.
+    own = threading.Thread(target=burn_cpu, args=(0.3,), name="jupyter-persist-busy")
+
+    async def write() -> str:
+        burn_cpu(0.03)  # a step on the loop
+        await asyncio.sleep(0.3)  # a wait: no CPU
+        await asyncio.to_thread(burn_cpu, 0.05)  # a worker thread's CPU
+        await asyncio.to_thread(time.sleep, 0.2)  # a worker thread waiting: no CPU
+        burn_cpu(0.02)
+        return "written"
+
+    clock = CpuClock()
+    own.start()
+    started = time.perf_counter()
+    assert await clock.run(write()) == "written"
+    assert time.perf_counter() - started >= 0.5
+    own.join()
+    assert clock.seconds is not None
+    assert 0.1 <= clock.seconds < 0.16, clock.seconds
+
+
+async def test_a_failing_coroutine_still_gets_its_cpu_counted() -> None:
+    async def fails() -> None:
+        await asyncio.to_thread(burn_cpu, 0.05)
+        raise ValueError("no")
+
+    clock = CpuClock()
+    with pytest.raises(ValueError, match="no"):
+        await clock.run(fails())
+    assert clock.seconds is not None
+    assert clock.seconds >= 0.05
+
+
+async def test_without_thread_cpu_clocks_nothing_is_measured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delattr(time, "pthread_getcpuclockid")
+    clock = CpuClock()
+    assert await clock.run(asyncio.sleep(0, "done")) == "done"
+    assert clock.seconds is None

@@ -196,3 +196,52 @@ class TestRunsEndingBackToBack:
         assert stream_text(read_cells(nb_path)["b"]) == "", "written at its end despite the pause"
         await capture.flusher.flush_all()  # what the next save_interval tick does
         assert stream_text(read_cells(nb_path)["b"]) == "start\ntwo\n"
+
+
+def burn_cpu(seconds: float) -> None:
+    """Spend ``seconds`` of the calling thread's CPU, as a JSON encoder does."""
+    until = time.thread_time() + seconds
+    while time.thread_time() < until:
+        pass
+
+
+class SlowDiskContentsManager(AsyncFileContentsManager):  # type: ignore[misc]
+    """Saves as usual, then waits in a worker thread: a slow network filesystem."""
+
+    async def save(self, model: dict[str, Any], path: str = "") -> dict[str, Any]:
+        saved = await super().save(model, path)
+        await asyncio.to_thread(time.sleep, 0.6)
+        return saved
+
+
+class BusyContentsManager(AsyncFileContentsManager):  # type: ignore[misc]
+    """Saves as usual, then spends CPU in a worker thread: a big notebook's encoding."""
+
+    async def save(self, model: dict[str, Any], path: str = "") -> dict[str, Any]:
+        saved = await super().save(model, path)
+        await asyncio.to_thread(burn_cpu, 0.2)
+        return saved
+
+
+@pytest.mark.parametrize(
+    ("contents_class", "shortest", "longest"),
+    [
+        # 0.6 s of waiting, a little CPU: paced on the CPU, not on the 0.6 s.
+        pytest.param(SlowDiskContentsManager, 0.0, 1.0, id="waiting"),
+        # 0.2 s of a worker's CPU: 0.2 × (1/0.1 - 1) = 1.8 s at least.
+        pytest.param(BusyContentsManager, 1.8, 5.0, id="working"),
+    ],
+)
+async def test_a_write_is_paced_on_the_cpu_it_took_not_its_wall_time(
+    tmp_path: Path, contents_class: type, shortest: float, longest: float
+) -> None:
+    store = CaptureStore()
+    writer = NotebookWriter(contents_manager=contents_class(root_dir=str(tmp_path)))
+    flusher = Flusher(store, writer, attached=lambda kernel_id: False, max_write_share=0.1)
+    make_notebook(tmp_path / "nb.ipynb", [("a", "print(1)")])
+    finished_run(store, "m1", "a", "one\n")
+    started = time.monotonic()
+    assert await flusher.flush("nb.ipynb") == "written"
+    assert time.monotonic() - started >= 0.2
+    pause = flusher.not_before["nb.ipynb"] - time.monotonic()
+    assert shortest <= pause < longest, pause
