@@ -8,6 +8,7 @@ included; these counters say how much of that is ours (``GET /api/persist/status
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 import time
 from collections.abc import Coroutine, Generator, Iterator
@@ -176,11 +177,11 @@ class CpuClock:
 
     The event loop's thread counts while it runs the coroutine's steps; every other Python
     thread (the ContentsManager's workers, which encode, validate and write the file)
-    counts from the start to the end, except the extension's own: what they ran
-    meanwhile for others counts too, so the figure errs high, never low. Wall time would
-    also count the waits for a core and for the GIL, which on a machine short of CPU
-    stretch every write alike. ``seconds`` stays None where threads' CPU clocks cannot
-    be read (``time.pthread_getcpuclockid`` missing).
+    counts from the start to the end, except the extension's own. What those threads ran
+    meanwhile for others counts too (the figure errs high), and a worker that ends
+    during the write is missed. Wall time would also count the waits for a core and for
+    the GIL, which on a machine short of CPU stretch every write alike. ``seconds`` stays
+    None where threads' CPU clocks cannot be read (not Linux).
     """
 
     def __init__(self) -> None:
@@ -196,26 +197,45 @@ class CpuClock:
             return await stepping
         finally:
             after = other_threads_cpu() or {}
-            others = sum(max(cpu - before.get(ident, 0.0), 0.0) for ident, cpu in after.items())
+            others = sum(max(cpu - before.get(tid, 0.0), 0.0) for tid, cpu in after.items())
             self.seconds = stepping.seconds + others
 
 
 def other_threads_cpu() -> dict[int, float] | None:
-    """CPU seconds of each Python thread but the calling one and the extension's own."""
-    clock_of = getattr(time, "pthread_getcpuclockid", None)
-    if clock_of is None:
+    """CPU seconds of each Python thread but the calling one and the extension's own.
+
+    By kernel thread id, through Linux's per-thread CPU clock ids: a thread that ended
+    meanwhile gives an error, where ``time.pthread_getcpuclockid`` on an ended thread
+    is undefined behaviour (a crash). None elsewhere than on Linux.
+    """
+    if not sys.platform.startswith("linux"):
         return None
-    current = threading.get_ident()
+    current = threading.get_native_id()
     cpu: dict[int, float] = {}
     for thread in threading.enumerate():
-        ident = thread.ident
-        if ident is None or ident == current or thread.name.startswith(OWN_THREAD_PREFIX):
+        tid = thread.native_id
+        if (
+            tid is None
+            or tid == current
+            or thread.name.startswith(OWN_THREAD_PREFIX)
+            # Threads started outside ``threading``: listed for good, even once ended.
+            or isinstance(thread, _DUMMY_THREAD)
+        ):
             continue
         try:
-            cpu[ident] = time.clock_gettime(clock_of(ident))
+            cpu[tid] = time.clock_gettime(_thread_cpu_clock(tid))
         except OSError:
             continue  # ended since enumerate()
     return cpu
+
+
+def _thread_cpu_clock(tid: int) -> int:
+    """Linux's clock id of a thread's CPU time (``MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED)``,
+    what glibc's ``pthread_getcpuclockid`` returns)."""
+    return (~tid << 3) | 6
+
+
+_DUMMY_THREAD: type = getattr(threading, "_DummyThread", type(None))
 
 
 class _CpuSteps(_SteppedCoroutine[T]):

@@ -132,6 +132,8 @@ class CaptureStore:
         self._released: dict[tuple[str, str], Released] = {}
         self._released_ids: dict[str, Released] = {}
         self._replaced: OrderedDict[str, None] = OrderedDict()
+        #: Kernels whose widgets changed with no cell's run named (see ``widgets_changed``).
+        self._widget_changes: set[str] = set()
         #: The widget models of every kernel (``metadata.widgets`` of their notebooks).
         self.widgets = WidgetStore()
 
@@ -281,6 +283,7 @@ class CaptureStore:
         pages do not show another page's runs, so their saves may lack those outputs.
         Once no client is left (``any_left`` false), every running execution is.
         """
+        self._settle_widget_changes()
         for execution in self.executions(kernel_id):
             if execution.running and (
                 not any_left or (session_gone and execution.client_session == session)
@@ -500,6 +503,7 @@ class CaptureStore:
 
     def to_write(self, path: str) -> list[Execution]:
         """The placed executions of one notebook whose outputs are not on disk yet."""
+        self._settle_widget_changes()
         return [
             execution
             for (cell_path, _), execution in self._latest_by_cell.items()
@@ -508,11 +512,29 @@ class CaptureStore:
 
     def paths_to_write(self) -> set[str]:
         """Notebooks with at least one execution waiting to be written."""
+        self._settle_widget_changes()
         return {path for (path, _), execution in self._latest_by_cell.items() if execution.dirty}
 
     def latest_of(self, path: str) -> list[Execution]:
         """The execution each cell of a notebook should hold, for every cell with one."""
         return [e for (cell_path, _), e in self._latest_by_cell.items() if cell_path == path]
+
+    def widgets_changed(self, kernel_id: str) -> None:
+        """A widget of the kernel changed and no cell's run made the change.
+
+        Every notebook showing a widget of the kernel has news (see
+        :meth:`showing_widgets`), found when next asked what to write: a scan of every
+        cell held, once per round of writes however often a thread moves a slider.
+        """
+        self._widget_changes.add(kernel_id)
+
+    def _settle_widget_changes(self) -> None:
+        if not self._widget_changes:
+            return
+        kernel_ids, self._widget_changes = self._widget_changes, set()
+        for kernel_id in kernel_ids:
+            for execution in self.showing_widgets(kernel_id):
+                execution.version += 1
 
     def showing_widgets(self, kernel_id: str) -> list[Execution]:
         """Per notebook, one execution of the kernel whose outputs its cell holds and

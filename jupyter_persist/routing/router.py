@@ -164,33 +164,34 @@ class Router(LoggingConfigurable):
         Widget state is the kernel's, not an execution's. Written, state and all, under
         the usual rules (a change after the run ended waits for the next tick, not one
         write each): the execution named as the message's parent (the cell whose code
-        made the change, a running loop drawing its progress bar) and the one whose code
-        created the widget. Where neither is a cell's run, every notebook showing a
-        widget of the kernel: ipykernel names, for a thread's messages, the last shell
-        request of any client, so once a page has asked the kernel anything (its
-        ``kernel_info_request``, its widget manager's ``comm_info_request``), a thread's
-        progress bar names that request, not its cell.
+        made the change, a running loop drawing its progress bar); where that is not a
+        cell's run, the one whose code created the widget; where neither is, every
+        notebook showing a widget of the kernel. ipykernel names, for a thread's
+        messages, the last shell request of any client, so once a page has asked the
+        kernel anything (its ``kernel_info_request``, its widget manager's
+        ``comm_info_request``), a thread's progress bar names that request, not its cell.
         """
         # Before the message applies: a comm_close forgets the model.
         opener_id = self.store.widgets.opener(kernel_id, msg["content"]["comm_id"])
         if not self.store.widgets.apply(kernel_id, msg):
             return
         parent_id = (msg.get("parent_header") or {}).get("msg_id")
-        concerned = [
-            execution
-            for msg_id in dict.fromkeys((parent_id, opener_id))
-            if isinstance(msg_id, str)
-            and (execution := self.store.get(msg_id)) is not None
-            and execution.kernel_id == kernel_id
-        ]
-        if not any(e.placed and not e.notebookless for e in concerned):
-            concerned += [e for e in self.store.showing_widgets(kernel_id) if e not in concerned]
-        for execution in concerned:
-            execution.version += 1
-            if not self.owner_attached(execution):
-                execution.server_owned = True
-            if not execution.notebookless:
-                self.recorder.widgets_changed(execution)
+        parent = self.store.get(parent_id) if isinstance(parent_id, str) else None
+        if parent is not None and parent.kernel_id == kernel_id:
+            # The run that made the change: its outputs, bars and all, are its own.
+            parent.version += 1
+            if not self.owner_attached(parent):
+                parent.server_owned = True
+            if not parent.notebookless:
+                self.recorder.widgets_changed(parent)
+                return  # a cell's run (or one still being placed): its notebook is written
+        # Only the notebooks' widget state changes: those runs' outputs stay whose they
+        # were (no ownership, no text log lines of bars that did not move).
+        opener = self.store.get(opener_id) if isinstance(opener_id, str) else None
+        if opener is not None and opener.kernel_id == kernel_id and not opener.notebookless:
+            opener.version += 1
+            return
+        self.store.widgets_changed(kernel_id)
 
     def forget_kernel(self, kernel_id: str) -> list[str]:
         """The kernel is gone: the notebooks its outputs went to."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import gc
+import sys
 import threading
 import time
 from pathlib import Path
@@ -12,7 +14,7 @@ from typing import Any
 import pytest
 from helpers import fetch_json, run_on_disk_and_leave
 
-from jupyter_persist.meter import CpuClock, LoopMeter
+from jupyter_persist.meter import CpuClock, LoopMeter, other_threads_cpu
 
 
 def test_a_callback_is_counted_with_its_longest_block() -> None:
@@ -134,8 +136,14 @@ def burn_cpu(seconds: float) -> None:
 
 
 async def test_a_coroutines_cpu_is_its_loop_steps_and_the_workers_not_its_waits() -> None:
-    # The extension's own thread, busy meanwhile, is not the coroutine's.
-    own = threading.Thread(target=burn_cpu, args=(0.3,), name="jupyter-persist-busy")
+    # The extension's own thread, busy all along, is not the coroutine's.
+    stop = threading.Event()
+
+    def busy() -> None:
+        while not stop.is_set():
+            burn_cpu(0.01)
+
+    own = threading.Thread(target=busy, name="jupyter-persist-busy")
 
     async def write() -> str:
         burn_cpu(0.03)  # a step on the loop
@@ -150,6 +158,7 @@ async def test_a_coroutines_cpu_is_its_loop_steps_and_the_workers_not_its_waits(
     started = time.perf_counter()
     assert await clock.run(write()) == "written"
     assert time.perf_counter() - started >= 0.5
+    stop.set()
     own.join()
     assert clock.seconds is not None
     assert 0.1 <= clock.seconds < 0.16, clock.seconds
@@ -167,10 +176,27 @@ async def test_a_failing_coroutine_still_gets_its_cpu_counted() -> None:
     assert clock.seconds >= 0.05
 
 
-async def test_without_thread_cpu_clocks_nothing_is_measured(
+def test_threads_started_outside_threading_are_left_out_even_once_ended() -> None:
+    seen: list[threading.Thread] = []
+    done = threading.Event()
+
+    def foreign() -> None:
+        seen.append(threading.current_thread())  # a dummy Thread, listed for good
+        done.set()
+
+    _thread.start_new_thread(foreign, ())
+    assert done.wait(5)
+    time.sleep(0.1)  # ended by now
+    assert seen[0] in threading.enumerate()
+    cpu = other_threads_cpu()
+    assert cpu is not None
+    assert seen[0].native_id not in cpu
+
+
+async def test_elsewhere_than_on_linux_nothing_is_measured(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delattr(time, "pthread_getcpuclockid")
+    monkeypatch.setattr(sys, "platform", "darwin")
     clock = CpuClock()
     assert await clock.run(asyncio.sleep(0, "done")) == "done"
     assert clock.seconds is None

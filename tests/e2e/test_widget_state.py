@@ -353,7 +353,8 @@ async def test_a_bar_created_by_a_thread_and_shown_by_a_later_cell_is_saved(
         while True:
             msg = await page.recv(timeout=10)
             content = msg.get("content") or {}
-            if msg["header"]["msg_type"] == "comm_msg" and content["data"]["state"].get("value"):
+            state = (content.get("data") or {}).get("state") or {}
+            if msg["header"]["msg_type"] == "comm_msg" and state.get("value"):
                 break
     finally:
         page.close()

@@ -356,3 +356,12 @@ def test_one_run_per_notebook_showing_a_kernels_widgets() -> None:
     assert store.showing_widgets("k") == [shown[0], shown[2]]
     assert store.showing_widgets("k2") == [shown[3]]
     assert store.showing_widgets("k3") == []
+    # A change no cell's run made: those notebooks have news, once, when next asked.
+    for execution in [*shown, plain]:
+        execution.written_version = execution.version
+    store.widgets_changed("k")
+    store.widgets_changed("k")
+    assert store.paths_to_write() == {"nb.ipynb", "other.ipynb"}
+    assert [e.version - e.written_version for e in shown] == [1, 0, 1, 0]
+    assert store.paths_to_write() == {"nb.ipynb", "other.ipynb"}  # not marked again
+    assert [e.version - e.written_version for e in shown] == [1, 0, 1, 0]
