@@ -314,7 +314,7 @@ class CaptureStore:
                 and path is not None
                 and cell_id is not None
                 and self.latest(path, cell_id) is execution
-                and next(view_model_ids(execution.area.outputs), None) is None
+                and not _shows_widget(execution.area)
             ):
                 self._release(execution, path, cell_id, server_owned=True)
         if next(self.executions(kernel_id), None) is None:
@@ -372,7 +372,7 @@ class CaptureStore:
             or execution.cell_id is None
             or self._latest_by_cell.get((execution.path, execution.cell_id)) is not execution
             or any(display_id is not None for display_id in execution.area.display_ids)
-            or next(view_model_ids(execution.area.outputs), None) is not None
+            or _shows_widget(execution.area)
         ):
             return False
         self._release(execution, execution.path, execution.cell_id, server_owned=False)
@@ -400,7 +400,7 @@ class CaptureStore:
                 and execution.room_written is None
                 and execution.cell_id is not None
                 and all(display_id is None for display_id in area.display_ids)
-                and next(view_model_ids(area.outputs), None) is None
+                and not _shows_widget(area)
             ):
                 self._release(execution, path, execution.cell_id, server_owned=True)
                 count += 1
@@ -545,7 +545,7 @@ class CaptureStore:
             if (
                 execution.kernel_id == kernel_id
                 and path not in found
-                and next(view_model_ids(execution.area.outputs), None) is not None
+                and _shows_widget(execution.area)
             ):
                 found[path] = execution
         return list(found.values())
@@ -587,6 +587,11 @@ def _renamed(path: str | None, old_path: str, new_path: str) -> str | None:
     if path.startswith(prefix):
         return new_path.rstrip("/") + "/" + path[len(prefix) :]
     return None
+
+
+def _shows_widget(area: OutputArea) -> bool:
+    """Whether the outputs hold a widget view (whose model's state a thread may change)."""
+    return next(view_model_ids(area.outputs), None) is not None
 
 
 def _finish(execution: Execution) -> None:

@@ -217,7 +217,8 @@ class Flusher(LoggingConfigurable):
         # Paced on the write's CPU time: its wall time also counts the waits for a core,
         # which on a machine short of CPU would space out every notebook's writes alike.
         cost = result.seconds if result.cpu_seconds is None else result.cpu_seconds
-        self.not_before[path] = time.monotonic() + pause_after_write(cost, self.max_write_share)
+        pause = pause_after_write(cost, self.max_write_share)
+        self.not_before[path] = time.monotonic() + pause
         self.log.info(
             "jupyter_persist: wrote %s (%d cell(s), %d bytes, %.0f ms)",
             path,
@@ -230,7 +231,7 @@ class Flusher(LoggingConfigurable):
             path,
             cost * 1000,
             "wall time" if result.cpu_seconds is None else "CPU",
-            pause_after_write(cost, self.max_write_share),
+            pause,
         )
         return "written"
 
