@@ -15,7 +15,6 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from tornado.ioloop import PeriodicCallback
 from traitlets import Any as AnyTrait
 from traitlets import Bool, Float, Instance, Integer, Unicode
 from traitlets.config import LoggingConfigurable
@@ -169,19 +168,20 @@ class CaptureManager(LoggingConfigurable):
             parent=self,
         )
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._loop: PeriodicCallback | None = None
+        #: The rounds of writes (``_write_rounds``), and what ends them.
+        self._rounds: asyncio.Task[None] | None = None
+        self._rounds_end = asyncio.Event()
 
     def start(self) -> None:
         """Start the flush and journal loops (idempotent; needs a running event loop).
 
         Journals a previous server left behind are merged into their notebooks first.
         """
-        if self._loop is None:
+        if self._rounds is None:
             self.meter.watch_gc()
-            self._loop = PeriodicCallback(
-                lambda: self.meter.timed("flush", self._tick()), self.save_interval * 1000
-            )
-            self._loop.start()
+            self._rounds_end.clear()
+            self._rounds = asyncio.ensure_future(self._write_rounds())
+            self._rounds.add_done_callback(self._task_done)
             self._spawn(self.recorder.start())
             for kernel_id in self.kernel_manager.list_kernel_ids():
                 self.kernels.track(kernel_id)
@@ -190,9 +190,12 @@ class CaptureManager(LoggingConfigurable):
         """Release every kernel subscription, journal and write everything still unwritten."""
         self.flusher.stopping = True
         self.meter.unwatch_gc()
-        if self._loop is not None:
-            self._loop.stop()
-            self._loop = None
+        if self._rounds is not None:
+            # A round under way ends first (its writes no longer spread out): cancelling
+            # it could leave a ContentsManager save running in its thread unwaited for.
+            self._rounds_end.set()
+            await asyncio.wait([self._rounds])  # its failure, if any, is logged
+            self._rounds = None
         self.recorder.stop()
         self.kernels.untrack_all()
         self.recorder.tick()
@@ -278,6 +281,32 @@ class CaptureManager(LoggingConfigurable):
     def collaborative(self) -> bool:
         """Whether real-time collaboration (jupyter_server_ydoc) is loaded in this server."""
         return self.web_settings is not None and room_extension_loaded(self.web_settings)
+
+    async def _write_rounds(self) -> None:
+        """A round of writes every ``save_interval``, until the server stops.
+
+        From the start of one round to the start of the next, so a round that outlasted
+        the interval (a machine short of CPU) is followed by the next at once: tornado's
+        ``PeriodicCallback`` skipped to the next multiple of the interval, which wrote
+        each of 20 busy notebooks only every other interval.
+        """
+        loop = asyncio.get_running_loop()
+        due = loop.time() + self.save_interval
+        while not await self._stopped_before(due - loop.time()):
+            started = loop.time()
+            await self.meter.timed("flush", self._tick())
+            due = started + self.save_interval
+
+    async def _stopped_before(self, seconds: float) -> bool:
+        """Wait ``seconds``; whether the rounds end meanwhile (``stop``) or have ended."""
+        if self._rounds_end.is_set():
+            # asyncio.wait_for gives up at once for 0 s, before the event's waiter runs.
+            return True
+        try:
+            await asyncio.wait_for(self._rounds_end.wait(), max(seconds, 0.0))
+        except asyncio.TimeoutError:
+            return False
+        return True
 
     async def _tick(self) -> None:
         try:

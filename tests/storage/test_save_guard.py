@@ -75,8 +75,18 @@ async def test_gap_save_keeps_every_output_exactly_once(
 async def test_deliberate_clear_stays_cleared(
     jp_root_dir: Path, jp_fetch: Any, jp_ws_fetch: Any, notebook_session: Any, capture: Any
 ) -> None:
-    nb_path, _ = await run_detached(jp_root_dir, jp_ws_fetch, notebook_session, "clear.ipynb")
-    await wait_for(lambda: stream_text(read_cells(nb_path)["c"]) == ALL, what="complete write")
+    nb_path, msg_id = await run_detached(jp_root_dir, jp_ws_fetch, notebook_session, "clear.ipynb")
+    execution = capture.store.get(msg_id)
+    # The last line can be on disk before the run's end is: a clear then still meets a
+    # running cell, whose outputs the guard keeps (see the next test).
+    await wait_for(
+        lambda: (
+            not execution.running
+            and not execution.dirty
+            and stream_text(read_cells(nb_path)["c"]) == ALL
+        ),
+        what="the ended run written",
+    )
     # The user reopens the notebook, sees everything, and clears the outputs.
     await put_cell(jp_fetch, nb_path.name, [], None)
     await asyncio.sleep(3 * capture.save_interval)

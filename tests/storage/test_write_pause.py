@@ -104,27 +104,68 @@ async def test_the_writes_of_one_round_are_spread_out(tmp_path: Path) -> None:
         )
     # The first notebook's kernel has a client attached: not written, and no wait after it.
     flusher = Flusher(store, writer, attached=lambda kernel_id: kernel_id == "busy")
-    written: list[float] = []
-    merge = writer.merge
-
-    async def timed_merge(path: str, updates: Any, widgets: Any = None) -> Any:
-        result = await merge(path, updates, widgets)
-        written.append(time.monotonic())
-        return result
-
-    writer.merge = timed_merge  # type: ignore[method-assign]
+    writes = time_merges(writer)
     started = time.monotonic()
     await flusher.flush_all(spread=1.2)
     elapsed = time.monotonic() - started
-    assert len(written) == 3
-    assert all(later - earlier >= 0.29 for earlier, later in pairwise(written))  # 1.2 / 4
-    assert elapsed < written[-1] - started + 0.29  # no wait after the last write
+    assert len(writes) == 3
+    starts = [start for start, _ in writes]
+    assert all(later - earlier >= 0.29 for earlier, later in pairwise(starts))  # 1.2 / 4
+    assert elapsed < writes[-1][1] - started + 0.29  # no wait after the last write
     assert [stream_text(read_cells(tmp_path / f"n{i}.ipynb")["a"]) for i in range(4)] == [
         "",
         "1\n",
         "2\n",
         "3\n",
     ]
+
+
+def time_merges(writer: NotebookWriter, seconds: float = 0.0) -> list[tuple[float, float]]:
+    """Record each merge's start and end (monotonic); each one lasts ``seconds`` more."""
+    writes: list[tuple[float, float]] = []
+    merge = writer.merge
+
+    async def timed_merge(path: str, updates: Any, widgets: Any = None) -> Any:
+        started = time.monotonic()
+        await asyncio.sleep(seconds)
+        result = await merge(path, updates, widgets)
+        writes.append((started, time.monotonic()))
+        return result
+
+    writer.merge = timed_merge  # type: ignore[method-assign]
+    return writes
+
+
+async def test_a_write_longer_than_its_slot_is_followed_by_the_next_at_once(
+    tmp_path: Path,
+) -> None:
+    """On a machine short of CPU a round of slow writes still fits its save interval."""
+    store = CaptureStore()
+    writer = NotebookWriter(contents_manager=AsyncFileContentsManager(root_dir=str(tmp_path)))
+    for index in range(4):
+        make_notebook(tmp_path / f"n{index}.ipynb", [("a", "print(1)")])
+        execution = store.begin("k", f"m{index}", cell_id="a")
+        store.place(execution, f"n{index}.ipynb", "a")
+        store.apply(
+            {
+                "header": {"msg_type": "stream"},
+                "parent_header": {"msg_id": f"m{index}"},
+                "content": {"name": "stdout", "text": f"{index}\n"},
+            },
+            detached=True,
+        )
+    flusher = Flusher(store, writer, attached=lambda kernel_id: False)
+    # Each write takes 0.4 s, its slot is 0.2 s (0.8 / 4).
+    writes = time_merges(writer, seconds=0.4)
+    started = time.monotonic()
+    await flusher.flush_all(spread=0.8)
+    elapsed = time.monotonic() - started
+    assert len(writes) == 4
+    # A whole gap after each write would make it 4 × 0.4 + 3 × 0.2 = 2.2 s.
+    assert elapsed < 4 * 0.4 + 0.3, f"the slow writes waited for their slots: {elapsed:.2f} s"
+    assert all(
+        later_start - earlier_end < 0.1 for (_, earlier_end), (later_start, _) in pairwise(writes)
+    )
 
 
 async def test_a_run_ending_within_the_pause_is_written_by_the_next_tick(
