@@ -168,18 +168,17 @@ class CaptureManager(LoggingConfigurable):
             parent=self,
         )
         self._tasks: set[asyncio.Task[Any]] = set()
-        #: The rounds of writes (``_write_rounds``), and what ends them.
+        #: The rounds of writes (``_write_rounds``), until the flusher stops.
         self._rounds: asyncio.Task[None] | None = None
-        self._rounds_end = asyncio.Event()
 
     def start(self) -> None:
         """Start the flush and journal loops (idempotent; needs a running event loop).
 
         Journals a previous server left behind are merged into their notebooks first.
         """
-        if self._rounds is None:
+        if self._rounds is None and not self.flusher.stopping:
+            # (A kernel starting while the server stops must not start new rounds.)
             self.meter.watch_gc()
-            self._rounds_end.clear()
             self._rounds = asyncio.ensure_future(self._write_rounds())
             self._rounds.add_done_callback(self._task_done)
             self._spawn(self.recorder.start())
@@ -187,13 +186,15 @@ class CaptureManager(LoggingConfigurable):
                 self.kernels.track(kernel_id)
 
     async def stop(self) -> None:
-        """Release every kernel subscription, journal and write everything still unwritten."""
-        self.flusher.stopping = True
+        """Release every kernel subscription, journal and write everything still unwritten.
+
+        A round of writes under way ends first, its remaining writes no longer spread out.
+        """
+        self.flusher.stop()
         self.meter.unwatch_gc()
         if self._rounds is not None:
-            # A round under way ends first (its writes no longer spread out): cancelling
-            # it could leave a ContentsManager save running in its thread unwaited for.
-            self._rounds_end.set()
+            # Cancelling a round under way could leave a ContentsManager save running
+            # in its thread unwaited for.
             await asyncio.wait([self._rounds])  # its failure, if any, is logged
             self._rounds = None
         self.recorder.stop()
@@ -292,21 +293,13 @@ class CaptureManager(LoggingConfigurable):
         """
         loop = asyncio.get_running_loop()
         due = loop.time() + self.save_interval
-        while not await self._stopped_before(due - loop.time()):
+        while not await self.flusher.stopped_within(due - loop.time()):
             started = loop.time()
-            await self.meter.timed("flush", self._tick())
+            try:
+                await self.meter.timed("flush", self._tick())
+            except Exception:
+                self.log.exception("jupyter_persist: error in a round of writes")
             due = started + self.save_interval
-
-    async def _stopped_before(self, seconds: float) -> bool:
-        """Wait ``seconds``; whether the rounds end meanwhile (``stop``) or have ended."""
-        if self._rounds_end.is_set():
-            # asyncio.wait_for gives up at once for 0 s, before the event's waiter runs.
-            return True
-        try:
-            await asyncio.wait_for(self._rounds_end.wait(), max(seconds, 0.0))
-        except asyncio.TimeoutError:
-            return False
-        return True
 
     async def _tick(self) -> None:
         try:

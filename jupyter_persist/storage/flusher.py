@@ -85,6 +85,8 @@ class Flusher(LoggingConfigurable):
         self.saving: set[str] = set()
         #: The server stops: clients are ignored (their rooms cancel pending saves).
         self.stopping = False
+        #: Set with ``stopping`` (``stop``): a round's rest between two writes ends.
+        self._stopped = asyncio.Event()
         #: Per notebook the writer keeps a parsed copy of and none of whose cells runs,
         #: since when (our last flush of it, or the first flush that found it so): the
         #: copy goes at the first flush at least ``KEEP_PARSED_SECONDS`` later.
@@ -98,8 +100,13 @@ class Flusher(LoggingConfigurable):
         async with self._locks.setdefault(path, asyncio.Lock()):
             yield
 
+    def stop(self) -> None:
+        """The server stops: write whatever clients hold, and no longer spread writes out."""
+        self.stopping = True
+        self._stopped.set()
+
     async def flush_all(self, ignore_clients: bool = False, spread: float = 0.0) -> None:
-        """Write every notebook with unwritten outputs, the writes ``spread`` seconds apart.
+        """Write every notebook with unwritten outputs, spread over ``spread`` seconds.
 
         Most of a save runs on the event loop (jupyter_server signs the notebook in its
         trust database, copies the old file aside and syncs the new one): measured, 20
@@ -120,7 +127,19 @@ class Flusher(LoggingConfigurable):
             outcome = await self.flush(path, ignore_clients)
             if self.stopping or outcome != "written" or index == len(paths) - 1:
                 continue
-            await asyncio.sleep(max(0.0, started + gap - time.monotonic()))
+            await self.stopped_within(started + gap - time.monotonic())
+
+    async def stopped_within(self, seconds: float) -> bool:
+        """Wait ``seconds`` (at least a turn of the event loop); whether ``stop`` came."""
+        if self._stopped.is_set() or seconds <= 0:
+            await asyncio.sleep(0)
+            return self._stopped.is_set()
+        try:
+            await asyncio.wait_for(self._stopped.wait(), seconds)
+        except asyncio.TimeoutError:
+            # Set in the same turn of the loop as the timeout (Python < 3.12 gives up then).
+            return self._stopped.is_set()
+        return True
 
     async def flush(
         self,

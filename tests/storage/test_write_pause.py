@@ -86,13 +86,13 @@ async def test_no_second_write_while_the_cell_runs_then_its_end_is_written_by_a_
     assert stream_text(read_cells(nb_path)["c"]).startswith("start\n0\n1\n")
 
 
-async def test_the_writes_of_one_round_are_spread_out(tmp_path: Path) -> None:
-    """Most of a save runs on the event loop: a round's writes are not made back to back."""
+def due_notebooks(tmp_path: Path, kernels: list[str]) -> tuple[CaptureStore, NotebookWriter]:
+    """Notebooks ``n0.ipynb``... with an output each to write, run on ``kernels``."""
     store = CaptureStore()
     writer = NotebookWriter(contents_manager=AsyncFileContentsManager(root_dir=str(tmp_path)))
-    for index in range(4):
+    for index, kernel_id in enumerate(kernels):
         make_notebook(tmp_path / f"n{index}.ipynb", [("a", "print(1)")])
-        execution = store.begin("busy" if index == 0 else "k", f"m{index}", cell_id="a")
+        execution = store.begin(kernel_id, f"m{index}", cell_id="a")
         store.place(execution, f"n{index}.ipynb", "a")
         store.apply(
             {
@@ -102,22 +102,7 @@ async def test_the_writes_of_one_round_are_spread_out(tmp_path: Path) -> None:
             },
             detached=True,
         )
-    # The first notebook's kernel has a client attached: not written, and no wait after it.
-    flusher = Flusher(store, writer, attached=lambda kernel_id: kernel_id == "busy")
-    writes = time_merges(writer)
-    started = time.monotonic()
-    await flusher.flush_all(spread=1.2)
-    elapsed = time.monotonic() - started
-    assert len(writes) == 3
-    starts = [start for start, _ in writes]
-    assert all(later - earlier >= 0.29 for earlier, later in pairwise(starts))  # 1.2 / 4
-    assert elapsed < writes[-1][1] - started + 0.29  # no wait after the last write
-    assert [stream_text(read_cells(tmp_path / f"n{i}.ipynb")["a"]) for i in range(4)] == [
-        "",
-        "1\n",
-        "2\n",
-        "3\n",
-    ]
+    return store, writer
 
 
 def time_merges(writer: NotebookWriter, seconds: float = 0.0) -> list[tuple[float, float]]:
@@ -136,36 +121,60 @@ def time_merges(writer: NotebookWriter, seconds: float = 0.0) -> list[tuple[floa
     return writes
 
 
+async def test_the_writes_of_one_round_are_spread_out(tmp_path: Path) -> None:
+    """Most of a save runs on the event loop: a round's writes are not made back to back."""
+    store, writer = due_notebooks(tmp_path, ["busy", "k", "k", "k"])
+    # The first notebook's kernel has a client attached: not written, and no wait after it.
+    flusher = Flusher(store, writer, attached=lambda kernel_id: kernel_id == "busy")
+    writes = time_merges(writer)
+    started = time.monotonic()
+    await flusher.flush_all(spread=1.2)
+    elapsed = time.monotonic() - started
+    assert len(writes) == 3
+    starts = [start for start, _ in writes]
+    assert all(later - earlier >= 0.28 for earlier, later in pairwise(starts))  # 1.2 / 4
+    assert elapsed < writes[-1][1] - started + 0.29  # no wait after the last write
+    assert [stream_text(read_cells(tmp_path / f"n{i}.ipynb")["a"]) for i in range(4)] == [
+        "",
+        "1\n",
+        "2\n",
+        "3\n",
+    ]
+
+
 async def test_a_write_longer_than_its_slot_is_followed_by_the_next_at_once(
     tmp_path: Path,
 ) -> None:
     """On a machine short of CPU a round of slow writes still fits its save interval."""
-    store = CaptureStore()
-    writer = NotebookWriter(contents_manager=AsyncFileContentsManager(root_dir=str(tmp_path)))
-    for index in range(4):
-        make_notebook(tmp_path / f"n{index}.ipynb", [("a", "print(1)")])
-        execution = store.begin("k", f"m{index}", cell_id="a")
-        store.place(execution, f"n{index}.ipynb", "a")
-        store.apply(
-            {
-                "header": {"msg_type": "stream"},
-                "parent_header": {"msg_id": f"m{index}"},
-                "content": {"name": "stdout", "text": f"{index}\n"},
-            },
-            detached=True,
-        )
+    store, writer = due_notebooks(tmp_path, ["k"] * 4)
     flusher = Flusher(store, writer, attached=lambda kernel_id: False)
-    # Each write takes 0.4 s, its slot is 0.2 s (0.8 / 4).
+    # Each write takes over 0.4 s, its slot is 0.2 s (0.8 / 4).
     writes = time_merges(writer, seconds=0.4)
     started = time.monotonic()
     await flusher.flush_all(spread=0.8)
     elapsed = time.monotonic() - started
     assert len(writes) == 4
-    # A whole gap after each write would make it 4 × 0.4 + 3 × 0.2 = 2.2 s.
-    assert elapsed < 4 * 0.4 + 0.3, f"the slow writes waited for their slots: {elapsed:.2f} s"
+    writing = sum(end - start for start, end in writes)
+    # A whole gap after each write would add 3 × 0.2 s.
+    assert elapsed < writing + 0.3, f"{elapsed:.2f} s for {writing:.2f} s of writes"
     assert all(
         later_start - earlier_end < 0.1 for (_, earlier_end), (later_start, _) in pairwise(writes)
     )
+
+
+async def test_the_server_stopping_ends_a_rounds_wait_between_two_writes(tmp_path: Path) -> None:
+    store, writer = due_notebooks(tmp_path, ["k", "k"])
+    flusher = Flusher(store, writer, attached=lambda kernel_id: False)
+    writes = time_merges(writer)
+    # A 600 s save interval: 150 s between the two writes.
+    round_of_writes = asyncio.ensure_future(flusher.flush_all(spread=300))
+    await wait_for(lambda: writes, timeout=10, what="the first write")
+    flusher.stop()
+    stopped = time.monotonic()
+    await asyncio.wait_for(round_of_writes, timeout=10)
+    assert time.monotonic() - stopped < 2
+    assert len(writes) == 2
+    assert stream_text(read_cells(tmp_path / "n1.ipynb")["a"]) == "1\n"
 
 
 async def test_a_run_ending_within_the_pause_is_written_by_the_next_tick(
