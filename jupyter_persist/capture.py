@@ -11,6 +11,7 @@ execution ends, when its kernel restarts or stops, and when the server stops.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -286,20 +287,22 @@ class CaptureManager(LoggingConfigurable):
     async def _write_rounds(self) -> None:
         """A round of writes every ``save_interval``, until the server stops.
 
-        From the start of one round to the start of the next, so a round that outlasted
-        the interval (a machine short of CPU) is followed by the next at once: tornado's
-        ``PeriodicCallback`` skipped to the next multiple of the interval, which wrote
-        each of 20 busy notebooks only every other interval.
+        One that outlasts the interval (a machine short of CPU) is followed by the next
+        at the next multiple of the interval from the first, as tornado's
+        ``PeriodicCallback`` did: the writes back off when the server is short of time.
+        Starting the next at once wrote 20 busy notebooks 60% more often in the
+        benchmark, the ContentsManager's share of the event loop alike, for no better
+        lag to the file (docs/benchmarks.md, ninth run).
         """
         loop = asyncio.get_running_loop()
-        due = loop.time() + self.save_interval
+        interval = self.save_interval
+        due = loop.time() + interval
         while not await self.flusher.stopped_within(due - loop.time()):
-            started = loop.time()
             try:
                 await self.meter.timed("flush", self._tick())
             except Exception:
                 self.log.exception("jupyter_persist: error in a round of writes")
-            due = started + self.save_interval
+            due += interval * max(1, math.ceil((loop.time() - due) / interval))
 
     async def _tick(self) -> None:
         try:

@@ -113,21 +113,20 @@ class Flusher(LoggingConfigurable):
         notebooks written back to back held up the server's requests for a second
         every ``save_interval``. Spread over half of it, each write runs alone.
 
-        Each write has a slot of ``spread / len(paths)`` seconds from its start: one that
-        takes longer is followed by the next at once, not by a whole gap more. On a
-        machine short of CPU, 20 writes of about 230 ms of wall time each (mostly waits
-        for a core: 5 ms of CPU) plus a 125 ms gap after each made every round outlast
-        the save interval, and each notebook was written every other interval.
+        A written notebook is followed by a rest of ``spread / len(paths)``, whatever its
+        write took: on a machine short of CPU, where a write's wall time is mostly waits
+        for a core, a round of 20 then outlasts the save interval and the rounds back off
+        (see ``CaptureManager._write_rounds``). Writing the next at once instead wrote
+        them 60% more often, for as much more of the event loop, and no better lag.
         """
         self._drop_finished_copies()
         paths = sorted(self.store.paths_to_write())
         gap = spread / len(paths) if paths else 0.0
         for index, path in enumerate(paths):
-            started = time.monotonic()
             outcome = await self.flush(path, ignore_clients)
             if self.stopping or outcome != "written" or index == len(paths) - 1:
                 continue
-            await self.stopped_within(started + gap - time.monotonic())
+            await self.stopped_within(gap)
 
     async def stopped_within(self, seconds: float) -> bool:
         """Wait ``seconds`` (at least a turn of the event loop); whether ``stop`` came."""

@@ -1,4 +1,4 @@
-"""The rounds of writes: one every save interval, the next at once after a long one."""
+"""The rounds of writes: one every save interval, fewer when a round outlasts it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 from helpers import wait_for
 
 
-async def test_a_round_that_outlasts_the_save_interval_is_followed_by_the_next_at_once(
+async def test_a_round_that_outlasts_the_save_interval_backs_off_to_the_next_multiple(
     capture: Any, monkeypatch: Any
 ) -> None:
     interval = capture.save_interval
@@ -24,9 +24,8 @@ async def test_a_round_that_outlasts_the_save_interval_is_followed_by_the_next_a
     capture.start()  # what the server's start does (pytest-jupyter's server does not start)
     await wait_for(lambda: len(starts) >= 4, timeout=20 * interval, what="four rounds")
     gaps = [later - earlier for earlier, later in pairwise(starts)]
-    # Skipping to the next multiple of the interval (tornado's PeriodicCallback) made
-    # every gap 2 × the interval.
-    assert all(1.2 * interval <= gap < 1.9 * interval for gap in gaps), gaps
+    # Writes take less of a server short of time: not the next round at once.
+    assert all(1.9 * interval <= gap < 2.6 * interval for gap in gaps), gaps
 
 
 async def test_rounds_keep_to_the_save_interval(capture: Any, monkeypatch: Any) -> None:
