@@ -9,11 +9,13 @@ records are folded back into outputs and merged into the notebooks.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import hashlib
 import json
 import os
 import time
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -163,7 +165,42 @@ class Journal(LoggingConfigurable):
         ``executions``: every execution the store holds with a notebook cell; what the
         journal remembers of any other is dropped. Returns the number of bytes written.
         """
+        steps = self._append_steps(executions, None)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return int(done.value)
+
+    async def append_in_steps(self, executions: list[Execution], step_seconds: float) -> int:
+        """:meth:`append`, giving the event loop back after about each ``step_seconds``.
+
+        Each step writes its own records before it yields, so a record is never written
+        after a later one of the same execution (an append between two steps, the server
+        stopping say, follows on from what the steps wrote).
+        """
+        steps = self._append_steps(executions, step_seconds)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return int(done.value)
+            await asyncio.sleep(0)
+
+    def _append_steps(
+        self, executions: list[Execution], step_seconds: float | None
+    ) -> Generator[None, None, int]:
+        """The work of an append, pausing (yielding) after each ``step_seconds`` (None: never).
+
+        Encoding what 16 runs of 400 kB printed in a second held the event loop 50-90 ms
+        in one piece; a step is about one run's record.
+        """
         lines: dict[str, list[str]] = {}
+        written = 0
+        failure: OSError | None = None
+        #: Notebooks whose journal failed in this append: tried again at the next one.
+        failed_now: set[str] = set()
+        started = time.perf_counter()
         for execution in executions:
             if execution.path is None or execution.cell_id is None:
                 continue
@@ -177,14 +214,45 @@ class Journal(LoggingConfigurable):
             line = json.dumps(record, ensure_ascii=False, default=str)
             lines.setdefault(execution.path, []).append(line)
             self._journaled[execution.msg_id] = (area.outputs, execution.path, execution.version)
+            if step_seconds is not None and time.perf_counter() - started >= step_seconds:
+                step_written, step_failure = self._write_lines(lines, executions, failed_now)
+                written += step_written
+                failure = failure or step_failure
+                lines = {}
+                yield
+                started = time.perf_counter()
         # What the store no longer holds (a cell run again replaced it) needs no diff base:
         # kept, every run of a cell would stay in memory until the notebook's journal goes.
         current = {execution.msg_id for execution in executions}
         for msg_id in [m for m in self._journaled if m not in current]:
             del self._journaled[msg_id]
+        step_written, step_failure = self._write_lines(
+            lines, executions, failed_now, retry_failed=True
+        )
+        written += step_written
+        failure = failure or step_failure
+        if failure is not None:
+            raise failure
+        return written
+
+    def _write_lines(
+        self,
+        lines: dict[str, list[str]],
+        executions: list[Execution],
+        failed_now: set[str],
+        retry_failed: bool = False,
+    ) -> tuple[int, OSError | None]:
+        """Append each notebook's new lines; a journal that failed before is rewritten whole.
+
+        ``retry_failed``: also those with no new lines. Notebooks in ``failed_now`` (which
+        this adds to) are left for the next append.
+        """
         written = 0
         failure: OSError | None = None
-        for path in [*lines, *sorted(self._failed - lines.keys())]:
+        retried = sorted(self._failed - lines.keys()) if retry_failed else []
+        for path in [*lines, *retried]:
+            if path in failed_now:
+                continue
             file = self.file_for(path)
             try:
                 if path in self._failed:
@@ -200,10 +268,9 @@ class Journal(LoggingConfigurable):
                     self._compact_if_half_stale(path, _of_notebook(executions, path), size)
             except OSError as err:
                 self._failed.add(path)
+                failed_now.add(path)
                 failure = failure or err
-        if failure is not None:
-            raise failure
-        return written
+        return written, failure
 
     def _compact_if_half_stale(
         self, notebook_path: str, executions: list[Execution], size: int

@@ -16,6 +16,10 @@ from .recovery import restore_journals
 from .textlog import TextLog
 from .writer import NotebookWriter
 
+#: Seconds of the event loop a periodic journal append holds at most, about (one run's
+#: record may take longer): the loop answers requests between two steps.
+JOURNAL_STEP = 0.005
+
 
 class Recorder(LoggingConfigurable):
     """Appends to the journal and the text log every ``interval`` seconds.
@@ -128,37 +132,65 @@ class Recorder(LoggingConfigurable):
         if self.text_log is not None:
             self.text_log.forget(execution)
 
-    def _timed_tick(self) -> None:
-        with self.meter.timing("journal"):
-            self.tick()
+    def _timed_tick(self) -> Any:
+        return self.meter.timed("journal", self.tick_in_steps())
 
     def tick(self) -> None:
         """Append what changed; drop the journals of notebooks whose outputs are all saved."""
         if not self.journal.directory.is_dir():
             return
         try:
-            held = list(self.store.executions())
-            placed = [e for e in held if e.path is not None and e.placed]
-            # Only what is not on disk yet: a written run the store keeps (no client saw
-            # it) would otherwise be journaled afresh and its journal removed again at
-            # every tick, as long as its kernel lives.
-            pending_runs = [e for e in placed if e.dirty or e.running]
             try:
-                self.journal.append(pending_runs)
+                self.journal.append(self._pending_runs())
             except OSError as err:
                 self._journal_failed(err)
             else:
                 self._journal_works()
-            if self.text_log is not None:
-                self._log_progress_bars()
-                self.text_log.flush(held)
-            current = {str(e.path) for e in placed}
-            pending = {str(e.path) for e in pending_runs}
-            for path in (self._journaled_paths | current) - pending:
-                self.journal.remove(path)
-            self._journaled_paths = pending
+            self._after_append()
         except Exception:
             self.log.exception("jupyter_persist: error writing the journal or the text log")
+
+    async def tick_in_steps(self) -> None:
+        """:meth:`tick`, the journal's encoding in steps of at most about ``JOURNAL_STEP``."""
+        if not self.journal.directory.is_dir():
+            return
+        try:
+            try:
+                await self.journal.append_in_steps(self._pending_runs(), JOURNAL_STEP)
+            except OSError as err:
+                self._journal_failed(err)
+            else:
+                self._journal_works()
+            self._after_append()
+        except Exception:
+            self.log.exception("jupyter_persist: error writing the journal or the text log")
+
+    def _pending_runs(self) -> list[Execution]:
+        # Only what is not on disk yet: a written run the store keeps (no client saw
+        # it) would otherwise be journaled afresh and its journal removed again at
+        # every tick, as long as its kernel lives.
+        return [
+            e
+            for e in self.store.executions()
+            if e.path is not None and e.placed and (e.dirty or e.running)
+        ]
+
+    def _after_append(self) -> None:
+        """The text log's turn; the journals of notebooks with nothing pending go.
+
+        Looked at after the append, not before: during an append in steps a run may have
+        got new output (its notebook's journal stays) or been written (it may go).
+        """
+        held = list(self.store.executions())
+        if self.text_log is not None:
+            self._log_progress_bars()
+            self.text_log.flush(held)
+        placed = [e for e in held if e.path is not None and e.placed]
+        current = {str(e.path) for e in placed}
+        pending = {str(e.path) for e in placed if e.dirty or e.running}
+        for path in (self._journaled_paths | current) - pending:
+            self.journal.remove(path)
+        self._journaled_paths = pending
 
     def _journal_failed(self, err: OSError) -> None:
         """One WARNING while appends fail (a full disk would otherwise log every second)."""

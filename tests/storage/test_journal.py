@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -22,7 +23,7 @@ from jupyter_persist.storage.journal import (
     fold,
     output_diff,
 )
-from jupyter_persist.storage.recorder import Recorder
+from jupyter_persist.storage.recorder import JOURNAL_STEP, Recorder
 from jupyter_persist.storage.recovery import restore_journals
 from jupyter_persist.storage.writer import NotebookWriter
 
@@ -236,3 +237,79 @@ def test_a_journal_of_many_finished_runs_is_not_rewritten(tmp_path: Path) -> Non
     assert file.stat().st_size > 300_000
     cells = fold(journal.read(file))
     assert cells[("nb.ipynb", "c29")].outputs == [stream("cell 29 " + "x" * 10_000 + "\n")]
+
+
+async def test_an_append_in_steps_gives_the_loop_back_between_runs(tmp_path: Path) -> None:
+    """Each step's records are on disk before the loop runs anything else."""
+    journal = Journal(tmp_path)
+    journal.ensure_directory()
+    store = CaptureStore()
+    runs = []
+    for i in range(4):
+        execution = store.begin("k", f"m{i}")
+        store.place(execution, "nb.ipynb", f"c{i}")
+        store.apply(stream_msg(f"m{i}", f"cell {i}\n"), detached=True)
+        runs.append(execution)
+    file = journal.file_for("nb.ipynb")
+    seen_between_steps: list[int] = []
+    appending = asyncio.ensure_future(journal.append_in_steps(runs, 0.0))
+    while not appending.done():
+        seen_between_steps.append(len(journal.read(file)) if file.exists() else 0)
+        await asyncio.sleep(0)
+    assert appending.result() > 0
+    # The loop ran between the records of the four runs, each written in its step.
+    assert {1, 2, 3} <= set(seen_between_steps)
+    cells = fold(journal.read(file))
+    assert [cells[("nb.ipynb", f"c{i}")].outputs for i in range(4)] == [
+        [stream(f"cell {i}\n")] for i in range(4)
+    ]
+
+
+async def test_an_append_between_two_steps_keeps_the_journal_in_order(tmp_path: Path) -> None:
+    """The server stopping journals everything while a periodic append is under way."""
+    journal = Journal(tmp_path)
+    journal.ensure_directory()
+    store = CaptureStore()
+    runs = []
+    for i in range(3):
+        execution = store.begin("k", f"m{i}")
+        store.place(execution, "nb.ipynb", f"c{i}")
+        store.apply(stream_msg(f"m{i}", f"a{i}\n"), detached=True)
+        runs.append(execution)
+    appending = asyncio.ensure_future(journal.append_in_steps(runs, 0.0))
+    await asyncio.sleep(0)  # the first step: run 0's record
+    await asyncio.sleep(0)
+    assert not appending.done()
+    for i in range(3):  # every run prints more, and a whole append runs meanwhile
+        store.apply(stream_msg(f"m{i}", f"b{i}\n"), detached=True)
+    journal.append(runs)
+    await appending
+    store.apply(stream_msg("m0", "c0\n"), detached=True)
+    journal.append(runs)
+    cells = fold(journal.read(journal.file_for("nb.ipynb")))
+    assert cells[("nb.ipynb", "c0")].outputs == [stream("a0\nb0\nc0\n")]
+    assert cells[("nb.ipynb", "c1")].outputs == [stream("a1\nb1\n")]
+    assert cells[("nb.ipynb", "c2")].outputs == [stream("a2\nb2\n")]
+
+
+async def test_the_periodic_journal_tick_runs_in_steps(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.ensure_directory()
+    store = CaptureStore()
+    recorder = Recorder(store, NotebookWriter(), journal, None, interval=1.0)
+    for i in range(3):
+        execution = store.begin("k", f"m{i}")
+        store.place(execution, f"nb{i}.ipynb", "c")
+        store.apply(stream_msg(f"m{i}", "x" * 200_000 + "\n"), detached=True)
+    step_sizes = []
+    original = journal.append_in_steps
+
+    async def counted(executions: Any, step_seconds: float) -> int:
+        step_sizes.append(step_seconds)
+        return await original(executions, step_seconds)
+
+    journal.append_in_steps = counted  # type: ignore[method-assign]
+    await recorder._timed_tick()
+    assert step_sizes == [JOURNAL_STEP]
+    assert all(journal.file_for(f"nb{i}.ipynb").exists() for i in range(3))
+    assert recorder.meter.longest["journal"] > 0
