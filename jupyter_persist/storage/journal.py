@@ -148,6 +148,8 @@ class Journal(LoggingConfigurable):
         self._journaled: dict[str, tuple[tuple[NotebookNode, ...], str, int]] = {}
         #: Notebooks whose last append failed: their journal is rewritten whole next.
         self._failed: set[str] = set()
+        #: The steps of an append in steps, between two of them (``append_in_steps``).
+        self._in_progress: Generator[None, None, int] | None = None
 
     def ensure_directory(self) -> None:
         """Create the journal directory, owner-only."""
@@ -165,6 +167,7 @@ class Journal(LoggingConfigurable):
         ``executions``: every execution the store holds with a notebook cell; what the
         journal remembers of any other is dropped. Returns the number of bytes written.
         """
+        self.finish_appending()
         steps = self._append_steps(executions, None)
         while True:
             try:
@@ -172,20 +175,46 @@ class Journal(LoggingConfigurable):
             except StopIteration as done:
                 return int(done.value)
 
+    def finish_appending(self) -> None:
+        """Run the rest of an append in steps now, if one is between two steps.
+
+        Whatever else changes the journal (an append, a removal, a compaction) does this
+        first: nothing runs between two steps of an append but what leaves the journal
+        alone, so each execution's records stay in order and on the diff base the file
+        holds. A failure of those steps is the next append's to report (its notebooks
+        are tried again then).
+        """
+        steps, self._in_progress = self._in_progress, None
+        if steps is None:
+            return
+        try:
+            for _ in steps:
+                pass
+        except OSError as err:
+            self.log.debug("jupyter_persist: a journal append failed (%s); tried again", err)
+
     async def append_in_steps(self, executions: list[Execution], step_seconds: float) -> int:
         """:meth:`append`, giving the event loop back after about each ``step_seconds``.
 
-        Each step writes its own records before it yields, so a record is never written
-        after a later one of the same execution (an append between two steps, the server
-        stopping say, follows on from what the steps wrote).
+        Each step writes its own records before it yields. Whatever else changes the
+        journal meanwhile finishes the remaining steps first (:meth:`finish_appending`).
+        Returns the bytes written (0 if another call finished the steps).
         """
+        self.finish_appending()
         steps = self._append_steps(executions, step_seconds)
+        self._in_progress = steps
         while True:
             try:
                 next(steps)
             except StopIteration as done:
+                self._in_progress = None
                 return int(done.value)
+            except BaseException:
+                self._in_progress = None
+                raise
             await asyncio.sleep(0)
+            if self._in_progress is not steps:
+                return 0
 
     def _append_steps(
         self, executions: list[Execution], step_seconds: float | None
@@ -231,6 +260,7 @@ class Journal(LoggingConfigurable):
         )
         written += step_written
         failure = failure or step_failure
+        self._failed |= failed_now
         if failure is not None:
             raise failure
         return written
@@ -258,7 +288,7 @@ class Journal(LoggingConfigurable):
                 if path in self._failed:
                     # A record went missing or was cut short: its successors would hold
                     # only what changed since it, so start over from whole records.
-                    written += self.compact(path, _of_notebook(executions, path))
+                    written += self._compact(path, _of_notebook(executions, path))
                     self._failed.discard(path)
                     continue
                 data = ("\n".join(lines[path]) + "\n").encode("utf-8", "surrogatepass")
@@ -283,7 +313,7 @@ class Journal(LoggingConfigurable):
         """
         current = sum(held_size(e.area.outputs) for e in executions if e.cell_id is not None)
         if size > 2 * current:
-            self.compact(notebook_path, executions)
+            self._compact(notebook_path, executions)
         else:
             self._compact_at[notebook_path] = 2 * size
 
@@ -294,6 +324,10 @@ class Journal(LoggingConfigurable):
         without bound however long a cell prints. Returns the bytes written. The old
         journal stays in place if the new one cannot be written whole.
         """
+        self.finish_appending()
+        return self._compact(notebook_path, executions)
+
+    def _compact(self, notebook_path: str, executions: list[Execution]) -> int:
         records = []
         for execution in sorted(executions, key=lambda e: e.seq):
             if execution.cell_id is None:
@@ -348,6 +382,7 @@ class Journal(LoggingConfigurable):
 
     def remove(self, notebook_path: str) -> None:
         """Delete a notebook's journal (its outputs are all on disk)."""
+        self.finish_appending()
         self.file_for(notebook_path).unlink(missing_ok=True)
         self._failed.discard(notebook_path)
         self._compact_at.pop(notebook_path, None)

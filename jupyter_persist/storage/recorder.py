@@ -140,13 +140,14 @@ class Recorder(LoggingConfigurable):
         if not self.journal.directory.is_dir():
             return
         try:
+            runs = self._pending_runs()
             try:
-                self.journal.append(self._pending_runs())
+                self.journal.append(runs)
             except OSError as err:
                 self._journal_failed(err)
             else:
                 self._journal_works()
-            self._after_append()
+            self._after_append(runs)
         except Exception:
             self.log.exception("jupyter_persist: error writing the journal or the text log")
 
@@ -155,13 +156,16 @@ class Recorder(LoggingConfigurable):
         if not self.journal.directory.is_dir():
             return
         try:
+            runs = self._pending_runs()
             try:
-                await self.journal.append_in_steps(self._pending_runs(), JOURNAL_STEP)
+                await self.journal.append_in_steps(runs, JOURNAL_STEP)
             except OSError as err:
                 self._journal_failed(err)
             else:
                 self._journal_works()
-            self._after_append()
+            if self._stopped:
+                return  # the server's last tick (stop's) did the rest; the text log closes
+            self._after_append(runs)
         except Exception:
             self.log.exception("jupyter_persist: error writing the journal or the text log")
 
@@ -175,11 +179,12 @@ class Recorder(LoggingConfigurable):
             if e.path is not None and e.placed and (e.dirty or e.running)
         ]
 
-    def _after_append(self) -> None:
+    def _after_append(self, appended: list[Execution]) -> None:
         """The text log's turn; the journals of notebooks with nothing pending go.
 
         Looked at after the append, not before: during an append in steps a run may have
-        got new output (its notebook's journal stays) or been written (it may go).
+        got new output (its notebook's journal stays), or been written (it may go) and
+        even released (``appended``: its notebook's journal is looked at all the same).
         """
         held = list(self.store.executions())
         if self.text_log is not None:
@@ -188,7 +193,8 @@ class Recorder(LoggingConfigurable):
         placed = [e for e in held if e.path is not None and e.placed]
         current = {str(e.path) for e in placed}
         pending = {str(e.path) for e in placed if e.dirty or e.running}
-        for path in (self._journaled_paths | current) - pending:
+        appended_paths = {str(e.path) for e in appended}
+        for path in (self._journaled_paths | current | appended_paths) - pending:
             self.journal.remove(path)
         self._journaled_paths = pending
 

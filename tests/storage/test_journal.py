@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import random
@@ -16,6 +17,7 @@ from helpers import idle_msg, make_notebook, read_cells, stream_msg, stream_text
 from jupyter_server.services.contents.filemanager import AsyncFileContentsManager
 
 from jupyter_persist.model.store import CaptureStore
+from jupyter_persist.storage import recorder as recorder_module
 from jupyter_persist.storage.journal import (
     Journal,
     apply_diff,
@@ -23,7 +25,7 @@ from jupyter_persist.storage.journal import (
     fold,
     output_diff,
 )
-from jupyter_persist.storage.recorder import JOURNAL_STEP, Recorder
+from jupyter_persist.storage.recorder import Recorder
 from jupyter_persist.storage.recovery import restore_journals
 from jupyter_persist.storage.writer import NotebookWriter
 
@@ -292,24 +294,105 @@ async def test_an_append_between_two_steps_keeps_the_journal_in_order(tmp_path: 
     assert cells[("nb.ipynb", "c2")].outputs == [stream("a2\nb2\n")]
 
 
-async def test_the_periodic_journal_tick_runs_in_steps(tmp_path: Path) -> None:
+def journaled_runs(store: CaptureStore, paths: list[str]) -> list[Any]:
+    """One run per notebook (or per cell, paths repeated), each having printed a line."""
+    runs = []
+    for i, path in enumerate(paths):
+        execution = store.begin("k", f"m{i}")
+        store.place(execution, path, f"c{i}")
+        store.apply(stream_msg(f"m{i}", f"a{i}\n"), detached=True)
+        runs.append(execution)
+    return runs
+
+
+async def test_the_periodic_journal_tick_gives_the_loop_back_between_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(recorder_module, "JOURNAL_STEP", 0.0)
     journal = Journal(tmp_path)
     journal.ensure_directory()
     store = CaptureStore()
     recorder = Recorder(store, NotebookWriter(), journal, None, interval=1.0)
-    for i in range(3):
-        execution = store.begin("k", f"m{i}")
-        store.place(execution, f"nb{i}.ipynb", "c")
-        store.apply(stream_msg(f"m{i}", "x" * 200_000 + "\n"), detached=True)
-    step_sizes = []
-    original = journal.append_in_steps
-
-    async def counted(executions: Any, step_seconds: float) -> int:
-        step_sizes.append(step_seconds)
-        return await original(executions, step_seconds)
-
-    journal.append_in_steps = counted  # type: ignore[method-assign]
-    await recorder._timed_tick()
-    assert step_sizes == [JOURNAL_STEP]
+    journaled_runs(store, [f"nb{i}.ipynb" for i in range(3)])
+    ticking = asyncio.ensure_future(recorder._timed_tick())
+    turns = 0
+    while not ticking.done():
+        turns += 1
+        await asyncio.sleep(0)
+    assert turns >= 3
     assert all(journal.file_for(f"nb{i}.ipynb").exists() for i in range(3))
-    assert recorder.meter.longest["journal"] > 0
+
+
+async def test_a_failed_step_then_an_append_between_steps_keeps_every_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk was full for a moment, and the server stops amid a periodic append."""
+    journal = Journal(tmp_path)
+    journal.ensure_directory()
+    store = CaptureStore()
+    runs = journaled_runs(store, ["nb.ipynb"] * 3)
+    appends = 0
+    append_bytes = journal._append_bytes
+
+    def full_once(file: Path, data: bytes) -> int:
+        nonlocal appends
+        appends += 1
+        if appends == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return append_bytes(file, data)
+
+    monkeypatch.setattr(journal, "_append_bytes", full_once)
+    appending = asyncio.ensure_future(journal.append_in_steps(runs, 0.0))
+    await asyncio.sleep(0)  # the first step: its write fails
+    assert appends == 1
+    assert not appending.done()
+    for i in range(3):
+        store.apply(stream_msg(f"m{i}", f"b{i}\n"), detached=True)
+    journal.append(runs)  # finishes the steps, then rewrites the failed journal whole
+    store.apply(stream_msg("m1", "c1\n"), detached=True)
+    await appending
+    store.apply(stream_msg("m1", "d1\n"), detached=True)
+    journal.append(runs)
+    cells = fold(journal.read(journal.file_for("nb.ipynb")))
+    assert cells[("nb.ipynb", "c0")].outputs == [stream("a0\nb0\n")]
+    assert cells[("nb.ipynb", "c1")].outputs == [stream("a1\nb1\nc1\nd1\n")]
+    assert cells[("nb.ipynb", "c2")].outputs == [stream("a2\nb2\n")]
+
+
+async def test_a_journal_removed_between_two_steps_stays_removed(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.ensure_directory()
+    store = CaptureStore()
+    runs = journaled_runs(store, ["nb0.ipynb", "nb1.ipynb", "nb2.ipynb"])
+    appending = asyncio.ensure_future(journal.append_in_steps(runs, 0.0))
+    await asyncio.sleep(0)  # nb0's record
+    assert not appending.done()
+    journal.remove("nb1.ipynb")  # its outputs are on disk (a tab saved it, say)
+    await appending
+    assert not journal.file_for("nb1.ipynb").exists()
+    assert journal.file_for("nb2.ipynb").exists()
+    store.apply(stream_msg("m1", "b1\n"), detached=True)
+    journal.append(runs)
+    cells = fold(journal.read(journal.file_for("nb1.ipynb")))
+    assert cells[("nb1.ipynb", "c1")].outputs == [stream("a1\nb1\n")]
+
+
+async def test_the_last_tick_of_a_stopping_server_ends_a_periodic_one_under_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(recorder_module, "JOURNAL_STEP", 0.0)
+    journal = Journal(tmp_path)
+    journal.ensure_directory()
+    store = CaptureStore()
+    recorder = Recorder(store, NotebookWriter(), journal, None, interval=1.0)
+    runs = journaled_runs(store, [f"nb{i}.ipynb" for i in range(3)])
+    ticking = asyncio.ensure_future(recorder._timed_tick())
+    await asyncio.sleep(0)
+    assert not ticking.done()
+    for i, execution in enumerate(runs):  # every run ended and is written
+        store.apply(idle_msg(f"m{i}"), detached=True)
+        execution.written_version = execution.version
+    recorder.stop()
+    recorder.tick()
+    await ticking
+    assert journal.files() == []
