@@ -241,17 +241,23 @@ def test_a_journal_of_many_finished_runs_is_not_rewritten(tmp_path: Path) -> Non
     assert cells[("nb.ipynb", "c29")].outputs == [stream("cell 29 " + "x" * 10_000 + "\n")]
 
 
+def journaled_runs(store: CaptureStore, paths: list[str]) -> list[Any]:
+    """One run per notebook (or per cell, paths repeated), each having printed a line."""
+    runs = []
+    for i, path in enumerate(paths):
+        execution = store.begin("k", f"m{i}")
+        store.place(execution, path, f"c{i}")
+        store.apply(stream_msg(f"m{i}", f"a{i}\n"), detached=True)
+        runs.append(execution)
+    return runs
+
+
 async def test_an_append_in_steps_gives_the_loop_back_between_runs(tmp_path: Path) -> None:
     """Each step's records are on disk before the loop runs anything else."""
     journal = Journal(tmp_path)
     journal.ensure_directory()
     store = CaptureStore()
-    runs = []
-    for i in range(4):
-        execution = store.begin("k", f"m{i}")
-        store.place(execution, "nb.ipynb", f"c{i}")
-        store.apply(stream_msg(f"m{i}", f"cell {i}\n"), detached=True)
-        runs.append(execution)
+    runs = journaled_runs(store, ["nb.ipynb"] * 4)
     file = journal.file_for("nb.ipynb")
     seen_between_steps: list[int] = []
     appending = asyncio.ensure_future(journal.append_in_steps(runs, 0.0))
@@ -263,7 +269,7 @@ async def test_an_append_in_steps_gives_the_loop_back_between_runs(tmp_path: Pat
     assert {1, 2, 3} <= set(seen_between_steps)
     cells = fold(journal.read(file))
     assert [cells[("nb.ipynb", f"c{i}")].outputs for i in range(4)] == [
-        [stream(f"cell {i}\n")] for i in range(4)
+        [stream(f"a{i}\n")] for i in range(4)
     ]
 
 
@@ -272,12 +278,7 @@ async def test_an_append_between_two_steps_keeps_the_journal_in_order(tmp_path: 
     journal = Journal(tmp_path)
     journal.ensure_directory()
     store = CaptureStore()
-    runs = []
-    for i in range(3):
-        execution = store.begin("k", f"m{i}")
-        store.place(execution, "nb.ipynb", f"c{i}")
-        store.apply(stream_msg(f"m{i}", f"a{i}\n"), detached=True)
-        runs.append(execution)
+    runs = journaled_runs(store, ["nb.ipynb"] * 3)
     appending = asyncio.ensure_future(journal.append_in_steps(runs, 0.0))
     await asyncio.sleep(0)  # the first step: run 0's record
     await asyncio.sleep(0)
@@ -294,25 +295,19 @@ async def test_an_append_between_two_steps_keeps_the_journal_in_order(tmp_path: 
     assert cells[("nb.ipynb", "c2")].outputs == [stream("a2\nb2\n")]
 
 
-def journaled_runs(store: CaptureStore, paths: list[str]) -> list[Any]:
-    """One run per notebook (or per cell, paths repeated), each having printed a line."""
-    runs = []
-    for i, path in enumerate(paths):
-        execution = store.begin("k", f"m{i}")
-        store.place(execution, path, f"c{i}")
-        store.apply(stream_msg(f"m{i}", f"a{i}\n"), detached=True)
-        runs.append(execution)
-    return runs
+def stepping_recorder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Recorder:
+    """A recorder whose periodic tick gives the loop back after every run's record."""
+    monkeypatch.setattr(recorder_module, "JOURNAL_STEP", 0.0)
+    journal = Journal(tmp_path)
+    journal.ensure_directory()
+    return Recorder(CaptureStore(), NotebookWriter(), journal, None, interval=1.0)
 
 
 async def test_the_periodic_journal_tick_gives_the_loop_back_between_steps(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(recorder_module, "JOURNAL_STEP", 0.0)
-    journal = Journal(tmp_path)
-    journal.ensure_directory()
-    store = CaptureStore()
-    recorder = Recorder(store, NotebookWriter(), journal, None, interval=1.0)
+    recorder = stepping_recorder(tmp_path, monkeypatch)
+    store, journal = recorder.store, recorder.journal
     journaled_runs(store, [f"nb{i}.ipynb" for i in range(3)])
     ticking = asyncio.ensure_future(recorder._timed_tick())
     turns = 0
@@ -380,11 +375,8 @@ async def test_a_journal_removed_between_two_steps_stays_removed(tmp_path: Path)
 async def test_the_last_tick_of_a_stopping_server_ends_a_periodic_one_under_way(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(recorder_module, "JOURNAL_STEP", 0.0)
-    journal = Journal(tmp_path)
-    journal.ensure_directory()
-    store = CaptureStore()
-    recorder = Recorder(store, NotebookWriter(), journal, None, interval=1.0)
+    recorder = stepping_recorder(tmp_path, monkeypatch)
+    store, journal = recorder.store, recorder.journal
     runs = journaled_runs(store, [f"nb{i}.ipynb" for i in range(3)])
     ticking = asyncio.ensure_future(recorder._timed_tick())
     await asyncio.sleep(0)
