@@ -167,7 +167,7 @@ class Journal(LoggingConfigurable):
         ``executions``: every execution the store holds with a notebook cell; what the
         journal remembers of any other is dropped. Returns the number of bytes written.
         """
-        self.finish_appending()
+        self.stop_appending()
         steps = self._append_steps(executions, None)
         while True:
             try:
@@ -175,46 +175,39 @@ class Journal(LoggingConfigurable):
             except StopIteration as done:
                 return int(done.value)
 
-    def finish_appending(self) -> None:
-        """Run the rest of an append in steps now, if one is between two steps.
+    def stop_appending(self) -> None:
+        """End an append in steps that is between two steps; the next append does the rest.
 
         Whatever else changes the journal (an append, a removal, a compaction) does this
-        first: nothing runs between two steps of an append but what leaves the journal
-        alone, so each execution's records stay in order and on the diff base the file
-        holds. A failure of those steps is the next append's to report (its notebooks
-        are tried again then).
+        first, so nothing changes it between two steps: each step's records are on disk
+        (or their notebook is marked failed) before it yields, and what the append had
+        not come to yet is encoded afresh, from the current outputs, by the next one.
         """
         steps, self._in_progress = self._in_progress, None
-        if steps is None:
-            return
-        try:
-            for _ in steps:
-                pass
-        except OSError as err:
-            self.log.debug("jupyter_persist: a journal append failed (%s); tried again", err)
+        if steps is not None:
+            steps.close()
 
-    async def append_in_steps(self, executions: list[Execution], step_seconds: float) -> int:
+    async def append_in_steps(self, executions: list[Execution], step_seconds: float) -> int | None:
         """:meth:`append`, giving the event loop back after about each ``step_seconds``.
 
-        Each step writes its own records before it yields. Whatever else changes the
-        journal meanwhile finishes the remaining steps first (:meth:`finish_appending`).
-        Returns the bytes written (0 if another call finished the steps).
+        Returns the bytes written, or None if another call ended the steps first
+        (:meth:`stop_appending`): whether the append failed is then the next one's to say.
         """
-        self.finish_appending()
+        self.stop_appending()
         steps = self._append_steps(executions, step_seconds)
         self._in_progress = steps
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                self._in_progress = None
-                return int(done.value)
-            except BaseException:
-                self._in_progress = None
-                raise
-            await asyncio.sleep(0)
-            if self._in_progress is not steps:
-                return 0
+        try:
+            while True:
+                try:
+                    next(steps)
+                except StopIteration as done:
+                    return int(done.value)
+                await asyncio.sleep(0)
+                if self._in_progress is not steps:
+                    return None
+        finally:
+            if self._in_progress is steps:  # an error, or the task cancelled
+                self.stop_appending()
 
     def _append_steps(
         self, executions: list[Execution], step_seconds: float | None
@@ -260,7 +253,6 @@ class Journal(LoggingConfigurable):
         )
         written += step_written
         failure = failure or step_failure
-        self._failed |= failed_now
         if failure is not None:
             raise failure
         return written
@@ -324,7 +316,7 @@ class Journal(LoggingConfigurable):
         without bound however long a cell prints. Returns the bytes written. The old
         journal stays in place if the new one cannot be written whole.
         """
-        self.finish_appending()
+        self.stop_appending()
         return self._compact(notebook_path, executions)
 
     def _compact(self, notebook_path: str, executions: list[Execution]) -> int:
@@ -382,7 +374,7 @@ class Journal(LoggingConfigurable):
 
     def remove(self, notebook_path: str) -> None:
         """Delete a notebook's journal (its outputs are all on disk)."""
-        self.finish_appending()
+        self.stop_appending()
         self.file_for(notebook_path).unlink(missing_ok=True)
         self._failed.discard(notebook_path)
         self._compact_at.pop(notebook_path, None)

@@ -140,14 +140,13 @@ class Recorder(LoggingConfigurable):
         if not self.journal.directory.is_dir():
             return
         try:
-            runs = self._pending_runs()
             try:
-                self.journal.append(runs)
+                self.journal.append(self._pending_runs())
             except OSError as err:
                 self._journal_failed(err)
             else:
                 self._journal_works()
-            self._after_append(runs)
+            self._after_append()
         except Exception:
             self.log.exception("jupyter_persist: error writing the journal or the text log")
 
@@ -157,15 +156,19 @@ class Recorder(LoggingConfigurable):
             return
         try:
             runs = self._pending_runs()
+            # Their notebooks may get records before a run is written and released during
+            # the steps: whichever tick comes next then looks at their journals.
+            self._journaled_paths |= {str(e.path) for e in runs}
             try:
-                await self.journal.append_in_steps(runs, JOURNAL_STEP)
+                written = await self.journal.append_in_steps(runs, JOURNAL_STEP)
             except OSError as err:
                 self._journal_failed(err)
             else:
-                self._journal_works()
+                if written is not None:  # else another tick ended it, and says how it went
+                    self._journal_works()
             if self._stopped:
                 return  # the server's last tick (stop's) did the rest; the text log closes
-            self._after_append(runs)
+            self._after_append()
         except Exception:
             self.log.exception("jupyter_persist: error writing the journal or the text log")
 
@@ -179,12 +182,11 @@ class Recorder(LoggingConfigurable):
             if e.path is not None and e.placed and (e.dirty or e.running)
         ]
 
-    def _after_append(self, appended: list[Execution]) -> None:
+    def _after_append(self) -> None:
         """The text log's turn; the journals of notebooks with nothing pending go.
 
         Looked at after the append, not before: during an append in steps a run may have
-        got new output (its notebook's journal stays), or been written (it may go) and
-        even released (``appended``: its notebook's journal is looked at all the same).
+        got new output (its notebook's journal stays) or been written (it may go).
         """
         held = list(self.store.executions())
         if self.text_log is not None:
@@ -193,8 +195,7 @@ class Recorder(LoggingConfigurable):
         placed = [e for e in held if e.path is not None and e.placed]
         current = {str(e.path) for e in placed}
         pending = {str(e.path) for e in placed if e.dirty or e.running}
-        appended_paths = {str(e.path) for e in appended}
-        for path in (self._journaled_paths | current | appended_paths) - pending:
+        for path in (self._journaled_paths | current) - pending:
             self.journal.remove(path)
         self._journaled_paths = pending
 

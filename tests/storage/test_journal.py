@@ -363,13 +363,25 @@ async def test_a_journal_removed_between_two_steps_stays_removed(tmp_path: Path)
     await asyncio.sleep(0)  # nb0's record
     assert not appending.done()
     journal.remove("nb1.ipynb")  # its outputs are on disk (a tab saved it, say)
-    await appending
+    assert await appending is None  # ended: the next append does the rest
     assert not journal.file_for("nb1.ipynb").exists()
-    assert journal.file_for("nb2.ipynb").exists()
     store.apply(stream_msg("m1", "b1\n"), detached=True)
     journal.append(runs)
+    assert fold(journal.read(journal.file_for("nb2.ipynb")))[("nb2.ipynb", "c2")].outputs == [
+        stream("a2\n")
+    ]
     cells = fold(journal.read(journal.file_for("nb1.ipynb")))
     assert cells[("nb1.ipynb", "c1")].outputs == [stream("a1\nb1\n")]
+
+
+class CountingTextLog:
+    """Stands in for the text log: counts its flushes."""
+
+    def __init__(self) -> None:
+        self.flushes = 0
+
+    def flush(self, held: list[Any]) -> None:
+        self.flushes += 1
 
 
 async def test_the_last_tick_of_a_stopping_server_ends_a_periodic_one_under_way(
@@ -377,14 +389,20 @@ async def test_the_last_tick_of_a_stopping_server_ends_a_periodic_one_under_way(
 ) -> None:
     recorder = stepping_recorder(tmp_path, monkeypatch)
     store, journal = recorder.store, recorder.journal
+    text_log = CountingTextLog()
+    recorder.text_log = text_log  # type: ignore[assignment]
     runs = journaled_runs(store, [f"nb{i}.ipynb" for i in range(3)])
     ticking = asyncio.ensure_future(recorder._timed_tick())
     await asyncio.sleep(0)
+    assert journal.file_for("nb0.ipynb").exists()
     assert not ticking.done()
-    for i, execution in enumerate(runs):  # every run ended and is written
+    # Every run ends, is written, and the server lets go of it (the file holds it).
+    for i, execution in enumerate(runs):
         store.apply(idle_msg(f"m{i}"), detached=True)
         execution.written_version = execution.version
+        assert store.release_written(f"nb{i}.ipynb") == 1
     recorder.stop()
-    recorder.tick()
+    recorder.tick()  # the server's last tick, as it stops
     await ticking
     assert journal.files() == []
+    assert text_log.flushes == 1, "the periodic tick went on after the server's last one"
