@@ -83,9 +83,7 @@ class Flusher(LoggingConfigurable):
         )
         #: Notebooks being saved by us right now (the save guard sees our saves too).
         self.saving: set[str] = set()
-        #: The server stops: clients are ignored (their rooms cancel pending saves).
-        self.stopping = False
-        #: Set with ``stopping`` (``stop``): a round's rest between two writes ends.
+        #: Set when the server stops (``stop``): a round's rest between two writes ends.
         self._stopped = asyncio.Event()
         #: Per notebook the writer keeps a parsed copy of and none of whose cells runs,
         #: since when (our last flush of it, or the first flush that found it so): the
@@ -102,8 +100,12 @@ class Flusher(LoggingConfigurable):
 
     def stop(self) -> None:
         """The server stops: write whatever clients hold, and no longer spread writes out."""
-        self.stopping = True
         self._stopped.set()
+
+    @property
+    def stopping(self) -> bool:
+        """The server stops: clients are ignored (their rooms cancel pending saves)."""
+        return self._stopped.is_set()
 
     async def flush_all(self, ignore_clients: bool = False, spread: float = 0.0) -> None:
         """Write every notebook with unwritten outputs, spread over ``spread`` seconds.

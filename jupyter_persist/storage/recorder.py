@@ -173,14 +173,7 @@ class Recorder(LoggingConfigurable):
             self.log.exception("jupyter_persist: error writing the journal or the text log")
 
     def _pending_runs(self) -> list[Execution]:
-        # Only what is not on disk yet: a written run the store keeps (no client saw
-        # it) would otherwise be journaled afresh and its journal removed again at
-        # every tick, as long as its kernel lives.
-        return [
-            e
-            for e in self.store.executions()
-            if e.path is not None and e.placed and (e.dirty or e.running)
-        ]
+        return [e for e in self.store.executions() if _pending(e)]
 
     def _after_append(self) -> None:
         """The text log's turn; the journals of notebooks with nothing pending go.
@@ -192,9 +185,8 @@ class Recorder(LoggingConfigurable):
         if self.text_log is not None:
             self._log_progress_bars()
             self.text_log.flush(held)
-        placed = [e for e in held if e.path is not None and e.placed]
-        current = {str(e.path) for e in placed}
-        pending = {str(e.path) for e in placed if e.dirty or e.running}
+        current = {str(e.path) for e in held if e.path is not None and e.placed}
+        pending = {str(e.path) for e in held if _pending(e)}
         for path in (self._journaled_paths | current) - pending:
             self.journal.remove(path)
         self._journaled_paths = pending
@@ -214,3 +206,14 @@ class Recorder(LoggingConfigurable):
         if self._journal_error is not None:
             self.log.info("jupyter_persist: the crash journal can be written again")
             self._journal_error = None
+
+
+def _pending(execution: Execution) -> bool:
+    """A notebook cell's run not on disk yet: what the journal keeps.
+
+    A written run the store keeps (no client saw it) would otherwise be journaled afresh
+    and its journal removed again at every tick, as long as its kernel lives.
+    """
+    return (
+        execution.path is not None and execution.placed and (execution.dirty or execution.running)
+    )
