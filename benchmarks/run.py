@@ -145,6 +145,9 @@ OURS_ONLY = {
     "loop_write_ms",
 }
 #: Workloads whose IOPub messages the "µs per message" rows pool (the busy ones).
+#: The extension's event-loop counters of its writes (see jupyter_persist/meter.py):
+#: the write itself, the save guard inside the ContentsManager's save, the releases after.
+WRITE_BLOCKS = ("flush", "save_guard", "release")
 MESSAGE_WORKLOADS = {"lines_attached", "lines_detached", "many_kernels"}
 
 
@@ -273,7 +276,7 @@ def make_rows(z: Sizes) -> dict[str, Row]:
         ),
         "loop_write_ms": (
             "whole run (the 50 MB notebook's writes included)",
-            "longest event-loop block by our writes ms",
+            "longest event-loop block by our writes (their save guard and releases too) ms",
             "≤50 ms",
             None,
             50,
@@ -428,7 +431,10 @@ async def run_side(
         add("loop_iopub_us", loop_seconds["iopub"] / loop_messages * 1e6)
     if side == "ours" and (not only or "big_notebook" in only):
         meter = server.request("api/persist/status")["event_loop"]
-        add("loop_write_ms", meter["longest_ms"].get("flush", 0.0))
+        # The benchmark's clients never save: every save the guard checks is ours, and
+        # the runs released after a save are released because of it.
+        longest = meter["longest_ms"]
+        add("loop_write_ms", max(longest.get(kind, 0.0) for kind in WRITE_BLOCKS))
     if side == "ours":
         status = server.request("api/persist/status")
         add("trim_ms", status["memory"]["longest_trim_ms"])

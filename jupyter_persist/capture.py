@@ -35,6 +35,7 @@ from .routing.sessions import ClientEvents
 from .storage.flusher import Flusher
 from .storage.journal import Journal
 from .storage.recorder import Recorder
+from .storage.releases import ReleaseQueue
 from .storage.room import open_room_document, room_extension_loaded
 from .storage.savehooks import SaveHooks, can_read_back
 from .storage.textlog import TextLog
@@ -102,6 +103,8 @@ class CaptureManager(LoggingConfigurable):
             meter=self.meter,
             parent=self,
         )
+        #: Runs on disk let go of from memory, in steps (after our writes and clients' saves).
+        self.releases = ReleaseQueue(self.store, meter=self.meter, parent=self)
         self.flusher = Flusher(
             self.store,
             self.writer,
@@ -112,6 +115,7 @@ class CaptureManager(LoggingConfigurable):
             page_owns=self.page_owns,
             tab_saving=self.clients.tab_saving,
             release_written=can_read_back(self.contents_manager),
+            releases=self.releases,
             parent=self,
         )
         self.locator = ExecutionLocator(
@@ -166,6 +170,7 @@ class CaptureManager(LoggingConfigurable):
             self.flusher.saving,
             on_saved_by_others=self.clients.saved,
             meter=self.meter,
+            releases=self.releases,
             parent=self,
         )
         self._tasks: set[asyncio.Task[Any]] = set()

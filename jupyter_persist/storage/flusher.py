@@ -14,6 +14,7 @@ from traitlets.config import LoggingConfigurable
 from ..logs import OnceWarnings
 from ..model.store import CaptureStore, Execution
 from ..model.widgets import notebook_widget_state
+from .releases import ReleaseQueue
 from .roomoutputs import RoomOutputs
 from .writer import CellUpdate, NotebookUnavailable, NotebookWriter, WidgetStateBuilder
 
@@ -55,6 +56,7 @@ class Flusher(LoggingConfigurable):
         page_owns: Callable[[str], bool] | None = None,
         tab_saving: Callable[[str], bool] | None = None,
         release_written: bool = False,
+        releases: ReleaseQueue | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -70,6 +72,7 @@ class Flusher(LoggingConfigurable):
         #: Let go of the server's finished runs once on disk (``CaptureStore.release_written``):
         #: only where the save guard can read them back from the file.
         self.release_written = release_written
+        self.releases = releases or ReleaseQueue(store, parent=self)
         self.max_write_share = max_write_share
         #: Per notebook, the monotonic time before which it is not written again.
         self.not_before: dict[str, float] = {}
@@ -169,7 +172,7 @@ class Flusher(LoggingConfigurable):
                 )
                 if self.release_written:
                     # Also after "up to date": a run that ended with nothing new to write.
-                    self.store.release_written(path)
+                    self.releases.written(path)
                 return outcome
             except Exception:
                 self.log.exception("jupyter_persist: error writing %s", path)

@@ -19,6 +19,7 @@ from ..meter import LoopMeter
 from ..model.guard import SaveReport, reconcile_save, reconcile_widget_state
 from ..model.reducer import normalized_outputs
 from ..model.store import CaptureStore, outputs_digest
+from .releases import ReleaseQueue
 
 
 def can_read_back(contents_manager: Any) -> bool:
@@ -59,12 +60,14 @@ class SaveHooks(LoggingConfigurable):
         on_saved_by_others: Callable[[str], None] | None = None,
         *,
         meter: LoopMeter | None = None,
+        releases: ReleaseQueue | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         #: The guard runs inside the ContentsManager's save: counted apart from it.
         self.meter = meter or LoopMeter()
         self.store = store
+        self.releases = releases or ReleaseQueue(store, meter=self.meter, parent=self)
         #: Handles what the kernels sent and the server has not handled yet.
         self.catch_up = catch_up
         #: Notebooks the extension itself is saving right now (owned by the flusher).
@@ -173,8 +176,7 @@ class SaveHooks(LoggingConfigurable):
                         self.store.widgets.wrote(path, report.widgets, only_these=False)
                     # What a client saw whole is in the file now: its outputs need not stay
                     # in memory too (the store keeps what a late message needs to find them).
-                    for execution, _ in report.saved_versions:
-                        self.store.release(execution)
+                    self.releases.saved_by_client(e for e, _ in report.saved_versions)
                     for record in report.cleared_records:
                         self.store.note_cleared(record)
                 if path not in self.saving and self.on_saved_by_others is not None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from helpers import RECORDINGS_FILE, idle_msg, stream_msg
 
-from jupyter_persist.model.store import CaptureStore
+from jupyter_persist.model.store import CaptureStore, outputs_digest
 
 RECORDINGS: dict[str, list[dict[str, Any]]] = json.loads(RECORDINGS_FILE.read_text())
 
@@ -365,3 +365,32 @@ def test_one_run_per_notebook_showing_a_kernels_widgets() -> None:
     assert [e.version - e.written_version for e in shown] == [1, 0, 1, 0]
     assert store.paths_to_write() == {"nb.ipynb", "other.ipynb"}  # not marked again
     assert [e.version - e.written_version for e in shown] == [1, 0, 1, 0]
+
+
+def test_the_outputs_digest_tells_outputs_apart_as_json_does() -> None:
+    text = stream_output("a\n")
+    digest = outputs_digest([text])
+    # Read back from a file: the same JSON, keys in another order, lists not tuples.
+    assert outputs_digest(json.loads(json.dumps([dict(reversed(list(text.items())))]))) == digest
+    assert outputs_digest([{**text, "outputs": (1, 2)}]) == outputs_digest(
+        [{**text, "outputs": [1, 2]}]
+    )
+    others = [
+        [],
+        [text, text],
+        [stream_output("a\n\n")],
+        [{**text, "text": "a"}],
+        [{**text, "name": "stderr"}],
+        [{"output_type": "stream", "name": "stdout", "text": ["a\n"]}],
+        [{"output_type": "execute_result", "execution_count": 1, "data": {}, "metadata": {}}],
+        [{"output_type": "execute_result", "execution_count": 1.0, "data": {}, "metadata": {}}],
+        [{"output_type": "execute_result", "execution_count": "1", "data": {}, "metadata": {}}],
+        [{"output_type": "execute_result", "execution_count": None, "data": {}, "metadata": {}}],
+        # Strings that would run together without their lengths.
+        [{**text, "text": ["as", "b"]}],
+        [{**text, "text": ["a", "sb"]}],
+        [{**text, "text": "\ud800"}],  # a lone surrogate, as JSON may carry one
+    ]
+    digests = [outputs_digest(outputs) for outputs in others]
+    assert digest not in digests
+    assert len(set(digests)) == len(digests)
