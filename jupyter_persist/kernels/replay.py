@@ -19,18 +19,28 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import zmq
+
 #: IOPub messages that change a cell's outputs.
 OUTPUT_MSG_TYPES = frozenset(
     {"stream", "display_data", "update_display_data", "execute_result", "error", "clear_output"}
 )
 
 
-class BoundedReplayBuffer(deque[tuple[str, list[Any]]]):
+class BoundedReplayBuffer(deque[tuple[Any, ...]]):
     """A replay buffer that drops its oldest messages beyond ``max_bytes`` (0: never).
 
     Stands in for the ``list`` jupyter_server appends ``(channel, msg_parts)`` to; the
     server only appends, takes its length and iterates over it, which a deque does.
     Iterating leaves out the output messages of the executions in ``skip_outputs_of``.
+
+    A message is kept as one tuple, its channel then its parts as bytes, and handed out
+    as the server appended it: the garbage collector stops tracking such a tuple at its
+    first pass, and every whole-heap collection would otherwise go through two
+    containers per buffered message. 20 detached kernels printing 100 lines a second
+    buffer 120,000 messages a minute; 240,000 messages held as lists took 41 ms of every
+    full collection on an idle core (as tuples: 4 ms), and on a machine short of CPU a
+    collection of the server's heap held the event loop 227–876 ms.
     """
 
     def __init__(
@@ -55,16 +65,17 @@ class BoundedReplayBuffer(deque[tuple[str, list[Any]]]):
         for message in messages:
             self.append(message)
 
-    def __iter__(self) -> Iterator[tuple[str, list[Any]]]:
+    def __iter__(self) -> Iterator[tuple[str, list[Any]]]:  # type: ignore[override]
         if not self.skip_outputs_of or self.session is None:
-            yield from super().__iter__()
+            for channel, *parts in super().__iter__():
+                yield channel, parts
             return
         skipped = 0
-        for message in super().__iter__():
-            if self._in_room(message):
+        for channel, *parts in super().__iter__():
+            if self._in_room(parts, channel):
                 skipped += 1
             else:
-                yield message
+                yield channel, parts
         if skipped:
             self.log.info(
                 "jupyter_persist: kernel %s: left %d output message(s) out of the replay; "
@@ -73,8 +84,7 @@ class BoundedReplayBuffer(deque[tuple[str, list[Any]]]):
                 skipped,
             )
 
-    def _in_room(self, message: tuple[str, list[Any]]) -> bool:
-        channel, parts = message
+    def _in_room(self, parts: list[Any], channel: str) -> bool:
         if channel != "iopub":
             return False
         try:
@@ -88,9 +98,11 @@ class BoundedReplayBuffer(deque[tuple[str, list[Any]]]):
             and parent.get("msg_id") in self.skip_outputs_of
         )
 
-    def append(self, message: tuple[str, list[Any]]) -> None:
-        size = _message_size(message)
-        super().append(message)
+    def append(self, message: tuple[str, list[Any]]) -> None:  # type: ignore[override]
+        channel, parts = message
+        kept = (channel, *(part if isinstance(part, bytes) else _as_bytes(part) for part in parts))
+        size = _message_size(kept[1:])
+        super().append(kept)
         self._sizes.append(size)
         self.size += size
         while self.max_bytes and self.size > self.max_bytes and len(self) > 1:
@@ -150,9 +162,18 @@ def _buffer_info(kernel_manager: Any, kernel_id: str, session_key: str) -> dict[
     return info
 
 
-def _message_size(message: tuple[str, list[Any]]) -> int:
+def _as_bytes(part: Any) -> Any:
+    """A ``zmq.Frame`` (a socket read without copying) or a buffer as bytes; else as it is."""
+    if isinstance(part, zmq.Frame):
+        return part.bytes
+    if isinstance(part, (bytearray, memoryview)):
+        return bytes(part)
+    return part
+
+
+def _message_size(parts: tuple[Any, ...]) -> int:
     size = 0
-    for part in message[1]:
+    for part in parts:
         try:
             size += len(part)
         except TypeError:

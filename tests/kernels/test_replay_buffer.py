@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 from helpers import LabLikeClient, make_notebook, read_cells, stream_text, wait_for
 from jupyter_client.session import Session
 
@@ -41,6 +44,19 @@ def test_a_message_larger_than_the_bound_is_still_kept() -> None:
     buffer.append(message(50, b"a"))
     buffer.append(message(500, b"b"))
     assert [parts[0] for _, parts in buffer] == [b"b"]
+
+
+def test_buffered_messages_leave_the_garbage_collectors_work() -> None:
+    """Kept as tuples of bytes, which a collection stops tracking; handed out as appended."""
+    buffer = BoundedReplayBuffer(0, "k1", logging.getLogger("test-replay"))
+    for index in range(100):
+        buffer.append(("iopub", [b"%d" % index, zmq.Frame(b"frame"), memoryview(b"view")]))
+    gc.collect()
+    assert not any(gc.is_tracked(kept) for kept in deque.__iter__(buffer))
+    channel, parts = next(iter(buffer))
+    assert (channel, parts) == ("iopub", [b"0", b"frame", b"view"])
+    assert type(parts) is list  # as jupyter_server appended it
+    assert buffer.size == 100 * (5 + 4) + 10 * 1 + 90 * 2  # indexes of one and two digits
 
 
 def test_leaves_other_buffers_alone() -> None:
