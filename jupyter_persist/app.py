@@ -11,6 +11,7 @@ from traitlets import Bool, Enum, Float, Integer, TraitError, Unicode, default, 
 
 from .api.handlers import HANDLERS
 from .capture import CaptureManager
+from .gcpauses import freeze_startup_objects
 from .kernels.lifecycle import KERNEL_ACTIONS_SCHEMA
 from .kernels.websocket import SETTINGS_KEY, SINK_SETTINGS_KEY, compose_connection_class
 from .model.caps import Limits
@@ -137,6 +138,18 @@ class PersistExtension(ExtensionApp):
         unbounded.""",
     )
 
+    freeze_startup_objects = Bool(
+        True,
+        config=True,
+        help="""Leave the objects that exist once the server has started out of Python's
+        garbage collections (`gc.freeze()`, once, when the server's event loop starts).
+        Some 235,000 objects of jupyter_server, its imports and extensions live until
+        the process ends, and a whole-heap collection went through all of them: 90 ms
+        of an idle core, and up to 0.9 s on a machine short of CPU, during which the
+        event loop waits. Frozen objects are still freed when their last reference goes.
+        Off: collections go through the whole heap, as a server without the extension
+        does.""",
+    )
     trim_memory = Bool(
         True,
         config=True,
@@ -267,6 +280,7 @@ class PersistExtension(ExtensionApp):
             iopub_reader=self.iopub_reader,
             reader_nice=self.reader_nice,
             trim_memory=self.trim_memory,
+            freeze_startup_objects=self.freeze_startup_objects,
             # The collaboration extension adds itself to these settings as it loads.
             web_settings=serverapp.web_app.settings,
             limits=Limits(
@@ -315,6 +329,14 @@ class PersistExtension(ExtensionApp):
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         """Start the flush loop once the server's event loop runs."""
         self.capture.start()
+        if self.freeze_startup_objects:
+            frozen = freeze_startup_objects()
+            if frozen is not None:
+                self.log.info(
+                    "jupyter_persist: %d objects of the server's start left out of garbage "
+                    "collections (freeze_startup_objects)",
+                    frozen,
+                )
 
     async def stop_extension(self) -> None:
         """Write what is still unwritten and release every kernel subscription."""

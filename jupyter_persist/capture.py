@@ -65,6 +65,9 @@ class CaptureManager(LoggingConfigurable):
     iopub_reader = Unicode("process", help="Where IOPub is read (see PersistExtension).")
     reader_nice = Integer(0, help="The reader's lower CPU priority (see PersistExtension).")
     trim_memory = Bool(True, help="Return freed memory to the OS (see PersistExtension).")
+    freeze_startup_objects = Bool(
+        True, help="Start-up objects out of garbage collections (see PersistExtension)."
+    )
     web_settings = AnyTrait(
         None,
         allow_none=True,

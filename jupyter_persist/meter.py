@@ -110,6 +110,8 @@ class LoopMeter:
                 "collections": self.gc_collections,
                 "seconds": round(self.gc_seconds, 6),
                 "longest_ms": round(self.gc_longest * 1000, 3),
+                # Left out of every collection (see gcpauses.freeze_startup_objects).
+                "frozen_objects": gc.get_freeze_count(),
             },
         }
 

@@ -91,6 +91,7 @@ async def capture_status(capture: CaptureManager) -> dict[str, Any]:
             "iopub_reader": capture.iopub_reader,
             "reader_nice": capture.reader_nice,
             "trim_memory": capture.trim_memory,
+            "freeze_startup_objects": capture.freeze_startup_objects,
         },
         "iopub_reader": capture.listener.reader_state(),
         "kernels_listened_to": len(listened),
