@@ -16,8 +16,8 @@ from .recovery import restore_journals
 from .textlog import TextLog
 from .writer import NotebookWriter
 
-#: Seconds of the event loop a periodic journal append holds at most, about (one run's
-#: record may take longer): the loop answers requests between two steps.
+#: Seconds of the event loop thread's CPU time a periodic journal append holds at most,
+#: about (one run's record may take longer): the loop answers requests between two steps.
 JOURNAL_STEP = 0.005
 
 

@@ -26,7 +26,7 @@ from ..model.store import CaptureStore, Execution
 
 #: The event-loop time of releasing runs (see :class:`.LoopMeter`).
 RELEASE = "release"
-#: About how long one step releases runs before it gives the loop back.
+#: About how much of the loop thread's CPU time one step releases runs for.
 RELEASE_STEP = 0.005
 
 
@@ -76,13 +76,17 @@ class ReleaseQueue(LoggingConfigurable):
     def _step(self) -> None:
         self._scheduled = False
         with self.meter.timing(RELEASE):
-            self._release(until=time.perf_counter() + self.step_seconds)
+            self._release(until=time.thread_time() + self.step_seconds)
         if self._waiting:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._step)
 
     def _release(self, until: float | None) -> None:
-        """Release waiting runs, at least one, until ``until`` (``perf_counter``) if given."""
+        """Release waiting runs, at least one, until ``until`` (``thread_time``) if given.
+
+        CPU time, as the journal's steps (see ``Journal._append_steps``): where no core is
+        free, a step of wall time holds less work and the yields multiply.
+        """
         while self._waiting:
             execution, server_owned = self._waiting.popleft()
             try:
@@ -98,5 +102,5 @@ class ReleaseQueue(LoggingConfigurable):
                     execution.path,
                     err,
                 )
-            if until is not None and time.perf_counter() >= until:
+            if until is not None and time.thread_time() >= until:
                 return
