@@ -144,10 +144,10 @@ OURS_ONLY = {
     "loop_iopub_us",
     "loop_write_ms",
 }
-#: Workloads whose IOPub messages the "µs per message" rows pool (the busy ones).
 #: The extension's event-loop counters of its writes (see jupyter_persist/meter.py):
 #: the write itself, the save guard inside the ContentsManager's save, the releases after.
 WRITE_BLOCKS = ("flush", "save_guard", "release")
+#: Workloads whose IOPub messages the "µs per message" rows pool (the busy ones).
 MESSAGE_WORKLOADS = {"lines_attached", "lines_detached", "many_kernels"}
 
 

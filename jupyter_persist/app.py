@@ -142,13 +142,14 @@ class PersistExtension(ExtensionApp):
         True,
         config=True,
         help="""Leave the objects that exist once the server has started out of Python's
-        garbage collections (`gc.freeze()`, once, when the server's event loop starts).
-        Some 235,000 objects of jupyter_server, its imports and extensions live until
-        the process ends, and a whole-heap collection went through all of them: 90 ms
-        of an idle core, and up to 0.9 s on a machine short of CPU, during which the
-        event loop waits. Frozen objects are still freed when their last reference goes.
-        Off: collections go through the whole heap, as a server without the extension
-        does.""",
+        garbage collections (`gc.collect()` then `gc.freeze()`, once, when the server's
+        event loop starts). Some 235,000 objects of jupyter_server, its imports and
+        extensions live until the process ends, and a whole-heap collection went
+        through all of them: 90 ms of an idle core, and 0.6–2 s on a machine short of
+        CPU, during which the event loop waits (18–90 ms with them frozen and the
+        replay buffers' messages untracked). Frozen objects are still freed when their
+        last reference goes. Off: collections go through the whole heap, as a server
+        without the extension does.""",
     )
     trim_memory = Bool(
         True,

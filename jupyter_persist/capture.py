@@ -185,6 +185,7 @@ class CaptureManager(LoggingConfigurable):
 
         Journals a previous server left behind are merged into their notebooks first.
         """
+        self.releases.bind(asyncio.get_running_loop())
         if self._rounds is None and not self.flusher.stopping:
             # (A kernel starting while the server stops must not start new rounds.)
             self.meter.watch_gc()

@@ -62,8 +62,7 @@ class BoundedReplayBuffer(deque[tuple[Any, ...]]):
         self.size = 0
         self.dropped = 0
         self._sizes: deque[int] = deque()
-        for message in messages:
-            self.append(message)
+        self.extend(messages)
 
     def __iter__(self) -> Iterator[tuple[str, list[Any]]]:  # type: ignore[override]
         if not self.skip_outputs_of or self.session is None:
@@ -97,6 +96,10 @@ class BoundedReplayBuffer(deque[tuple[Any, ...]]):
             header.get("msg_type") in OUTPUT_MSG_TYPES
             and parent.get("msg_id") in self.skip_outputs_of
         )
+
+    def extend(self, messages: Iterable[tuple[str, list[Any]]]) -> None:  # type: ignore[override]
+        for message in messages:
+            self.append(message)
 
     def append(self, message: tuple[str, list[Any]]) -> None:  # type: ignore[override]
         channel, parts = message

@@ -445,24 +445,24 @@ class CaptureStore:
 
     def _release(self, execution: Execution, path: str, cell_id: str, server_owned: bool) -> None:
         area = execution.area
-        self._forget(execution)
-        self._keep_released(
-            Released(
-                msg_id=execution.msg_id,
-                kernel_id=execution.kernel_id,
-                path=path,
-                cell_id=cell_id,
-                seq=execution.seq,
-                client_session=execution.client_session,
-                received_chars=execution.received_chars,
-                execution_count=area.execution_count,
-                digest=outputs_digest(area.to_json()),
-                last_stream_name=area.last_stream_name,
-                stream_cursor=area.stream_cursor,
-                stream_omitted=area.stream_omitted,
-                server_owned=server_owned,
-            )
+        # The record first: if its digest fails, the run stays as it was, outputs and all.
+        record = Released(
+            msg_id=execution.msg_id,
+            kernel_id=execution.kernel_id,
+            path=path,
+            cell_id=cell_id,
+            seq=execution.seq,
+            client_session=execution.client_session,
+            received_chars=execution.received_chars,
+            execution_count=area.execution_count,
+            digest=outputs_digest(area.to_json()),
+            last_stream_name=area.last_stream_name,
+            stream_cursor=area.stream_cursor,
+            stream_omitted=area.stream_omitted,
+            server_owned=server_owned,
         )
+        self._forget(execution)
+        self._keep_released(record)
 
     def released(self, msg_id: str) -> Released | None:
         """The released run ``msg_id``, if its cell still shows it."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import threading
 from typing import Any
 
 import pytest
@@ -27,6 +29,7 @@ async def test_runs_saved_together_are_released_over_several_turns_of_the_loop()
     store = CaptureStore()
     runs = [written_run(store, f"m{i}", f"c{i}", detached=False) for i in range(3)]
     queue = ReleaseQueue(store, step_seconds=0.0)  # one run per step
+    queue.bind(asyncio.get_running_loop())
     queue.saved_by_client(runs)
     assert len(store) == 3  # nothing in the save's own block
     released = []
@@ -43,6 +46,7 @@ async def test_a_run_that_changed_or_was_replaced_while_waiting_stays() -> None:
     store = CaptureStore()
     late, replaced, kept = (written_run(store, f"m{i}", f"c{i}", detached=False) for i in range(3))
     queue = ReleaseQueue(store)
+    queue.bind(asyncio.get_running_loop())
     queue.saved_by_client([late, replaced, kept])
     store.apply(stream_msg("m0", "late\n"), detached=False)  # a thread printed after the save
     rerun = store.begin("k", "again", cell_id="c1")
@@ -61,6 +65,7 @@ async def test_the_servers_runs_of_a_written_notebook_are_released_as_the_server
     running = store.begin("k", "m3", cell_id="c3")
     store.place(running, "nb.ipynb", "c3")
     queue = ReleaseQueue(store)
+    queue.bind(asyncio.get_running_loop())
     queue.written("nb.ipynb")
     await asyncio.sleep(0)
     assert sorted(r.msg_id for r in store.released_runs()) == [e.msg_id for e in owned]
@@ -69,12 +74,38 @@ async def test_the_servers_runs_of_a_written_notebook_are_released_as_the_server
     assert store.latest("nb.ipynb", "c3") is running
 
 
-def test_without_an_event_loop_runs_are_released_at_once() -> None:
-    """A ContentsManager saving in a thread of its own: there is no loop to come back on."""
+def test_before_the_server_loop_is_known_runs_are_released_at_once() -> None:
     store = CaptureStore()
     run = written_run(store, "m0", "c0", detached=False)
     ReleaseQueue(store).saved_by_client([run])
     assert store.released("m0") is not None
+
+
+async def test_a_save_on_another_thread_leaves_the_releases_to_the_server_loop() -> None:
+    """A ContentsManager saving on a thread (or loop) of its own: the store is the loop's."""
+    store = CaptureStore()
+    runs = [written_run(store, f"m{i}", f"c{i}", detached=False) for i in range(2)]
+    queue = ReleaseQueue(store)
+    queue.bind(asyncio.get_running_loop())
+    thread = threading.Thread(target=queue.saved_by_client, args=(runs,))
+    thread.start()
+    thread.join()
+    assert len(store) == 2  # nothing released on the saving thread
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert sorted(r.msg_id for r in store.released_runs()) == ["m0", "m1"]
+
+
+def test_a_run_whose_record_cannot_be_made_stays_whole() -> None:
+    """Its digest fails (outputs no JSON can hold): the run keeps its outputs, unreleased."""
+    store = CaptureStore()
+    run = written_run(store, "m0", "c0", detached=False)
+    broken = {**run.area.outputs[0], "metadata": {"x": object()}}
+    run.area = dataclasses.replace(run.area, outputs=(broken,))
+    ReleaseQueue(store).saved_by_client([run])
+    assert store.released("m0") is None
+    assert store.latest("nb.ipynb", "c0") is run
+    assert store.get("m0") is run
 
 
 async def test_a_run_that_cannot_be_released_is_logged_and_the_others_go_on(
@@ -90,8 +121,10 @@ async def test_a_run_that_cannot_be_released_is_logged_and_the_others_go_on(
         return release(execution)
 
     monkeypatch.setattr(store, "release", failing_release)
+    queue = ReleaseQueue(store)
+    queue.bind(asyncio.get_running_loop())
     with caplog.at_level(logging.WARNING):
-        ReleaseQueue(store).saved_by_client(runs)
+        queue.saved_by_client(runs)
         await asyncio.sleep(0)
     assert sorted(r.msg_id for r in store.released_runs()) == ["m0", "m2"]
     assert store.latest("nb.ipynb", "c1") is runs[1]  # kept in memory, nothing lost
