@@ -185,9 +185,11 @@ class CaptureManager(LoggingConfigurable):
 
         Journals a previous server left behind are merged into their notebooks first.
         """
-        self.releases.bind(asyncio.get_running_loop())
         if self._rounds is None and not self.flusher.stopping:
             # (A kernel starting while the server stops must not start new rounds.)
+            # Only here: a later kernel may start where no loop runs (a synchronous
+            # kernel manager's start, run by jupyter_core's run_sync on a thread).
+            self.releases.bind(asyncio.get_running_loop())
             self.meter.watch_gc()
             self._rounds = asyncio.ensure_future(self._write_rounds())
             self._rounds.add_done_callback(self._task_done)
