@@ -309,6 +309,16 @@ def apply_iopub(store: Any, msg_id: str, msg_type: str, content: dict[str, Any])
 
 
 #: The tests' folder, the repository, and the recorded IOPub messages the unit tests replay.
+# The deprecated synchronous kernel manager (jupyter_server's sessions tests run it).
+SYNC_KERNEL_MANAGER = {
+    "ServerApp": {
+        "jpserver_extensions": {"jupyter_persist": True},
+        "kernel_manager_class": "jupyter_server.services.kernels.kernelmanager."
+        "MappingKernelManager",
+    }
+}
+
+
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 RECORDINGS_FILE = TESTS / "data" / "iopub_recordings.json"

@@ -116,8 +116,13 @@ class KernelTracker(LoggingConfigurable):
         self.listener.close()
 
     async def until_capturing(self, kernel_id: str) -> None:
-        """Return once the kernel's IOPub subscription receives messages (or after 10 s)."""
+        """Return once the kernel's IOPub subscription receives messages (or after 10 s).
+
+        At once for a kernel the manager no longer runs (shut down meanwhile).
+        """
         try:
+            if kernel_id not in self.kernel_manager:
+                return
             self.track(kernel_id)
             if not await self.listener.wait_live(kernel_id, timeout=10):
                 self.log.warning(

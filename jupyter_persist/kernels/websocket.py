@@ -220,6 +220,23 @@ class CaptureConnectionMixin:
     async def _persist_connect_when_capturing(self, sink: CaptureSink) -> Any:
         await sink.until_capturing(self.kernel_id)
         await sink.before_replay(self.kernel_id, getattr(self, "session_key", ""))
+        manager = getattr(self, "multi_kernel_manager", None)
+        if manager is not None and self.kernel_id not in manager:
+            # Shut down (or the server stopping) while the gate held the client. The
+            # server's connect() would still open channels to it that nothing closes; with
+            # a synchronous kernel manager they stay registered on jupyter_core's runner
+            # loop after their sockets close, and a later socket given the same descriptor
+            # fails there ("fd N added twice").
+            self.log.info(
+                "jupyter_persist: kernel %s was shut down before its websocket connected; "
+                "closing the websocket",
+                self.kernel_id,
+            )
+            self.disconnect()
+            handler = getattr(self, "websocket_handler", None)
+            if handler is not None:
+                handler.close()
+            return None
         if getattr(self, "_persist_counted", False):
             self._persist_counted = False
             self._persist_count(-1)  # the server's connect() counts the client itself

@@ -12,7 +12,7 @@ from typing import Any
 import psutil
 import pytest
 import zmq
-from helpers import LabLikeClient, make_notebook, run_and_leave, wait_for
+from helpers import SYNC_KERNEL_MANAGER, LabLikeClient, make_notebook, run_and_leave, wait_for
 from jupyter_client.session import DELIM, Session
 from reader_leaks import reader_processes
 
@@ -387,15 +387,6 @@ async def test_no_process_or_socket_leaks_over_50_kernel_starts_and_stops(
     await asyncio.sleep(1)  # sockets close asynchronously in libzmq
     assert open_descriptors() <= before + 5, (before, open_descriptors())
     assert reader.num_fds() <= reader_before + 5, (reader_before, reader.num_fds())
-
-
-SYNC_KERNEL_MANAGER = {
-    "ServerApp": {
-        "jpserver_extensions": {"jupyter_persist": True},
-        "kernel_manager_class": "jupyter_server.services.kernels.kernelmanager."
-        "MappingKernelManager",
-    }
-}
 
 
 @pytest.mark.filterwarnings("ignore:The synchronous MappingKernelManager:DeprecationWarning")

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from helpers import wait_for
+from helpers import SYNC_KERNEL_MANAGER, wait_for
 
 
 async def connections(jp_fetch: Any, kernel_id: str) -> int:
@@ -109,3 +109,25 @@ async def test_state_and_activity_while_a_client_connects_are_the_servers_own(
     activity = [stamp for _, stamp in seen]
     assert activity == sorted(activity)  # ISO 8601 in UTC: ordered as text
     assert len(seen) > 10
+
+
+@pytest.mark.filterwarnings("ignore:The synchronous MappingKernelManager:DeprecationWarning")
+@pytest.mark.parametrize("jp_server_config", [SYNC_KERNEL_MANAGER])
+async def test_a_client_held_while_its_kernel_shuts_down_opens_no_channels(
+    jp_fetch: Any, jp_ws_fetch: Any, capture: Any, held_gate: asyncio.Event
+) -> None:
+    """The gate opening after a shutdown closes the websocket and connects nothing: a
+    synchronous kernel manager's channels live on jupyter_core's runner loop, which
+    outlives the server, and channels nothing closes stayed registered there, so that a
+    later socket given the same descriptor failed ("fd N added twice", seen in
+    jupyter_server's own session tests)."""
+    capture.start()  # pytest-jupyter never runs _post_start; a server would start it
+    kernel_id = await start_kernel(jp_fetch)
+    kernel = capture.listener.kernel_manager.get_kernel(kernel_id)
+    ws = await jp_ws_fetch("api", "kernels", kernel_id, "channels")
+    registered_before = set(kernel.loop.handlers)
+    await jp_fetch("api", "kernels", kernel_id, method="DELETE")
+    held_gate.set()
+    assert await asyncio.wait_for(ws.read_message(), 10) is None  # closed by the server
+    await asyncio.sleep(0.2)
+    assert set(kernel.loop.handlers) <= registered_before
