@@ -151,6 +151,21 @@ class PersistExtension(ExtensionApp):
         last reference goes. Off: collections go through the whole heap, as a server
         without the extension does.""",
     )
+    track_kernel_activity = Bool(
+        True,
+        config=True,
+        help="""Keep each local kernel's `last_activity` and `execution_state` (what
+        `GET /api/kernels` reports and the idle culler decides on) from the extension's own
+        IOPub subscription, by the rules of jupyter_server's activity watcher, and stop
+        that watcher while the subscription is live. The watcher deserializes every
+        message on the server's event loop, dates parsed: with many kernels printing, it
+        and its socket took 60-80% of the loop's time, with or without the extension
+        (docs/benchmarks.md). The extension's reader reads every message anyway, off the
+        loop, and drops none where the watcher's socket drops beyond 1,000 queued. The
+        server's watcher is started again whenever the subscription may miss messages
+        (a kernel restart, a new reader, the subscription's end). Off: the server's
+        watcher runs for every kernel, as without the extension.""",
+    )
     trim_memory = Bool(
         True,
         config=True,
@@ -282,6 +297,7 @@ class PersistExtension(ExtensionApp):
             reader_nice=self.reader_nice,
             trim_memory=self.trim_memory,
             freeze_startup_objects=self.freeze_startup_objects,
+            track_kernel_activity=self.track_kernel_activity,
             # The collaboration extension adds itself to these settings as it loads.
             web_settings=serverapp.web_app.settings,
             limits=Limits(

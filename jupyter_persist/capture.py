@@ -68,6 +68,9 @@ class CaptureManager(LoggingConfigurable):
     freeze_startup_objects = Bool(
         True, help="Start-up objects out of garbage collections (see PersistExtension)."
     )
+    track_kernel_activity = Bool(
+        True, help="Keep kernels' activity for the server (see PersistExtension)."
+    )
     web_settings = AnyTrait(
         None,
         allow_none=True,
@@ -142,6 +145,7 @@ class CaptureManager(LoggingConfigurable):
             iopub_reader=self.iopub_reader,
             reader_nice=self.reader_nice,
             trim_memory=self.trim_memory,
+            track_kernel_activity=self.track_kernel_activity,
             parent=self,
         )
         self.kernels = KernelTracker(

@@ -18,6 +18,7 @@ from traitlets import Bool, Enum, Integer
 from traitlets.config import LoggingConfigurable
 
 from ..meter import LoopMeter
+from .activity import ActivityKeeper
 from .gateway import GatewayFeed, is_gateway_kernel
 from .iopub import coalesce_streams
 from .lookup import find_kernel
@@ -66,6 +67,9 @@ class KernelListener(LoggingConfigurable):
     )
     reader_nice = Integer(0, help="The reader's lower CPU priority (see PersistExtension).")
     trim_memory = Bool(True, help="The reader trims its heap too (see PersistExtension).")
+    track_kernel_activity = Bool(
+        True, help="Keep kernels' activity for the server (see PersistExtension)."
+    )
 
     def __init__(
         self,
@@ -104,6 +108,8 @@ class KernelListener(LoggingConfigurable):
         self._stopped = False
         #: The nudges' shell sockets (made when first needed; destroyed at close).
         self._nudge_context: zmq.Context[zmq.Socket[bytes]] | None = None
+        #: Kernels' last_activity and execution_state, while our subscription is live.
+        self.activity = ActivityKeeper(self.kernel_manager, self.log, self.track_kernel_activity)
 
     @property
     def kernel_ids(self) -> set[str]:
@@ -148,10 +154,16 @@ class KernelListener(LoggingConfigurable):
 
     def _start(self) -> None:
         self._stopped = False
-        self._reader.start()
+        self._start_reader()
         if self._poller is None:
             self._poller = PeriodicCallback(self.poll, POLL_INTERVAL * 1000)
             self._poller.start()
+
+    def _start_reader(self) -> None:
+        if not self._reader.running:
+            # A reader that ended missed messages; the new one reads from its start.
+            self.activity.hand_back_all()
+        self._reader.start()
 
     def _attach_gateway(self, kernel_id: str) -> bool:
         if kernel_id in self._gone:
@@ -198,6 +210,8 @@ class KernelListener(LoggingConfigurable):
 
     def _live(self, subscription: Subscription) -> None:
         subscription.live.set()
+        if self._subscriptions.get(subscription.kernel_id) is subscription:
+            self.activity.take_over(subscription.kernel_id)
 
     def reader_state(self) -> dict[str, Any]:
         """Where local kernels' IOPub is read, for the status."""
@@ -223,6 +237,7 @@ class KernelListener(LoggingConfigurable):
         subscription = self._subscriptions.get(kernel_id)
         if subscription is not None:
             subscription.renudge()
+        self.activity.hand_back(kernel_id)  # ours may miss the new process's first messages
 
     async def wait_live(self, kernel_id: str, timeout: float) -> bool:
         """Wait until the kernel's subscription receives messages; False on timeout."""
@@ -274,8 +289,8 @@ class KernelListener(LoggingConfigurable):
         """
         try:
             subscribed = any(isinstance(s, Subscription) for s in self._subscriptions.values())
-            if subscribed and not self._stopped and not self._reader.running:
-                self._reader.start()
+            if subscribed and not self._stopped:
+                self._start_reader()
             if self._reader.waiting:
                 self._batches_waiting()
         except Exception:
@@ -313,6 +328,7 @@ class KernelListener(LoggingConfigurable):
             for msg in messages:
                 if msg["header"].get("msg_type") == "status":
                     source.note_status(msg, self.kernel_manager)
+            self.activity.record(source.kernel_id, messages)
         for source, run in groupby(taken, key=lambda item: item[0]):
             messages = [msg for _, batch in run for msg in batch]
             kernel_id = source.kernel_id
@@ -326,6 +342,7 @@ class KernelListener(LoggingConfigurable):
             self._reader.remove(subscription)
         self.handle_all()
         subscription = self._subscriptions.pop(kernel_id, None)
+        self.activity.hand_back(kernel_id)
         if isinstance(subscription, GatewayFeed):
             self._paused.discard(subscription)
             subscription.close()

@@ -12,6 +12,7 @@ from typing import Any
 import psutil
 import pytest
 import zmq
+from conftest import SAVE_INTERVAL
 from helpers import SYNC_KERNEL_MANAGER, LabLikeClient, make_notebook, run_and_leave, wait_for
 from jupyter_client.session import DELIM, Session
 from reader_leaks import reader_processes
@@ -170,6 +171,16 @@ async def test_our_subscription_never_drops_a_burst(
     assert text == "".join(f"{i}\n" for i in range(30000)) + "DONE\n"
 
 
+@pytest.mark.parametrize(
+    "jp_server_config",
+    [
+        {
+            "ServerApp": {"jpserver_extensions": {"jupyter_persist": True}},
+            # The server's own watcher runs (see test_activity.py for the default).
+            "PersistExtension": {"save_interval": SAVE_INTERVAL, "track_kernel_activity": False},
+        }
+    ],
+)
 async def test_the_server_still_sees_the_kernel_go_idle_after_a_flood(
     caplog: pytest.LogCaptureFixture,
     jp_serverapp: Any,
@@ -353,9 +364,14 @@ async def test_a_reader_that_was_killed_is_started_again(
     killed = iopub.pid
     assert killed is not None
     psutil.Process(killed).kill()
+    kernel = capture.kernel_manager.get_kernel(kernel_id)
+    assert kernel_id in capture.listener.activity.kernel_ids
     await wait_for(lambda: iopub.running and iopub.pid != killed, timeout=10)  # every 1 s
     assert "the IOPub reader stopped; starting it again" in caplog.text
+    # The new reader may miss messages until it receives: the server's watcher is back.
+    assert kernel._activity_stream is not None
     msg_id = await run_and_leave(jp_ws_fetch, kernel_id, code, "c", wait_text="two")
+    assert kernel_id in capture.listener.activity.kernel_ids  # taken over again once live
     execution = capture.store.get(msg_id)
     await wait_for(lambda: not execution.running, timeout=30)
     assert execution.area.to_json()[0]["text"] == "one\ntwo\n"
@@ -407,12 +423,13 @@ async def test_a_nudge_leaves_nothing_on_an_event_loop_and_ends_with_its_subscri
     await wait_for(lambda: kernel_id in capture.listener.kernel_ids, timeout=30)
     assert await capture.listener.wait_live(kernel_id, 30)
     kernel = capture.listener.kernel_manager.get_kernel(kernel_id)
-    registered_before = set(kernel.loop.handlers)
     process = psutil.Process(kernel.provisioner.pid)
     process.suspend()  # it answers no nudge now
     try:
         await asyncio.sleep(0.5)  # what it published before arrives first
         capture.listener.mark_restarting(kernel_id)
+        # With the server's own activity watcher, handed back until the new process is read.
+        registered_before = set(kernel.loop.handlers)
         waiting = asyncio.ensure_future(capture.listener.wait_live(kernel_id, 30))
         await asyncio.sleep(0.5)
         assert not waiting.done()
