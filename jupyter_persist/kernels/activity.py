@@ -23,6 +23,10 @@ from tornado.ioloop import IOLoop
 
 from .lookup import find_kernel
 
+#: Messages the server's watcher handles of its queue before it stops (a flood can
+#: leave 1,000 there; our subscription, live by then, has the recent ones too).
+FLUSH_LIMIT = 100
+
 
 class ActivityKeeper:
     """Sets ``last_activity`` and ``execution_state`` of the kernels it took over.
@@ -52,17 +56,21 @@ class ActivityKeeper:
         """
         if not self.enabled or kernel_id in self._kept:
             return
-        stop = getattr(self.kernel_manager, "stop_watching_activity", None)
-        start = getattr(self.kernel_manager, "start_watching_activity", None)
-        kernel = find_kernel(self.kernel_manager, kernel_id)
+        kernel: Any = find_kernel(self.kernel_manager, kernel_id)
         stream = getattr(kernel, "_activity_stream", None)
-        if not (callable(stop) and callable(start)) or stream is None:
+        if not callable(getattr(self.kernel_manager, "start_watching_activity", None)):
+            return
+        # A synchronous kernel manager's watcher is read by jupyter_core's runner thread:
+        # its socket is not ours to close from this one.
+        if stream is None or getattr(stream, "io_loop", None) is not IOLoop.current():
             return
         try:
-            # A synchronous kernel manager's watcher belongs to another loop's thread.
-            if not stream.closed() and getattr(stream, "io_loop", None) is IOLoop.current():
-                stream.flush(zmq.POLLIN)
-            stop(kernel_id)
+            if not stream.closed():
+                stream.flush(zmq.POLLIN, FLUSH_LIMIT)
+                stream.close()
+            # Not the manager's stop_watching_activity: during a restart that also ends
+            # the restart's wait for the new process's reply, and the restart never returns.
+            kernel._activity_stream = None
         except Exception:
             self.log.exception(
                 "jupyter_persist: could not stop the server's activity watcher of kernel %s",
@@ -102,17 +110,26 @@ class ActivityKeeper:
         kernel = self._kept.get(kernel_id)
         if kernel is None:
             return
+        try:
+            self._record(kernel, messages)
+        except Exception:  # a malformed message must not stop the messages after it
+            self.log.exception(
+                "jupyter_persist: error following the activity of kernel %s", kernel_id
+            )
+
+    def _record(self, kernel: Any, messages: Iterable[dict[str, Any]]) -> None:
         tracked = self.kernel_manager.track_message_type
         active = False
         for msg in messages:
             msg_type = msg["header"].get("msg_type")
             parent = msg.get("parent_header")
-            parent_type = None if parent is None else parent.get("msg_type")
+            parent_type = parent.get("msg_type") if isinstance(parent, dict) else None
             if tracked(msg_type) or tracked(parent_type) or kernel.execution_state == "busy":
                 active = True
             if msg_type != "status":
                 continue
-            state = msg["content"].get("execution_state")
+            content = msg.get("content")
+            state = content.get("execution_state") if isinstance(content, dict) else None
             if tracked(parent_type):
                 kernel.execution_state = state
             elif kernel.execution_state == "starting" and state != "starting":

@@ -38,6 +38,9 @@ WANTED_MSG_TYPES = frozenset(
 V1_PROTOCOL = "v1.kernel.websocket.jupyter.org"
 #: Message types whose binary buffers are kept (widget state, e.g. an image's bytes).
 BUFFERED_MSG_TYPES = frozenset({"comm_open", "comm_msg"})
+#: Marks a message of another type, kept (header and parent header only) for the
+#: kernel's activity, which every message can move (see :mod:`.activity`).
+ACTIVITY_ONLY = "activity_only"
 
 
 class IOPubDecoder:
@@ -56,7 +59,11 @@ class IOPubDecoder:
         self._unpack = session.unpack
 
     def __call__(self, parts: list[bytes]) -> dict[str, Any] | None:
-        """The message's fields the capture needs; None to skip it; ValueError if invalid."""
+        """The message's fields the capture needs; ValueError if invalid.
+
+        A message of a type the capture does not use comes as its headers, marked
+        ``ACTIVITY_ONLY``.
+        """
         try:
             fed = parts[parts.index(DELIM) + 1 :]
         except ValueError:
@@ -71,7 +78,14 @@ class IOPubDecoder:
         header = unpack(fed[1])
         msg_type = header.get("msg_type")
         if msg_type not in WANTED_MSG_TYPES:
-            return None
+            parent = unpack(fed[2])
+            return {
+                "header": header,
+                "parent_header": parent,
+                "content": {},
+                "buffers": [],
+                ACTIVITY_ONLY: True,
+            }
         return {
             "header": header,
             "parent_header": unpack(fed[2]),

@@ -20,7 +20,7 @@ from traitlets.config import LoggingConfigurable
 from ..meter import LoopMeter
 from .activity import ActivityKeeper
 from .gateway import GatewayFeed, is_gateway_kernel
-from .iopub import coalesce_streams
+from .iopub import ACTIVITY_ONLY, coalesce_streams
 from .lookup import find_kernel
 from .reader import BACKLOG_BYTES, IOPubReader
 from .subscription import Subscription, nudge_until_live, subscription_for
@@ -330,7 +330,7 @@ class KernelListener(LoggingConfigurable):
                     source.note_status(msg, self.kernel_manager)
             self.activity.record(source.kernel_id, messages)
         for source, run in groupby(taken, key=lambda item: item[0]):
-            messages = [msg for _, batch in run for msg in batch]
+            messages = [msg for _, batch in run for msg in batch if ACTIVITY_ONLY not in msg]
             kernel_id = source.kernel_id
             for msg in coalesce_streams(messages) if len(messages) > 1 else messages:
                 self._deliver(kernel_id, msg)

@@ -12,6 +12,7 @@ from jupyter_client.session import Session
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
 
 from jupyter_persist.kernels.activity import ActivityKeeper
+from jupyter_persist.kernels.iopub import IOPubDecoder
 
 
 class RecordedStream:
@@ -57,6 +58,7 @@ def iopub_messages(session: Session) -> list[dict[str, Any]]:
     )
     debug, custom = request("debug_request"), request("my_extension_request")
     sequence = [
+        msg("iopub_welcome", {"subscription": ""}, None),  # ipykernel 7, at each subscription
         msg("status", {"execution_state": "starting"}, None),
         msg("status", {"execution_state": "busy"}, info),
         msg("status", {"execution_state": "idle"}, info),
@@ -76,7 +78,7 @@ def iopub_messages(session: Session) -> list[dict[str, Any]]:
         msg("my_extension_reply", {}, custom),
         msg("status", {"execution_state": "idle"}, custom),
     ]
-    return [json.loads(json.dumps(m, default=str)) for m in sequence]  # as our reader decodes
+    return sequence
 
 
 def test_the_rules_are_jupyter_servers_own_message_by_message() -> None:
@@ -90,11 +92,15 @@ def test_the_rules_are_jupyter_servers_own_message_by_message() -> None:
     record_activity = theirs.stream.callback
     keeper = ActivityKeeper(manager, logging.getLogger("test"))
     keeper._kept["ours"] = ours  # as take_over leaves it (tested with a server below)
+    decode = IOPubDecoder(theirs.session)  # what our reader makes of the same parts
     moved = []
     for msg in iopub_messages(theirs.session):
         theirs.last_activity = ours.last_activity = None
-        record_activity(theirs.session.serialize(msg))
-        keeper.record("ours", [msg])
+        parts = theirs.session.serialize(msg)
+        record_activity(parts)
+        decoded = decode(parts)
+        assert decoded is not None
+        keeper.record("ours", [json.loads(json.dumps(decoded, default=str))])
         assert ours.execution_state == theirs.execution_state, msg
         assert (ours.last_activity is None) == (theirs.last_activity is None), msg
         moved.append(theirs.last_activity is not None)
@@ -209,3 +215,25 @@ async def test_off_the_servers_watcher_stays(jp_fetch: Any, capture: Any) -> Non
     status = json.loads(response.body)
     assert status["config"]["track_kernel_activity"] is False
     assert status["kernels_activity_kept"] == 0
+
+
+async def test_taking_over_during_a_restart_leaves_the_restart_waiting(
+    jp_fetch: Any, capture: Any
+) -> None:
+    """jupyter_server's ``stop_watching_activity`` also ends a restart's wait for the new
+    process's reply (its ``_pending_restart_cleanup``), so that the restart never
+    returns: taking over during a restart must not call it."""
+    response = await jp_fetch("api", "kernels", method="POST", body=json.dumps({}))
+    kernel_id = json.loads(response.body)["id"]
+    kernel = capture.kernel_manager.get_kernel(kernel_id)
+    assert await capture.listener.wait_live(kernel_id, 30)
+    capture.listener.mark_restarting(kernel_id)  # the server's watcher again
+    ended: list[bool] = []
+    kernel._pending_restart_cleanup = lambda: ended.append(True)
+    try:
+        assert await capture.listener.wait_live(kernel_id, 30)
+        assert kernel_id in capture.listener.activity.kernel_ids
+        assert kernel._activity_stream is None
+        assert ended == []
+    finally:
+        kernel._pending_restart_cleanup = None

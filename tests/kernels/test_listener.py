@@ -40,9 +40,14 @@ def test_decodes_what_the_capture_needs() -> None:
     assert msg["content"] == {"name": "stdout", "text": "hi\n"}
 
 
-def test_other_message_types_are_skipped_undecoded() -> None:
+def test_other_message_types_come_as_their_headers_for_the_activity_only() -> None:
     session = Session(key=b"secret")
-    assert decode(session, wire(session, "debug_event", {"event": "stopped"})) is None
+    msg = decode(session, wire(session, "debug_event", {"event": "stopped"}))
+    assert msg is not None
+    assert msg["activity_only"] is True
+    assert msg["header"]["msg_type"] == "debug_event"
+    assert msg["parent_header"]["msg_type"] == "execute_request"
+    assert msg["content"] == {}  # not decoded
 
 
 def test_comm_messages_keep_their_binary_buffers() -> None:
