@@ -124,13 +124,14 @@ class ActivityKeeper:
             msg_type = msg["header"].get("msg_type")
             parent = msg.get("parent_header")
             parent_type = parent.get("msg_type") if isinstance(parent, dict) else None
-            if tracked(msg_type) or tracked(parent_type) or kernel.execution_state == "busy":
+            parent_tracked = tracked(parent_type)
+            if parent_tracked or tracked(msg_type) or kernel.execution_state == "busy":
                 active = True
             if msg_type != "status":
                 continue
             content = msg.get("content")
             state = content.get("execution_state") if isinstance(content, dict) else None
-            if tracked(parent_type):
+            if parent_tracked:
                 kernel.execution_state = state
             elif kernel.execution_state == "starting" and state != "starting":
                 kernel.execution_state = "idle"  # as the server normalizes it

@@ -77,8 +77,8 @@ class IOPubDecoder:
         unpack = self._unpack
         header = unpack(fed[1])
         msg_type = header.get("msg_type")
+        parent = unpack(fed[2])
         if msg_type not in WANTED_MSG_TYPES:
-            parent = unpack(fed[2])
             return {
                 "header": header,
                 "parent_header": parent,
@@ -88,7 +88,7 @@ class IOPubDecoder:
             }
         return {
             "header": header,
-            "parent_header": unpack(fed[2]),
+            "parent_header": parent,
             "content": unpack(fed[4]),
             "buffers": fed[5:] if msg_type in BUFFERED_MSG_TYPES else [],
         }
