@@ -180,6 +180,7 @@ def jupyter_server_process(
     stop_timeout: float = 20,
     python: str = sys.executable,
     lab_frontend: bool = True,
+    stdin: int = subprocess.DEVNULL,
 ) -> Iterator[LabServer]:
     """Run ``python -m jupyter <app>`` isolated under ``tmp_path``; yield a :class:`LabServer`.
 
@@ -192,6 +193,8 @@ def jupyter_server_process(
     loaded before this yields (an extension that fails to import is only logged).
     ``lab_frontend=False`` turns the extension's JupyterLab frontend off in the pages
     (``disabledExtensions`` in the isolated ``labconfig/page_config.json``).
+    ``stdin`` may be a terminal's descriptor (the server then asks before stopping at
+    SIGINT, as when run in a terminal).
     """
     root_dir = tmp_path / "root"
     root_dir.mkdir(parents=True, exist_ok=True)
@@ -240,7 +243,7 @@ def jupyter_server_process(
             cmd,
             cwd=root_dir,
             env=env,
-            stdin=subprocess.DEVNULL,
+            stdin=stdin,
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, so teardown reaches kernels too

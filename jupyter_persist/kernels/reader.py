@@ -9,9 +9,10 @@ ZMQ has no IPC transport, e.g. some Windows builds, or by configuration).
 
 The process is connected over a ZMQ IPC socket in a directory only the server's user
 can enter (the commands carry the kernels' signing keys), and ends by itself when the
-server does (its stdin closes). Its reading thread runs at a lower CPU priority
-(``PersistExtension.reader_nice``): where no core is free, the server's event loop comes
-first, and the reader reads what waits in its sockets' queues after.
+server does (its stdin closes); it ignores SIGINT (Ctrl-C in the server's terminal).
+Its reading thread runs at a lower CPU priority (``PersistExtension.reader_nice``):
+where no core is free, the server's event loop comes first, and the reader reads what
+waits in its sockets' queues after.
 """
 
 from __future__ import annotations
@@ -43,8 +44,16 @@ __all__ = ["BACKLOG_BYTES", "Batch", "IOPubReader"]
 #: Seconds the event loop waits for the reader to answer a command it waits for, and
 #: for a new reader to be ready.
 COMMAND_TIMEOUT = 5.0
-#: The reader process's command line, before its endpoint.
-READER_COMMAND = [sys.executable, "-m", readloop.__name__]
+#: The reader process's command line, before its endpoint. SIGINT is ignored before
+#: anything is imported: Ctrl-C in the server's terminal reaches its whole process group,
+#: the reader too, and the server then only asks whether to stop; a reader started again
+#: would have missed what the kernels published meanwhile. It ends with the server anyway.
+READER_COMMAND = [
+    sys.executable,
+    "-c",
+    "import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    f"from {readloop.__name__} import main; sys.exit(main())",
+]
 #: Handled bytes told to the reader at a time (it pauses at ``BACKLOG_BYTES`` unhandled).
 CREDIT_BYTES = 256 * 1024
 

@@ -7,7 +7,9 @@ import asyncio
 import json
 import logging
 import os
+import pty
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -15,11 +17,13 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 import zmq
+from browser import jupyter_server_process, start_session, wait_until
 from helpers import thread_nice_values, wait_for
 from jupyter_client.session import Session
 
@@ -478,6 +482,37 @@ def test_the_process_ends_when_the_server_goes_away(tmp_path: Any) -> None:
         assert process.wait(10) == 0
     finally:
         process.kill()
+
+
+def test_ctrl_c_at_the_servers_terminal_leaves_the_reader_running(tmp_path: Path) -> None:
+    """Ctrl-C in the terminal of ``jupyter lab`` signals its whole foreground process group.
+
+    The server then asks whether to shut down; answered "n", it goes on, and so must
+    the reader: one that died of the SIGINT is started again, and what the kernels
+    published until then is lost (IOPub keeps nothing for a late subscriber).
+    """
+    terminal, server_side = pty.openpty()
+    try:
+        with jupyter_server_process(tmp_path, app="server", stdin=server_side) as server:
+            start_session(server.base_url, server.token, "ctrl-c.ipynb")
+
+            def reader_pid() -> int | None:
+                state = server.api("persist/status")["iopub_reader"]
+                return state["pid"] if state["running"] else None
+
+            wait_until(lambda: reader_pid() is not None, 30, "the reader to run")
+            pid = reader_pid()
+            os.killpg(server.process.pid, signal.SIGINT)  # what the terminal does at Ctrl-C
+            server.wait_for_log("Shut down this Jupyter server")
+            os.write(terminal, b"n\n")
+            server.wait_for_log("resuming operation")
+            time.sleep(1.5)  # the listener's check that restarts a reader that ended
+            assert reader_pid() == pid, server.log_tail()
+            assert psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+            assert "KeyboardInterrupt" not in server.log()
+    finally:
+        os.close(terminal)
+        os.close(server_side)
 
 
 def test_the_sub_socket_has_no_queue_limit_from_the_start(publisher: FakeKernelIOPub) -> None:
