@@ -152,7 +152,7 @@ class PersistExtension(ExtensionApp):
         without the extension does.""",
     )
     track_kernel_activity = Bool(
-        True,
+        False,
         config=True,
         help="""Keep each local kernel's `last_activity` and `execution_state` (what
         `GET /api/kernels` reports and the idle culler decides on) from the extension's own
@@ -163,8 +163,12 @@ class PersistExtension(ExtensionApp):
         (docs/benchmarks.md). The extension's reader reads every message anyway, off the
         loop, and drops none where the watcher's socket drops beyond 1,000 queued. The
         server's watcher is started again whenever the subscription may miss messages
-        (a kernel restart, a new reader, the subscription's end). Off: the server's
-        watcher runs for every kernel, as without the extension.""",
+        (a kernel restart, a new reader, the subscription's end). The cost: the two
+        fields then trail the kernel by as much as the extension's capture does, seconds
+        after a flood of output (a kernel's end of a cell is reported idle only once its
+        backlog is handled), where the watcher's socket, dropping, stays current. Off
+        (the default): the server's watcher runs for every kernel, as without the
+        extension.""",
     )
     trim_memory = Bool(
         True,

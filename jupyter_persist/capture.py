@@ -69,7 +69,7 @@ class CaptureManager(LoggingConfigurable):
         True, help="Start-up objects out of garbage collections (see PersistExtension)."
     )
     track_kernel_activity = Bool(
-        True, help="Keep kernels' activity for the server (see PersistExtension)."
+        False, help="Keep kernels' activity for the server (see PersistExtension)."
     )
     web_settings = AnyTrait(
         None,

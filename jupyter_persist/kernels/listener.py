@@ -68,7 +68,7 @@ class KernelListener(LoggingConfigurable):
     reader_nice = Integer(0, help="The reader's lower CPU priority (see PersistExtension).")
     trim_memory = Bool(True, help="The reader trims its heap too (see PersistExtension).")
     track_kernel_activity = Bool(
-        True, help="Keep kernels' activity for the server (see PersistExtension)."
+        False, help="Keep kernels' activity for the server (see PersistExtension)."
     )
 
     def __init__(

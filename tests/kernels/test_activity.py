@@ -117,6 +117,15 @@ async def kernel_model(jp_fetch: Any, kernel_id: str) -> dict[str, Any]:
     return model
 
 
+@pytest.fixture
+def jp_server_config() -> dict[str, Any]:
+    """The extension with the kernels' activity kept (off by default)."""
+    return {
+        "ServerApp": {"jpserver_extensions": {"jupyter_persist": True}},
+        "PersistExtension": {"track_kernel_activity": True},
+    }
+
+
 async def test_a_live_subscription_keeps_the_activity_and_stops_the_servers_watcher(
     jp_fetch: Any, jp_ws_fetch: Any, capture: Any
 ) -> None:
@@ -198,14 +207,9 @@ async def test_a_restarted_kernel_is_kept_again(
 
 @pytest.mark.parametrize(
     "jp_server_config",
-    [
-        {
-            "ServerApp": {"jpserver_extensions": {"jupyter_persist": True}},
-            "PersistExtension": {"track_kernel_activity": False},
-        }
-    ],
+    [{"ServerApp": {"jpserver_extensions": {"jupyter_persist": True}}}],
 )
-async def test_off_the_servers_watcher_stays(jp_fetch: Any, capture: Any) -> None:
+async def test_off_by_default_the_servers_watcher_stays(jp_fetch: Any, capture: Any) -> None:
     response = await jp_fetch("api", "kernels", method="POST", body=json.dumps({}))
     kernel_id = json.loads(response.body)["id"]
     assert await capture.listener.wait_live(kernel_id, 30)

@@ -181,7 +181,7 @@ async def test_our_subscription_never_drops_a_burst(
     [
         {
             "ServerApp": {"jpserver_extensions": {"jupyter_persist": True}},
-            # The server's own watcher runs (see test_activity.py for the default).
+            # The server's own watcher runs (the default; test_activity.py keeps it).
             "PersistExtension": {"save_interval": SAVE_INTERVAL, "track_kernel_activity": False},
         }
     ],
@@ -352,6 +352,16 @@ async def test_an_error_while_handling_does_not_stop_the_capture(
     assert execution.area.to_json()[0]["text"] == "".join(f"{i}\n" for i in range(20)) + "end\n"
 
 
+@pytest.mark.parametrize(
+    "jp_server_config",
+    [
+        {
+            "ServerApp": {"jpserver_extensions": {"jupyter_persist": True}},
+            # The kernel's activity kept, to see it handed back to the server meanwhile.
+            "PersistExtension": {"save_interval": SAVE_INTERVAL, "track_kernel_activity": True},
+        }
+    ],
+)
 async def test_a_reader_that_was_killed_is_started_again(
     caplog: pytest.LogCaptureFixture,
     jp_root_dir: Path,
