@@ -155,20 +155,19 @@ class PersistExtension(ExtensionApp):
         False,
         config=True,
         help="""Keep each local kernel's `last_activity` and `execution_state` (what
-        `GET /api/kernels` reports and the idle culler decides on) from the extension's own
-        IOPub subscription, by the rules of jupyter_server's activity watcher, and stop
-        that watcher while the subscription is live. The watcher deserializes every
-        message on the server's event loop, dates parsed: with many kernels printing, it
-        and its socket took 60-80% of the loop's time, with or without the extension
-        (docs/benchmarks.md). The extension's reader reads every message anyway, off the
-        loop, and drops none where the watcher's socket drops beyond 1,000 queued. The
-        server's watcher is started again whenever the subscription may miss messages
-        (a kernel restart, a new reader, the subscription's end). The cost: the two
-        fields then trail the kernel by as much as the extension's capture does, seconds
-        after a flood of output (a kernel's end of a cell is reported idle only once its
-        backlog is handled), where the watcher's socket, dropping, stays current. Off
-        (the default): the server's watcher runs for every kernel, as without the
-        extension.""",
+        `GET /api/kernels` reports and the idle culler decides on) by the rules of
+        jupyter_server's activity watcher, and stop that watcher while the extension's
+        subscription is live. The watcher deserializes every message on the server's
+        event loop, dates parsed: with many kernels printing, it and its socket took
+        60-80% of the loop's time, with or without the extension (docs/benchmarks.md).
+        The extension's reader process stands in for it, off the loop, with a second
+        subscription per kernel bounded as the watcher's socket is, so that the state
+        does not wait for the capture's backlog. The server's watcher is started again
+        whenever the subscription may miss messages (a kernel restart, a new reader, the
+        subscription's end). Off by default: with a client attached to a kernel printing
+        as fast as it can, the kernel ran slower with it on (not understood yet; see
+        docs/configuration.md). Off: the server's watcher runs for every kernel, as
+        without the extension.""",
     )
     trim_memory = Bool(
         True,

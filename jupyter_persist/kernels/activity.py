@@ -6,15 +6,18 @@ loop, it deserializes the message (dates parsed) and sets the kernel's
 ``last_activity`` and ``execution_state``, which ``GET /api/kernels`` reports and the
 idle culler decides on. With many busy kernels that watcher and its socket are most of
 the loop's time, with or without the extension (docs/benchmarks.md, "The 20 kernels
-profiled again"). Our subscription reads every message already, off the loop, and
-drops none. While it is live for a kernel, it keeps those fields by the watcher's own
-rules and the watcher is stopped; whenever ours may miss messages (a restart, a new
-IOPub reader, the end of the subscription) the server's watcher is started again.
+profiled again"). Our reader stands in for it: beside each kernel's capture socket
+(unbounded, read in order, which a flood puts seconds behind) it reads an activity
+lane, bounded as the watcher's socket is and read every turn, off the loop, and hands
+the server what the watcher's rules need of each message. While our subscription is
+live for a kernel, those fields are kept by the watcher's own rules and the watcher is
+stopped; whenever ours may miss messages (a restart, a new IOPub reader, the end of the
+subscription) the server's watcher is started again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import zmq
@@ -26,6 +29,17 @@ from .lookup import find_kernel
 #: Messages the server's watcher handles of its queue before it stops (a flood can
 #: leave 1,000 there; our subscription, live by then, has the recent ones too).
 FLUSH_LIMIT = 100
+
+
+def lane_messages(records: Iterable[Any]) -> Iterator[dict[str, Any]]:
+    """An activity lane's records (msg_type, parent's msg_type, a status's state) as
+    the parts of messages that :meth:`ActivityKeeper.record` reads."""
+    for msg_type, parent_type, state in records:
+        yield {
+            "header": {"msg_type": msg_type},
+            "parent_header": {"msg_type": parent_type},
+            "content": {"execution_state": state},
+        }
 
 
 class ActivityKeeper:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jupyter_client.jsonutil import json_default
 from jupyter_client.session import DELIM, Session
@@ -18,6 +18,9 @@ from jupyter_server.services.kernels.connection.base import (
     deserialize_msg_from_ws_v1,
     serialize_msg_to_ws_v1,
 )
+
+if TYPE_CHECKING:
+    import zmq
 
 #: IOPub message types whose content the capture needs; the rest are skipped unparsed.
 WANTED_MSG_TYPES = frozenset(
@@ -38,9 +41,6 @@ WANTED_MSG_TYPES = frozenset(
 V1_PROTOCOL = "v1.kernel.websocket.jupyter.org"
 #: Message types whose binary buffers are kept (widget state, e.g. an image's bytes).
 BUFFERED_MSG_TYPES = frozenset({"comm_open", "comm_msg"})
-#: Marks a message of another type, kept (header and parent header only) for the
-#: kernel's activity, which every message can move (see :mod:`.activity`).
-ACTIVITY_ONLY = "activity_only"
 
 
 class IOPubDecoder:
@@ -59,11 +59,8 @@ class IOPubDecoder:
         self._unpack = session.unpack
 
     def __call__(self, parts: list[bytes]) -> dict[str, Any] | None:
-        """The message's fields the capture needs; ValueError if invalid.
-
-        A message of a type the capture does not use comes as its headers, marked
-        ``ACTIVITY_ONLY``.
-        """
+        """The message's fields the capture needs, None if it needs none; ValueError if
+        invalid."""
         try:
             fed = parts[parts.index(DELIM) + 1 :]
         except ValueError:
@@ -77,21 +74,48 @@ class IOPubDecoder:
         unpack = self._unpack
         header = unpack(fed[1])
         msg_type = header.get("msg_type")
-        parent = unpack(fed[2])
         if msg_type not in WANTED_MSG_TYPES:
-            return {
-                "header": header,
-                "parent_header": parent,
-                "content": {},
-                "buffers": [],
-                ACTIVITY_ONLY: True,
-            }
+            return None
         return {
             "header": header,
-            "parent_header": parent,
+            "parent_header": unpack(fed[2]),
             "content": unpack(fed[4]),
             "buffers": fed[5:] if msg_type in BUFFERED_MSG_TYPES else [],
         }
+
+    def activity(self, parts: list[zmq.Frame]) -> tuple[Any, Any, Any]:
+        """(msg_type, the parent's msg_type, a status's execution_state or None): what
+        jupyter_server's activity rules read of a message; ValueError if invalid.
+
+        Parts as ZMQ frames, not copied: a stream message's content can be megabytes
+        and is never read. Only a status is checked against its signature, since only a
+        status sets the kernel's state; another message's headers, read unchecked, can
+        only move ``last_activity``, as any message on the kernel's IOPub port does.
+        """
+        fed: list[zmq.Frame] | None = None
+        for index, part in enumerate(parts):
+            if len(part) == len(DELIM) and part.bytes == DELIM:
+                fed = parts[index + 1 :]
+                break
+        if fed is None:
+            raise ValueError("no message delimiter")
+        if len(fed) < 5:
+            raise ValueError("too few message parts")
+        unpack = self._unpack
+        header = unpack(fed[1].bytes)
+        parent = unpack(fed[2].bytes)
+        msg_type = header.get("msg_type")
+        parent_type = parent.get("msg_type") if isinstance(parent, dict) else None
+        if msg_type != "status":
+            return msg_type, parent_type, None
+        signed = [part.bytes for part in fed[:5]]
+        if self._key:
+            expected = hmac.digest(self._key, b"".join(signed[1:5]), self._digest).hex()
+            if not hmac.compare_digest(signed[0], expected.encode()):
+                raise ValueError("invalid signature")
+        content = unpack(signed[4])
+        state = content.get("execution_state") if isinstance(content, dict) else None
+        return msg_type, parent_type, state
 
 
 def decode(session: Session, parts: list[bytes]) -> dict[str, Any] | None:

@@ -18,9 +18,9 @@ from traitlets import Bool, Enum, Integer
 from traitlets.config import LoggingConfigurable
 
 from ..meter import LoopMeter
-from .activity import ActivityKeeper
+from .activity import ActivityKeeper, lane_messages
 from .gateway import GatewayFeed, is_gateway_kernel
-from .iopub import ACTIVITY_ONLY, coalesce_streams
+from .iopub import coalesce_streams
 from .lookup import find_kernel
 from .reader import BACKLOG_BYTES, IOPubReader
 from .subscription import Subscription, nudge_until_live, subscription_for
@@ -92,6 +92,7 @@ class KernelListener(LoggingConfigurable):
             self.meter,
             nice=self.reader_nice,
             trim_memory=self.trim_memory,
+            on_activity=self._activity_read if self.track_kernel_activity else None,
         )
         #: Taken, not yet handled: (source, decoded messages, bytes on the wire).
         self._received: deque[tuple[Source, list[dict[str, Any]], int]] = deque()
@@ -213,6 +214,12 @@ class KernelListener(LoggingConfigurable):
         if self._subscriptions.get(subscription.kernel_id) is subscription:
             self.activity.take_over(subscription.kernel_id)
 
+    def _activity_read(self, subscription: Subscription, records: list[Any]) -> None:
+        """What a kernel's activity lane read: the kernel's activity, if we keep it."""
+        if self._subscriptions.get(subscription.kernel_id) is not subscription:
+            return
+        self.activity.record(subscription.kernel_id, lane_messages(records))
+
     def reader_state(self) -> dict[str, Any]:
         """Where local kernels' IOPub is read, for the status."""
         reader = self._reader
@@ -328,9 +335,8 @@ class KernelListener(LoggingConfigurable):
             for msg in messages:
                 if msg["header"].get("msg_type") == "status":
                     source.note_status(msg, self.kernel_manager)
-            self.activity.record(source.kernel_id, messages)
         for source, run in groupby(taken, key=lambda item: item[0]):
-            messages = [msg for _, batch in run for msg in batch if ACTIVITY_ONLY not in msg]
+            messages = [msg for _, batch in run for msg in batch]
             kernel_id = source.kernel_id
             for msg in coalesce_streams(messages) if len(messages) > 1 else messages:
                 self._deliver(kernel_id, msg)

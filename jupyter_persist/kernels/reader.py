@@ -98,8 +98,12 @@ class IOPubReader:
         *,
         nice: int = 0,
         trim_memory: bool = True,
+        on_activity: Callable[[Subscription, list[Any]], None] | None = None,
     ) -> None:
         self._on_batches = on_batches
+        #: Called on the event loop with what a kernel's activity lane read (the lane is
+        #: opened for every subscription when this is given; see ``readloop.read_lane``).
+        self._on_activity = on_activity
         #: Receiving batches is counted as the extension's IOPub work on the loop.
         self._meter = meter or LoopMeter()
         self._on_live = on_live
@@ -227,7 +231,12 @@ class IOPubReader:
         self._send_add(sub_id, subscription)
 
     def _send_add(self, sub_id: bytes, subscription: Subscription) -> None:
-        spec = subscription_spec(subscription.url, subscription.session, subscription.curve)
+        spec = subscription_spec(
+            subscription.url,
+            subscription.session,
+            subscription.curve,
+            activity=self._on_activity is not None,
+        )
         self._send([b"add", sub_id, json.dumps(spec).encode()])
 
     def remove(self, subscription: Subscription) -> None:
@@ -412,6 +421,10 @@ class IOPubReader:
             if not self._batches_scheduled and self._io_loop is not None:
                 self._batches_scheduled = True
                 self._io_loop.add_callback(self._on_batches)
+        elif kind == b"activity":
+            subscription = self._subscriptions.get(frames[1])
+            if subscription is not None and self._on_activity is not None:
+                self._on_activity(subscription, json.loads(frames[2]))
         elif kind == b"done":
             self._done.add(frames[1])
         elif kind == b"log":

@@ -19,7 +19,8 @@ session's key and signature scheme, CURVE keys), ``remove ID SEQ`` (read what th
 socket holds, send it, close), ``sync SEQ`` (read every socket once and send it all),
 ``handled NBYTES`` (the server handled that much: read on), ``stop SEQ``.
 Reader to server: ``ready``, ``batch META MESSAGES TEXTS... BUFFERS...`` (the batches
-of one kernel or more: see :func:`encode_batch`), ``done SEQ`` (after
+of one kernel or more: see :func:`encode_batch`), ``activity ID JSON`` (what a
+kernel's activity lane read: see :meth:`ReadLoop.read_lane`), ``done SEQ`` (after
 everything the command read was sent), ``log LEVEL TEXT``.
 """
 
@@ -64,14 +65,23 @@ TRIM_AFTER_BYTES = 8 * 1024 * 1024
 QUIET_BYTES = 64 * 1024
 #: Rounds of ``READ_BATCH`` read from a subscription being removed, at most.
 REMOVE_ROUNDS = 100
+#: Messages a kernel's activity lane holds before ZMQ drops the newest: the limit of
+#: jupyter_server's own activity watcher (ZMQ's default), which the lane stands in for.
+LANE_HWM = 1000
+#: Messages read from one activity lane per turn, at most.
+LANE_READ = 5000
 
 
 def subscription_spec(
-    url: str, session: Session, curve: tuple[bytes, bytes] | None
+    url: str, session: Session, curve: tuple[bytes, bytes] | None, activity: bool = False
 ) -> dict[str, Any]:
-    """What the reader needs to open and check a kernel's IOPub (JSON; keys as base64)."""
+    """What the reader needs to open and check a kernel's IOPub (JSON; keys as base64).
+
+    ``activity``: also read the kernel's activity lane (see :meth:`ReadLoop.read_lane`).
+    """
     return {
         "url": url,
+        "activity": activity,
         "key": base64.b64encode(session.key).decode("ascii"),
         "signature_scheme": session.signature_scheme,
         "packer": session.packer,
@@ -98,6 +108,10 @@ class _Socket:
     socket: zmq.Socket[bytes]
     #: Read since the last handoff, in batches of about ``BATCH_BYTES``.
     chunks: list[_Chunk] = field(default_factory=list)
+    #: The kernel's activity lane (None: not asked for), and what it read since the
+    #: last handoff: (msg_type, parent's msg_type, execution_state) per message.
+    lane: zmq.Socket[bytes] | None = None
+    activity: list[tuple[Any, Any, Any]] = field(default_factory=list)
 
     @property
     def nbytes(self) -> int:
@@ -150,6 +164,17 @@ def open_sub_socket(
     the process in libzmq (zeromq/libzmq#2163), so it is set before connecting.
     """
     return open_socket(context, zmq.SUB, url, curve, ((zmq.RCVHWM, 0), (zmq.SUBSCRIBE, b"")))
+
+
+def open_lane_socket(
+    context: zmq.Context[zmq.Socket[bytes]], url: str, curve: tuple[bytes, bytes] | None
+) -> zmq.Socket[bytes]:
+    """A SUB socket for a kernel's activity, bounded as jupyter_server's watcher is.
+
+    What it has no room for is dropped, so that it never lags behind a flood the
+    capture's own socket (unbounded, read in order) is still working through.
+    """
+    return open_socket(context, zmq.SUB, url, curve, ((zmq.RCVHWM, LANE_HWM), (zmq.SUBSCRIBE, b"")))
 
 
 def encode_batch(chunks: list[tuple[bytes, _Chunk]]) -> list[bytes]:
@@ -229,10 +254,14 @@ class ReadLoop:
         self.server.connect(endpoint)
         self.poller = zmq.Poller()
         self.poller.register(self.server, zmq.POLLIN)
-        #: While the backlog is full: the sockets stay readable, so only the server is polled.
+        #: While the backlog is full: the sockets stay readable, so only the server and
+        #: the activity lanes are polled; between two turns, the server alone.
+        self.lanes_only = zmq.Poller()
+        self.lanes_only.register(self.server, zmq.POLLIN)
         self.commands_only = zmq.Poller()
         self.commands_only.register(self.server, zmq.POLLIN)
         self.sockets: dict[zmq.Socket[bytes], _Socket] = {}
+        self.lanes: dict[zmq.Socket[bytes], _Socket] = {}
         self.by_id: dict[bytes, _Socket] = {}
         #: Bytes sent and not yet handled by the server, and bytes read and not yet sent.
         self.unhandled_bytes = 0
@@ -274,12 +303,16 @@ class ReadLoop:
         do not wake the reader early); messages wait in the sockets' queues meanwhile
         and are read in one pass.
         """
-        polled = self.commands_only if self.backlog_full() else self.poller
+        polled = self.lanes_only if self.backlog_full() else self.poller
         ready = dict(polled.poll(1000))
         self.trim_if_quiet()
         started = time.monotonic()
         if not self.run_commands():
             return False
+        for socket in ready:
+            lane_of = self.lanes.get(socket)
+            if lane_of is not None:
+                self.read_lane(lane_of)
         if not self.backlog_full():
             for socket in ready:
                 held = self.sockets.get(socket)
@@ -345,6 +378,8 @@ class ReadLoop:
                 self.close(held)
             self.server.send_multipart([b"done", frames[2]])
         elif name == b"sync":
+            for held in list(self.lanes.values()):
+                self.read_lane(held)
             if not self.backlog_full():
                 for held in list(self.sockets.values()):
                     self.read(held, READ_BATCH, READ_BYTES)
@@ -378,6 +413,15 @@ class ReadLoop:
         self.sockets[socket] = held
         self.by_id[sub_id] = held
         self.poller.register(socket, zmq.POLLIN)
+        if spec.get("activity"):
+            try:
+                held.lane = open_lane_socket(self.context, spec["url"], keys)
+            except zmq.ZMQError as err:
+                self.log(logging.WARNING, f"no activity lane for IOPub at {spec['url']}: {err}")
+                return
+            self.lanes[held.lane] = held
+            self.poller.register(held.lane, zmq.POLLIN)
+            self.lanes_only.register(held.lane, zmq.POLLIN)
 
     def close(self, held: _Socket) -> None:
         self.sockets.pop(held.socket, None)
@@ -386,6 +430,13 @@ class ReadLoop:
         if held.socket in self.poller:
             self.poller.unregister(held.socket)
         held.socket.close(linger=0)
+        if held.lane is not None:
+            self.lanes.pop(held.lane, None)
+            for poller in (self.poller, self.lanes_only):
+                if held.lane in poller:
+                    poller.unregister(held.lane)
+            held.lane.close(linger=0)
+            held.lane = None
 
     def backlog_full(self) -> bool:
         if self.unhandled_bytes + self.pending_bytes >= BACKLOG_BYTES:
@@ -419,9 +470,37 @@ class ReadLoop:
         self.read_this_second += read_bytes
         return received
 
+    def read_lane(self, held: _Socket) -> None:
+        """Read what a kernel's activity lane holds (up to ``LANE_READ`` messages).
+
+        The lane is a second subscription that stands in for jupyter_server's activity
+        watcher (see :mod:`.activity`): read every turn, even while the capture's
+        backlog is full, and bounded as the watcher's socket is, so that a kernel's
+        last status reaches the server at once after a flood rather than after
+        everything before it.
+        """
+        lane = held.lane
+        if lane is None:
+            return
+        for _ in range(LANE_READ):
+            try:
+                parts = lane.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            try:
+                held.activity.append(held.decode.activity(parts))
+            except Exception as err:
+                self.log(logging.DEBUG, f"undecodable IOPub message (activity): {err}")
+
     def hand_over(self) -> None:
         """Send the server what was read, in batches of about ``BATCH_BYTES`` per socket,
-        stream runs merged in each; small batches of several sockets go together."""
+        stream runs merged in each; small batches of several sockets go together. The
+        activity lanes' records go first, each kernel's in a frame of its own."""
+        for held in self.sockets.values():
+            if held.activity:
+                records = json.dumps(held.activity).encode()
+                self.server.send_multipart([b"activity", held.sub_id, records])
+                held.activity = []
         together: list[tuple[bytes, _Chunk]] = []
         together_bytes = 0
         for held in self.sockets.values():

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import LabLikeClient
+import zmq
+from helpers import LabLikeClient, make_notebook
 from jupyter_client.session import Session
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
 
-from jupyter_persist.kernels.activity import ActivityKeeper
+from jupyter_persist.kernels.activity import ActivityKeeper, lane_messages
 from jupyter_persist.kernels.iopub import IOPubDecoder
 
 
@@ -92,15 +95,15 @@ def test_the_rules_are_jupyter_servers_own_message_by_message() -> None:
     record_activity = theirs.stream.callback
     keeper = ActivityKeeper(manager, logging.getLogger("test"))
     keeper._kept["ours"] = ours  # as take_over leaves it (tested with a server below)
-    decode = IOPubDecoder(theirs.session)  # what our reader makes of the same parts
+    # What our reader's activity lane makes of the same parts, and what it hands over.
+    activity = IOPubDecoder(theirs.session).activity
     moved = []
     for msg in iopub_messages(theirs.session):
         theirs.last_activity = ours.last_activity = None
         parts = theirs.session.serialize(msg)
         record_activity(parts)
-        decoded = decode(parts)
-        assert decoded is not None
-        keeper.record("ours", [json.loads(json.dumps(decoded, default=str))])
+        records = json.loads(json.dumps([activity([zmq.Frame(part) for part in parts])]))
+        keeper.record("ours", lane_messages(records))
         assert ours.execution_state == theirs.execution_state, msg
         assert (ours.last_activity is None) == (theirs.last_activity is None), msg
         moved.append(theirs.last_activity is not None)
@@ -159,6 +162,45 @@ async def test_a_live_subscription_keeps_the_activity_and_stops_the_servers_watc
     assert after["last_activity"] > before["last_activity"]  # ISO 8601 in UTC: ordered as text
     status = json.loads((await jp_fetch("api", "persist", "status", method="GET")).body)
     assert status["kernels_activity_kept"] == 1
+    client.close()
+
+
+async def test_the_state_follows_the_kernel_while_the_capture_is_behind(
+    jp_fetch: Any,
+    jp_ws_fetch: Any,
+    jp_root_dir: Path,
+    notebook_session: Any,
+    capture: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The capture's socket is read in order and a flood puts it seconds behind; the
+    kernel's state must not wait for it (a client polling for idle saw a flood's end
+    12-19 s late): it comes from the activity lane, read apart."""
+    code = "import time; time.sleep(1.5); print('after the wait')"
+    make_notebook(jp_root_dir / "behind.ipynb", [("c", code)])
+    _, kernel_id = await notebook_session("behind.ipynb")
+    client = await LabLikeClient.connect(jp_ws_fetch, kernel_id)
+    await client.wait_ready()
+    assert kernel_id in capture.listener.activity.kernel_ids
+    listener = capture.listener
+    # Nothing the reader hands over is taken now: the capture is behind, as in a flood.
+    monkeypatch.setattr(listener, "_take_batches", lambda max_bytes=None: None)
+    msg_id = await client.execute(code, cell_id="c")
+    states = []
+    for _ in range(100):
+        state = (await kernel_model(jp_fetch, kernel_id))["execution_state"]
+        states.append(state)
+        if state == "idle" and "busy" in states:
+            break
+        await asyncio.sleep(0.05)
+    assert "busy" in states, states
+    assert states[-1] == "idle", states
+    await client.wait_idle(msg_id)
+    monkeypatch.undo()
+    listener.catch_up()  # the capture, once it catches up, has every output
+    execution = capture.store.get(msg_id)
+    assert execution is not None
+    assert "after the wait" in json.dumps(execution.area.to_json())
     client.close()
 
 

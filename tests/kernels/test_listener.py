@@ -18,7 +18,7 @@ from jupyter_client.session import DELIM, Session
 from reader_leaks import reader_processes
 
 from jupyter_persist.kernels import readloop
-from jupyter_persist.kernels.iopub import coalesce_streams, decode
+from jupyter_persist.kernels.iopub import IOPubDecoder, coalesce_streams, decode
 from jupyter_persist.kernels.listener import HANDLE_BYTES
 from jupyter_persist.model import reducer
 
@@ -40,14 +40,26 @@ def test_decodes_what_the_capture_needs() -> None:
     assert msg["content"] == {"name": "stdout", "text": "hi\n"}
 
 
-def test_other_message_types_come_as_their_headers_for_the_activity_only() -> None:
+def test_other_message_types_are_skipped() -> None:
     session = Session(key=b"secret")
-    msg = decode(session, wire(session, "debug_event", {"event": "stopped"}))
-    assert msg is not None
-    assert msg["activity_only"] is True
-    assert msg["header"]["msg_type"] == "debug_event"
-    assert msg["parent_header"]["msg_type"] == "execute_request"
-    assert msg["content"] == {}  # not decoded
+    assert decode(session, wire(session, "debug_event", {"event": "stopped"})) is None
+
+
+def test_the_activity_of_a_message_is_its_types_and_a_statuss_state() -> None:
+    session = Session(key=b"secret")
+    activity = IOPubDecoder(session).activity
+
+    def frames(parts: list[bytes]) -> list[zmq.Frame]:
+        return [zmq.Frame(part) for part in parts]
+
+    stream = wire(session, "stream", {"name": "stdout", "text": "x" * 100_000})
+    assert activity(frames(stream)) == ("stream", "execute_request", None)
+    status = wire(session, "status", {"execution_state": "idle"})
+    assert activity(frames(status)) == ("status", "execute_request", "idle")
+    forged = list(status)
+    forged[-1] = b'{"execution_state": "busy"}'
+    with pytest.raises(ValueError, match="signature"):
+        activity(frames(forged))  # a status sets the state: its signature is checked
 
 
 def test_comm_messages_keep_their_binary_buffers() -> None:
@@ -396,6 +408,18 @@ def open_descriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+@pytest.mark.parametrize(
+    "jp_server_config",
+    [
+        {"ServerApp": {"jpserver_extensions": {"jupyter_persist": True}}},
+        # With the activity kept, each subscription also has its activity lane.
+        {
+            "ServerApp": {"jpserver_extensions": {"jupyter_persist": True}},
+            "PersistExtension": {"track_kernel_activity": True},
+        },
+    ],
+    ids=["default", "activity_kept"],
+)
 async def test_no_process_or_socket_leaks_over_50_kernel_starts_and_stops(
     jp_fetch: Any, capture: Any
 ) -> None:
@@ -415,6 +439,7 @@ async def test_no_process_or_socket_leaks_over_50_kernel_starts_and_stops(
         await cycle()
     assert reader_processes() == [reader]
     assert capture.listener._reader._subscriptions == {}
+    assert capture.listener.activity.kernel_ids == set()
     await asyncio.sleep(1)  # sockets close asynchronously in libzmq
     assert open_descriptors() <= before + 5, (before, open_descriptors())
     assert reader.num_fds() <= reader_before + 5, (reader_before, reader.num_fds())
