@@ -17,7 +17,7 @@ subscription) the server's watcher is started again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import zmq
@@ -29,17 +29,6 @@ from .lookup import find_kernel
 #: Messages the server's watcher handles of its queue before it stops (a flood can
 #: leave 1,000 there; our subscription, live by then, has the recent ones too).
 FLUSH_LIMIT = 100
-
-
-def lane_messages(records: Iterable[Any]) -> Iterator[dict[str, Any]]:
-    """An activity lane's records (msg_type, parent's msg_type, a status's state) as
-    the parts of messages that :meth:`ActivityKeeper.record` reads."""
-    for msg_type, parent_type, state in records:
-        yield {
-            "header": {"msg_type": msg_type},
-            "parent_header": {"msg_type": parent_type},
-            "content": {"execution_state": state},
-        }
 
 
 class ActivityKeeper:
@@ -119,32 +108,29 @@ class ActivityKeeper:
         for kernel_id in list(self._kept):
             self.hand_back(kernel_id)
 
-    def record(self, kernel_id: str, messages: Iterable[dict[str, Any]]) -> None:
-        """What jupyter_server's ``record_activity`` does with each of these messages."""
+    def record(self, kernel_id: str, records: Iterable[Any]) -> None:
+        """What jupyter_server's ``record_activity`` does with each of these messages,
+        as an activity lane reads them: (msg_type, the parent's msg_type, a status's
+        execution_state or None)."""
         kernel = self._kept.get(kernel_id)
         if kernel is None:
             return
         try:
-            self._record(kernel, messages)
+            self._record(kernel, records)
         except Exception:  # a malformed message must not stop the messages after it
             self.log.exception(
                 "jupyter_persist: error following the activity of kernel %s", kernel_id
             )
 
-    def _record(self, kernel: Any, messages: Iterable[dict[str, Any]]) -> None:
+    def _record(self, kernel: Any, records: Iterable[Any]) -> None:
         tracked = self.kernel_manager.track_message_type
         active = False
-        for msg in messages:
-            msg_type = msg["header"].get("msg_type")
-            parent = msg.get("parent_header")
-            parent_type = parent.get("msg_type") if isinstance(parent, dict) else None
+        for msg_type, parent_type, state in records:
             parent_tracked = tracked(parent_type)
             if parent_tracked or tracked(msg_type) or kernel.execution_state == "busy":
                 active = True
             if msg_type != "status":
                 continue
-            content = msg.get("content")
-            state = content.get("execution_state") if isinstance(content, dict) else None
             if parent_tracked:
                 kernel.execution_state = state
             elif kernel.execution_state == "starting" and state != "starting":

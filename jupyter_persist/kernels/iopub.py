@@ -67,10 +67,7 @@ class IOPubDecoder:
             raise ValueError("no message delimiter") from None
         if len(fed) < 5:
             raise ValueError("too few message parts")
-        if self._key:
-            expected = hmac.digest(self._key, b"".join(fed[1:5]), self._digest).hex()
-            if not hmac.compare_digest(fed[0], expected.encode()):
-                raise ValueError("invalid signature")
+        self._check_signature(fed[:5])
         unpack = self._unpack
         header = unpack(fed[1])
         msg_type = header.get("msg_type")
@@ -82,6 +79,14 @@ class IOPubDecoder:
             "content": unpack(fed[4]),
             "buffers": fed[5:] if msg_type in BUFFERED_MSG_TYPES else [],
         }
+
+    def _check_signature(self, signed: list[bytes]) -> None:
+        """ValueError unless ``signed`` (signature, header, parent, metadata, content)
+        carries the session's signature (no key: nothing to check)."""
+        if self._key:
+            expected = hmac.digest(self._key, b"".join(signed[1:5]), self._digest).hex()
+            if not hmac.compare_digest(signed[0], expected.encode()):
+                raise ValueError("invalid signature")
 
     def activity(self, parts: list[zmq.Frame]) -> tuple[Any, Any, Any]:
         """(msg_type, the parent's msg_type, a status's execution_state or None): what
@@ -109,10 +114,7 @@ class IOPubDecoder:
         if msg_type != "status":
             return msg_type, parent_type, None
         signed = [part.bytes for part in fed[:5]]
-        if self._key:
-            expected = hmac.digest(self._key, b"".join(signed[1:5]), self._digest).hex()
-            if not hmac.compare_digest(signed[0], expected.encode()):
-                raise ValueError("invalid signature")
+        self._check_signature(signed)
         content = unpack(signed[4])
         state = content.get("execution_state") if isinstance(content, dict) else None
         return msg_type, parent_type, state

@@ -18,7 +18,7 @@ from traitlets import Bool, Enum, Integer
 from traitlets.config import LoggingConfigurable
 
 from ..meter import LoopMeter
-from .activity import ActivityKeeper, lane_messages
+from .activity import ActivityKeeper
 from .gateway import GatewayFeed, is_gateway_kernel
 from .iopub import coalesce_streams
 from .lookup import find_kernel
@@ -218,7 +218,7 @@ class KernelListener(LoggingConfigurable):
         """What a kernel's activity lane read: the kernel's activity, if we keep it."""
         if self._subscriptions.get(subscription.kernel_id) is not subscription:
             return
-        self.activity.record(subscription.kernel_id, lane_messages(records))
+        self.activity.record(subscription.kernel_id, records)
 
     def reader_state(self) -> dict[str, Any]:
         """Where local kernels' IOPub is read, for the status."""

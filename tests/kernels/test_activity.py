@@ -14,7 +14,7 @@ from helpers import LabLikeClient, make_notebook
 from jupyter_client.session import Session
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
 
-from jupyter_persist.kernels.activity import ActivityKeeper, lane_messages
+from jupyter_persist.kernels.activity import ActivityKeeper
 from jupyter_persist.kernels.iopub import IOPubDecoder
 
 
@@ -103,7 +103,7 @@ def test_the_rules_are_jupyter_servers_own_message_by_message() -> None:
         parts = theirs.session.serialize(msg)
         record_activity(parts)
         records = json.loads(json.dumps([activity([zmq.Frame(part) for part in parts])]))
-        keeper.record("ours", lane_messages(records))
+        keeper.record("ours", records)
         assert ours.execution_state == theirs.execution_state, msg
         assert (ours.last_activity is None) == (theirs.last_activity is None), msg
         moved.append(theirs.last_activity is not None)
