@@ -108,10 +108,13 @@ class Sizes:
     gateway_connects: int
     reruns: int
     rerun_cells: int
+    #: A start is 2–4 s here and varies by ±0.5 s from one to the next: one sample of
+    #: each server says nothing about a 10% target.
+    starts: int
 
 
-QUICK = Sizes(5_000, 20_000, 30, 4, 10, 500, 5, 10, 5, 20, 10)
-FULL = Sizes(200_000, 1_000_000, 1024, 20, 60, 5_000, 50, 60, 30, 450, 150)
+QUICK = Sizes(5_000, 20_000, 30, 4, 10, 500, 5, 10, 5, 20, 10, 1)
+FULL = Sizes(200_000, 1_000_000, 1024, 20, 60, 5_000, 50, 60, 30, 450, 150, 7)
 #: The extension's defaults the targets refer to.
 SAVE_INTERVAL = 5.0
 #: A stream output's cap: 100k head + up to 1.25 × 400k tail characters, plus JSON.
@@ -205,9 +208,15 @@ def make_rows(z: Sizes) -> dict[str, Row]:
     half = f"{z.kernels // 2} kernels × 100 lines/s × {z.kernel_seconds} s, detached"
     nb = f"{z.notebook_cells:,}-cell notebook, {z.notebook_mb} MB, printing {z.notebook_seconds} s"
     specs: dict[str, tuple[Any, ...]] = {
-        "start": ("server start", "s to first /api/status", "≤1.1×", 1.1),
+        "start": (
+            f"server start, {z.starts} times each, alternating",
+            "s to first /api/status",
+            "≤1.1×",
+            1.1,
+        ),
         "att_wall": (f"{lines}, attached", "cell wall s", "≤1.05×", 1.05),
-        "att_cpu": (f"{lines}, attached", "server CPU s", "≤1.25×", 1.25),
+        # Issue 22's target (issue 5's harness had ≤1.25×).
+        "att_cpu": (f"{lines}, attached", "server CPU s", "≤1.15×", 1.15),
         "att_all": (f"{lines}, attached", "client received all (1=yes)", "info"),
         "det_cpu": (f"{lines}, detached after 1 s", "server CPU s", "≤1.5×", 1.5),
         "det_done": (
@@ -471,14 +480,19 @@ async def run_gateway_side(
         getattr(rows[key], side).append(result[measure])
 
 
-async def compare_on_gateway(folder: Path, z: Sizes, repeat: int, rows: dict[str, Row]) -> None:
+async def compare_on_gateway(
+    folder: Path, z: Sizes, repeat: int, rows: dict[str, Row], ours_args: list[str]
+) -> None:
     """A Kernel Gateway and one server of each kind using it."""
     gateway = start_gateway(folder / "gateway")
     servers: dict[str, Server] = {}
     try:
         for name, extension in (("plain", False), ("ours", True)):
             servers[name] = start_server(
-                f"{name} (gateway)", folder / f"{name}-gw", extension, gateway.server_args()
+                f"{name} (gateway)",
+                folder / f"{name}-gw",
+                extension,
+                gateway.server_args() + (ours_args if extension else []),
             )
         for run in range(repeat):
             order = ["plain", "ours"] if run % 2 == 0 else ["ours", "plain"]
@@ -488,6 +502,18 @@ async def compare_on_gateway(folder: Path, z: Sizes, repeat: int, rows: dict[str
         for server in servers.values():
             server.stop()
         gateway.stop()
+
+
+def measure_starts(folder: Path, starts: int, row: Row, ours_args: list[str]) -> None:
+    """Start and stop each kind of server ``starts`` times, alternating which goes first."""
+    for start in range(starts):
+        kinds = [("plain", False), ("ours", True)]
+        for name, extension in kinds if start % 2 == 0 else kinds[::-1]:
+            server = start_server(
+                name, folder / f"{name}-{start}", extension, ours_args if extension else []
+            )
+            getattr(row, name).append(server.started_in)
+            server.stop()
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -500,11 +526,12 @@ async def main(args: argparse.Namespace) -> int:
     tmp = tempfile.mkdtemp(prefix="persist-bench-")
     print(f"servers' folders and logs: {tmp}", flush=True)
     try:
+        measure_starts(Path(tmp) / "starts", z.starts, rows["start"], args.ours_arg)
         servers: dict[str, Server] = {}
         try:
             for name, extension in (("plain", False), ("ours", True)):
-                servers[name] = start_server(name, Path(tmp) / name, extension)
-                getattr(rows["start"], name).append(servers[name].started_in)
+                extra = args.ours_arg if extension else []
+                servers[name] = start_server(name, Path(tmp) / name, extension, extra)
             for run in range(repeat):
                 order = ["plain", "ours"] if run % 2 == 0 else ["ours", "plain"]
                 for name in order:
@@ -513,7 +540,7 @@ async def main(args: argparse.Namespace) -> int:
             for server in servers.values():
                 server.stop()
         if not only or "gateway_kernel" in only:
-            await compare_on_gateway(Path(tmp), z, repeat, rows)
+            await compare_on_gateway(Path(tmp), z, repeat, rows, args.ours_arg)
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -536,4 +563,12 @@ if __name__ == "__main__":
     )
     parser.add_argument("--keep", action="store_true", help="keep the servers' folders and logs")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions per side (full mode)")
+    parser.add_argument(
+        "--ours-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="one more command-line argument for the extension's servers, e.g. "
+        "--ours-arg=--PersistExtension.track_kernel_activity=True (repeatable)",
+    )
     sys.exit(asyncio.run(main(parser.parse_args())))
