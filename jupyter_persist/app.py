@@ -165,8 +165,9 @@ class PersistExtension(ExtensionApp):
         does not wait for the capture's backlog. The server's watcher is started again
         whenever the subscription may miss messages (a kernel restart, a new reader, the
         subscription's end). Off by default: with a client attached to a kernel printing
-        as fast as it can, the kernel ran slower with it on (the server, its loop
-        freer, delivers more of the messages, and each costs the kernel; see
+        as fast as it can, the kernel ran slower with it on (the lane is one more
+        subscription that keeps up, where the watcher falls behind and has the rest
+        dropped at the kernel, and a kernel pays for every message it delivers; see
         docs/configuration.md). Off: the server's watcher runs for every kernel, as
         without the extension.""",
     )
