@@ -10,9 +10,12 @@ server's own do while its event loop is busy, has the rest dropped at the kernel
 costs the kernel nothing). This measures that price apart from the extension's code: the
 same attached 200,000-line cell (``run.py``'s workload) on a plain server, on a plain
 server with a bare subscriber (a separate process doing nothing but
-``recv_multipart()`` on the kernel's IOPub port), and on a server with the extension. The
-cell writes the time it ended to a file, so the kernel's own time is measured whatever
-the server forwards. Rounds alternate the order of the three.
+``recv_multipart()`` on the kernel's IOPub port), on a plain server with a bare
+subscriber to the topic ``kernel.`` only (ipykernel's statuses, execute inputs and
+results: ZMQ filters at the publisher, so the kernel sends it nothing else), and on a
+server with the extension. The cell writes the time it ended to a file, so the kernel's
+own time is measured whatever the server forwards. Rounds alternate the order of the
+four.
 """
 
 from __future__ import annotations
@@ -35,21 +38,24 @@ sys.path.insert(0, str(Path(__file__).parent))
 from servers import KernelClient, Server, start_server
 from workloads import make_notebook, new_kernel, shutdown
 
-VARIANTS = ("plain", "plain + bare subscriber", "with extension")
+#: Each plain server's bare subscriber and the topic it subscribes to.
+SUBSCRIBERS = {"plain + bare subscriber": "", "plain + status-topic subscriber": "kernel."}
+VARIANTS = ("plain", *SUBSCRIBERS, "with extension")
 
 
-def bare_subscriber(connection_file: str) -> None:
+def bare_subscriber(connection_file: str, topic: str) -> None:
     """Read every message of a kernel's IOPub and drop it (run in a process of its own)."""
     info = json.loads(Path(connection_file).read_text())
     socket = zmq.Context.instance().socket(zmq.SUB)
-    socket.setsockopt(zmq.SUBSCRIBE, b"")
+    socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
     socket.connect(f"{info['transport']}://{info['ip']}:{info['iopub_port']}")
     while True:
         socket.recv_multipart()
 
 
-def start_bare_subscriber(connection_file: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, __file__, "--bare-subscriber", str(connection_file)])
+def start_bare_subscriber(connection_file: Path, topic: str) -> subprocess.Popen[bytes]:
+    command = [sys.executable, __file__, "--bare-subscriber", str(connection_file), topic]
+    return subprocess.Popen(command)
 
 
 def kernel_process(server: Server) -> psutil.Process:
@@ -76,9 +82,9 @@ async def one(variant: str, folder: Path, lines: int) -> dict[str, float]:
         kernel_id = await new_kernel(server, make_notebook(server, "cell.ipynb", code))
         client = await KernelClient.connect(server, kernel_id)
         await client.ready()
-        if variant == "plain + bare subscriber":
+        if variant in SUBSCRIBERS:
             connection_file = folder / "jupyter_runtime_dir" / f"kernel-{kernel_id}.json"
-            subscriber = start_bare_subscriber(connection_file)
+            subscriber = start_bare_subscriber(connection_file, SUBSCRIBERS[variant])
             await asyncio.sleep(1)  # connected before the cell starts
         kernel = kernel_process(server)
         kernel_cpu, server_cpu = cpu(kernel), server.cpu_seconds()
@@ -142,10 +148,10 @@ async def main(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--bare-subscriber"]:
-        bare_subscriber(sys.argv[2])
+        bare_subscriber(sys.argv[2], sys.argv[3])
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--lines", type=int, default=200_000, help="lines the cell prints")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of the three servers")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of the four servers")
     sys.exit(asyncio.run(main(parser.parse_args())))
