@@ -44,7 +44,8 @@ VARIANTS = ("plain", *SUBSCRIBERS, "with extension")
 
 
 def bare_subscriber(connection_file: str, topic: str) -> None:
-    """Read every message of a kernel's IOPub and drop it (run in a process of its own)."""
+    """Read every message of a kernel's IOPub under ``topic`` ("" for all) and drop it
+    (run in a process of its own)."""
     info = json.loads(Path(connection_file).read_text())
     socket = zmq.Context.instance().socket(zmq.SUB)
     socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
@@ -104,6 +105,7 @@ async def one(variant: str, folder: Path, lines: int) -> dict[str, float]:
             "cell_s": float(end_file.read_text()) - started,
             "kernel_cpu_s": cpu(kernel) - kernel_cpu,
             "server_cpu_s": server.cpu_seconds() - server_cpu,
+            # Its whole life: the second of Python's start and imports included.
             "subscriber_cpu_s": cpu(psutil.Process(subscriber.pid)) if subscriber else 0.0,
         }
         client.close()
