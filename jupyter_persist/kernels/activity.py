@@ -122,6 +122,32 @@ class ActivityKeeper:
                 "jupyter_persist: error following the activity of kernel %s", kernel_id
             )
 
+    def record_captured(self, kernel_id: str, messages: list[dict[str, Any]]) -> None:
+        """What ``record_activity`` does with these messages of the capture: moves
+        ``last_activity`` only.
+
+        Once a kernel's lane has narrowed to its statuses' topic, the kernel's outputs
+        reach the server only this way, in order, and seconds late under a flood
+        (``last_activity`` then moves as they are handled, which is when jupyter_server's
+        own watcher, behind the same flood, would move it too). The state is never
+        set from here: the lane has the kernel's statuses first.
+        """
+        kernel = self._kept.get(kernel_id)
+        if kernel is None or not messages:
+            return
+        try:
+            tracked = self.kernel_manager.track_message_type
+            if kernel.execution_state == "busy" or any(
+                tracked(msg["header"].get("msg_type"))
+                or tracked((msg.get("parent_header") or {}).get("msg_type"))
+                for msg in messages
+            ):
+                self.kernel_manager.last_kernel_activity = kernel.last_activity = utcnow()
+        except Exception:
+            self.log.exception(
+                "jupyter_persist: error following the activity of kernel %s", kernel_id
+            )
+
     def _record(self, kernel: Any, records: Iterable[Any]) -> None:
         tracked = self.kernel_manager.track_message_type
         active = False

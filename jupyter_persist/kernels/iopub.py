@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from jupyter_client.jsonutil import json_default
@@ -88,18 +88,19 @@ class IOPubDecoder:
             if not hmac.compare_digest(signed[0], expected.encode()):
                 raise ValueError("invalid signature")
 
-    def activity(self, parts: list[zmq.Frame]) -> tuple[Any, Any, Any]:
+    def activity(self, parts: Sequence[zmq.Frame | bytes]) -> tuple[Any, Any, Any]:
         """(msg_type, the parent's msg_type, a status's execution_state or None): what
         jupyter_server's activity rules read of a message; ValueError if invalid.
 
-        Parts as ZMQ frames, not copied: a stream message's content can be megabytes
-        and is never read. Only a status is checked against its signature, since only a
-        status sets the kernel's state; another message's headers, read unchecked, can
-        only move ``last_activity``, as any message on the kernel's IOPub port does.
+        Parts as ZMQ frames, not copied (a stream message's content can be megabytes
+        and is never read), or as bytes. Only a status is checked against its
+        signature, since only a status sets the kernel's state; another message's
+        headers, read unchecked, can only move ``last_activity``, as any message on
+        the kernel's IOPub port does.
         """
-        fed: list[zmq.Frame] | None = None
+        fed: Sequence[zmq.Frame | bytes] | None = None
         for index, part in enumerate(parts):
-            if len(part) == len(DELIM) and part.bytes == DELIM:
+            if len(part) == len(DELIM) and _bytes(part) == DELIM:
                 fed = parts[index + 1 :]
                 break
         if fed is None:
@@ -107,17 +108,45 @@ class IOPubDecoder:
         if len(fed) < 5:
             raise ValueError("too few message parts")
         unpack = self._unpack
-        header = unpack(fed[1].bytes)
-        parent = unpack(fed[2].bytes)
+        header = unpack(_bytes(fed[1]))
+        parent = unpack(_bytes(fed[2]))
         msg_type = header.get("msg_type")
         parent_type = parent.get("msg_type") if isinstance(parent, dict) else None
         if msg_type != "status":
             return msg_type, parent_type, None
-        signed = [part.bytes for part in fed[:5]]
+        signed = [_bytes(part) for part in fed[:5]]
         self._check_signature(signed)
         content = unpack(signed[4])
         state = content.get("execution_state") if isinstance(content, dict) else None
         return msg_type, parent_type, state
+
+
+def _bytes(part: zmq.Frame | bytes) -> bytes:
+    return part if isinstance(part, bytes) else part.bytes
+
+
+def message_topic(first_part: zmq.Frame | bytes) -> bytes:
+    """A message's ZMQ topic, given its first part (the one ZMQ filters subscriptions
+    on): empty for a message sent with no identity."""
+    first = _bytes(first_part)
+    return b"" if first == DELIM else first
+
+
+def lane_prefix(status_topic: bytes) -> bytes | None:
+    """What a kernel's activity lane subscribes to once it has seen a status under
+    ``status_topic``: the topic up to its first ``.``, that included (None: no narrower
+    subscription, everything stays subscribed).
+
+    ipykernel publishes statuses under ``kernel.<ident>.status``, and under
+    ``kernel.<ident>.`` also execute_input, errors, debug events and shutdowns, where
+    outputs go under ``stream.stdout``, ``display_data``, ``comm-<id>``...: so
+    ``kernel.`` keeps every status, of this process and of the next one after a
+    restart (a new ident), and leaves the kernel's outputs out.
+    """
+    if not status_topic:
+        return None
+    head, dot, _ = status_topic.partition(b".")
+    return head + dot
 
 
 def decode(session: Session, parts: list[bytes]) -> dict[str, Any] | None:

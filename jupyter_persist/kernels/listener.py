@@ -332,6 +332,7 @@ class KernelListener(LoggingConfigurable):
             else:
                 self._reader.handled(nbytes)
             taken.append((source, messages))
+            self.activity.record_captured(source.kernel_id, messages)
             for msg in messages:
                 if msg["header"].get("msg_type") == "status":
                     source.note_status(msg, self.kernel_manager)

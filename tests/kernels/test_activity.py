@@ -16,6 +16,7 @@ from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelMana
 
 from jupyter_persist.kernels.activity import ActivityKeeper
 from jupyter_persist.kernels.iopub import IOPubDecoder
+from jupyter_persist.kernels.readloop import ReadLoop, subscription_spec
 
 
 class RecordedStream:
@@ -112,6 +113,119 @@ def test_the_rules_are_jupyter_servers_own_message_by_message() -> None:
     assert False in moved
     states = {m["content"].get("execution_state") for m in iopub_messages(theirs.session)}
     assert {"busy", "idle", "starting"} <= states
+
+
+def ipykernel_topic(msg: dict[str, Any]) -> bytes:
+    """The ZMQ topic ipykernel 7 publishes a message under (``Kernel._topic`` and the
+    streams', displays' and comms' own), for a kernel whose ident is ``abc``."""
+    msg_type = msg["msg_type"]
+    if msg_type in {"status", "execute_input", "error", "debug_event"}:
+        return f"kernel.abc.{msg_type}".encode()
+    if msg_type == "stream":
+        return f"stream.{msg['content']['name']}".encode()
+    if msg_type.startswith("comm_"):
+        return f"comm-{msg['content']['comm_id']}".encode()
+    if msg_type == "iopub_welcome":
+        return b""  # a welcome to a subscription to everything reaches every subscriber
+    return msg_type.encode()
+
+
+def wait_for_subscription(publisher: zmq.Socket[bytes], topic: bytes) -> None:
+    """Until the publisher (an XPUB, verbose) has seen a subscription to ``topic``."""
+    while True:
+        assert publisher.poll(5000), f"no subscription to {topic!r}"
+        if publisher.recv() == b"\x01" + topic:
+            return
+
+
+def test_a_lane_narrowed_to_the_status_topic_keeps_jupyter_servers_rules(
+    tmp_path: Path,
+) -> None:
+    """The reader's activity lane, narrowed to ipykernel's ``kernel.`` topic after the
+    first status, and the capture's side together leave the same state and move
+    last_activity on the same messages as jupyter_server's watcher, message by message;
+    a status under another topic makes the lane read everything again."""
+    session = Session(key=b"secret")
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    server = context.socket(zmq.PAIR)
+    server.bind("inproc://server")
+    publisher = context.socket(zmq.XPUB)
+    publisher.setsockopt(zmq.XPUB_VERBOSE, 1)
+    port = publisher.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        loop = ReadLoop(context, "inproc://server")
+        spec = subscription_spec(f"tcp://127.0.0.1:{port}", session, None, activity=True)
+        loop.add(b"1", spec)
+        held = loop.by_id[b"1"]
+        assert held.lane is not None
+        wait_for_subscription(publisher, b"")
+        wait_for_subscription(publisher, b"")  # the capture's and the lane's
+
+        manager = AsyncMappingKernelManager()
+        theirs, ours = WatchedKernel(), WatchedKernel()
+        manager._kernels["theirs"] = theirs
+        manager._kernels["ours"] = ours
+        manager.start_watching_activity("theirs")
+        record_activity = theirs.stream.callback
+        keeper = ActivityKeeper(manager, logging.getLogger("test"))
+        keeper._kept["ours"] = ours
+
+        def publish_and_hand_over(msg: dict[str, Any], topic: bytes) -> int:
+            """Publish one message; hand what the reader read to the keeper as the
+            listener does (the lane's records first); how many the lane read."""
+            publisher.send_multipart([topic, *session.serialize(msg)])
+            assert held.socket.poll(5000)
+            covered = held.lane_topic is None or topic.startswith(held.lane_topic)
+            if covered:
+                assert held.lane.poll(5000)  # type: ignore[union-attr]
+            lane_read = len(held.activity)
+            loop.read_lane(held)
+            lane_read = len(held.activity) - lane_read
+            assert loop.read(held, 10, None) == 1
+            records = json.loads(json.dumps(held.activity))
+            held.activity = []
+            keeper.record("ours", records)
+            for chunk in held.chunks:
+                keeper.record_captured("ours", chunk.messages)
+            held.chunks = []
+            return lane_read
+
+        lane_read: dict[str, int] = {}
+        narrowed = False
+        for msg in iopub_messages(session):
+            theirs.last_activity = ours.last_activity = None
+            topic = ipykernel_topic(msg)
+            record_activity([topic, *session.serialize(msg)])
+            lane_read[msg["msg_type"]] = lane_read.get(msg["msg_type"], 0) + (
+                publish_and_hand_over(msg, topic)
+            )
+            if held.lane_topic == b"kernel." and not narrowed:
+                narrowed = True
+                wait_for_subscription(publisher, b"kernel.")
+            assert ours.execution_state == theirs.execution_state, msg
+            assert (ours.last_activity is None) == (theirs.last_activity is None), msg
+        assert held.lane_topic == b"kernel."
+        # The lane read every status, and no output.
+        statuses = [m for m in iopub_messages(session) if m["msg_type"] == "status"]
+        assert lane_read["status"] == len(statuses)
+        assert lane_read["stream"] == 0
+        assert lane_read["display_data"] == 0
+        assert lane_read["comm_msg"] == 0
+
+        # A status under a topic the lane left out: handed over from the capture's
+        # side, and the lane reads everything again.
+        status = session.msg(
+            "status", {"execution_state": "busy"}, parent=session.msg_header("execute_request")
+        )
+        record_activity([b"other.status", *session.serialize(status)])
+        publish_and_hand_over(status, b"other.status")
+        assert ours.execution_state == theirs.execution_state == "busy"
+        assert held.lane_topic is None
+        loop.close(held)
+    finally:
+        publisher.close(linger=0)
+        server.close(linger=0)
+        context.destroy(linger=0)
 
 
 async def kernel_model(jp_fetch: Any, kernel_id: str) -> dict[str, Any]:
@@ -229,12 +343,68 @@ async def test_the_servers_watcher_runs_again_while_ours_may_miss_messages(
     assert kernel._activity_stream is not None
 
 
+async def states_while_running(
+    jp_fetch: Any, client: LabLikeClient, kernel_id: str, code: str
+) -> list[str]:
+    """The kernel's execution_state from ``GET /api/kernels`` while ``code`` runs, until
+    it is idle again (or 5 s); it must have been busy, then idle."""
+    msg_id = await client.execute(code)
+    states: list[str] = []
+    for _ in range(100):
+        states.append((await kernel_model(jp_fetch, kernel_id))["execution_state"])
+        if states[-1] == "idle" and "busy" in states:
+            break
+        await asyncio.sleep(0.05)
+    await client.wait_idle(msg_id)
+    assert "busy" in states, states
+    assert states[-1] == "idle", states
+    return states
+
+
+async def test_the_lane_reads_statuses_not_outputs(
+    jp_fetch: Any, jp_ws_fetch: Any, capture: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the kernel's first status is read, its activity lane reads the kernel's
+    statuses (and the rest of ipykernel's ``kernel.`` topic), not its 3,000 prints:
+    a subscriber that keeps up with every message slows a printing kernel down."""
+    response = await jp_fetch("api", "kernels", method="POST", body=json.dumps({}))
+    kernel_id = json.loads(response.body)["id"]
+    client = await LabLikeClient.connect(jp_ws_fetch, kernel_id)
+    await client.wait_ready()
+    keeper = capture.listener.activity
+    assert kernel_id in keeper.kernel_ids
+    recorded: list[Any] = []
+    record = keeper.record
+
+    def counting(kernel_id: str, records: list[Any]) -> None:
+        recorded.extend(records)
+        record(kernel_id, records)
+
+    monkeypatch.setattr(keeper, "record", counting)
+    before = (await kernel_model(jp_fetch, kernel_id))["last_activity"]
+    code = "import time\nfor i in range(3000): print(i, flush=True)\ntime.sleep(1)"
+    await states_while_running(jp_fetch, client, kernel_id, code)
+    types = [msg_type for msg_type, _, _ in recorded]
+    assert "status" in types
+    assert types.count("stream") == 0, types[:20]
+    assert len(types) < 20, types
+    capture.listener.catch_up()
+    # The prints move last_activity from the capture's side.
+    assert (await kernel_model(jp_fetch, kernel_id))["last_activity"] > before
+    client.close()
+
+
 async def test_a_restarted_kernel_is_kept_again(
     jp_fetch: Any, jp_ws_fetch: Any, capture: Any
 ) -> None:
+    """And its state follows the new process (whose statuses come under a new topic:
+    ipykernel's ``kernel.<ident>.status``, with a new ident)."""
     response = await jp_fetch("api", "kernels", method="POST", body=json.dumps({}))
     kernel_id = json.loads(response.body)["id"]
-    assert await capture.listener.wait_live(kernel_id, 30)
+    client = await LabLikeClient.connect(jp_ws_fetch, kernel_id)
+    await client.wait_ready()
+    await states_while_running(jp_fetch, client, kernel_id, "import time; time.sleep(1)")
+    client.close()
     await jp_fetch("api", "kernels", kernel_id, "restart", method="POST", body="")
     client = await LabLikeClient.connect(jp_ws_fetch, kernel_id)
     msg_id = await client.execute("print('after the restart')")
@@ -244,6 +414,7 @@ async def test_a_restarted_kernel_is_kept_again(
     assert kernel._activity_stream is None
     capture.listener.catch_up()
     assert (await kernel_model(jp_fetch, kernel_id))["execution_state"] == "idle"
+    await states_while_running(jp_fetch, client, kernel_id, "import time; time.sleep(1)")
     client.close()
 
 
