@@ -1,21 +1,22 @@
-"""What one more IOPub subscriber that keeps up costs a kernel, with no extension at all.
+"""What IOPub subscribers cost a kernel that prints to an attached client.
 
     python benchmarks/subscriber.py                 # 200,000 lines attached, 2 rounds
-    python benchmarks/subscriber.py --lines 20000 --rounds 1
+    python benchmarks/subscriber.py --lines 20000 --rounds 1 --only "with extension"
 
 The extension must receive every message a kernel publishes, so it holds an IOPub
-subscription of its own and reads it as fast as the kernel sends. The kernel's ZMQ PUB
-socket then delivers every message once more (a subscriber that falls behind, as the
-server's own do while its event loop is busy, has the rest dropped at the kernel, which
-costs the kernel nothing). This measures that price apart from the extension's code: the
-same attached 200,000-line cell (``run.py``'s workload) on a plain server, on a plain
-server with a bare subscriber (a separate process doing nothing but
-``recv_multipart()`` on the kernel's IOPub port), on a plain server with a bare
-subscriber to the topic ``kernel.`` only (ipykernel's statuses, execute inputs and
-results: ZMQ filters at the publisher, so the kernel sends it nothing else), and on a
-server with the extension. The cell writes the time it ended to a file, so the kernel's
-own time is measured whatever the server forwards. Rounds alternate the order of the
-four.
+subscription of its own and reads it as fast as the kernel sends. This measures what
+subscribers cost the kernel apart from the extension's code: the same attached
+200,000-line cell (``run.py``'s workload) on a plain server, on a plain server with a
+bare subscriber (a separate process doing nothing but ``recv_multipart()`` on the
+kernel's IOPub port), on a plain server with a bare subscriber to the topic ``kernel.``
+only (ipykernel's statuses, execute inputs and results: ZMQ filters at the publisher,
+so the kernel sends it nothing else), on a plain server without jupyter_server's
+activity watcher (``counting.py``), and on a server with the extension, with its
+defaults and with ``track_kernel_activity`` on (``--only`` picks some of the six). Every
+server counts what its own IOPub streams read (the websockets' and the watcher's), to
+tell whether the kernel delivered them everything. The cell writes the time it ended
+to a file, so the kernel's own time is measured whatever the server forwards. Rounds
+alternate the order of the servers.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -40,7 +42,14 @@ from workloads import make_notebook, new_kernel, shutdown
 
 #: Each plain server's bare subscriber and the topic it subscribes to.
 SUBSCRIBERS = {"plain + bare subscriber": "", "plain + status-topic subscriber": "kernel."}
-VARIANTS = ("plain", *SUBSCRIBERS, "with extension")
+#: A plain server without jupyter_server's activity watcher (see ``counting.py``).
+UNWATCHED = "plain, no activity watcher"
+#: The extension's servers and their settings.
+EXTENSIONS = {
+    "with extension": [],
+    "with extension, activity kept": ["--PersistExtension.track_kernel_activity=True"],
+}
+VARIANTS = ("plain", *SUBSCRIBERS, UNWATCHED, *EXTENSIONS)
 
 
 def bare_subscriber(connection_file: str, topic: str) -> None:
@@ -72,7 +81,12 @@ def cpu(process: psutil.Process) -> float:
 
 
 async def one(variant: str, folder: Path, lines: int) -> dict[str, float]:
-    server = start_server(variant, folder, extension=variant == "with extension")
+    manager = "UnwatchedKernelManager" if variant == UNWATCHED else "CountingKernelManager"
+    extra_args = [f"--ServerApp.kernel_manager_class=counting.{manager}"]
+    extra_args += EXTENSIONS.get(variant, [])
+    counts_file = folder / "iopub-counts.json"
+    os.environ["PERSIST_BENCH_COUNTS"] = str(counts_file)  # the server's environment
+    server = start_server(variant, folder, extension=variant in EXTENSIONS, extra_args=extra_args)
     subscriber: subprocess.Popen[bytes] | None = None
     try:
         end_file = folder / "cell-ended"
@@ -101,12 +115,18 @@ async def one(variant: str, folder: Path, lines: int) -> dict[str, float]:
             ):
                 raise RuntimeError(f"the cell failed: {msg['content']}")
         await asyncio.sleep(0.2)  # the end time is written completely
+        kernel_cpu, server_cpu = cpu(kernel) - kernel_cpu, server.cpu_seconds() - server_cpu
+        await asyncio.sleep(1.0)  # the counts written after the streams read what they hold
+        counts = json.loads(counts_file.read_text()) if counts_file.exists() else {}
         result = {
             "cell_s": float(end_file.read_text()) - started,
-            "kernel_cpu_s": cpu(kernel) - kernel_cpu,
-            "server_cpu_s": server.cpu_seconds() - server_cpu,
+            "kernel_cpu_s": kernel_cpu,
+            "server_cpu_s": server_cpu,
             # Its whole life: the second of Python's start and imports included.
             "subscriber_cpu_s": cpu(psutil.Process(subscriber.pid)) if subscriber else 0.0,
+            # What the server's own subscriptions read, in thousands of messages.
+            "websocket_kmsgs": counts.get("websocket", 0) / 1000,
+            "watcher_kmsgs": counts.get("watcher", 0) / 1000,
         }
         client.close()
         await shutdown(server, kernel_id)
@@ -119,10 +139,17 @@ async def one(variant: str, folder: Path, lines: int) -> dict[str, float]:
 
 
 async def main(args: argparse.Namespace) -> int:
-    results: dict[str, list[dict[str, float]]] = {variant: [] for variant in VARIANTS}
+    # The servers import counting.py from here.
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])
+    )
+    variants = [v for v in VARIANTS if args.only is None or v in args.only]
+    if "plain" not in variants:
+        variants.insert(0, "plain")  # the ratios' reference
+    results: dict[str, list[dict[str, float]]] = {variant: [] for variant in variants}
     with tempfile.TemporaryDirectory(prefix="persist-subscriber-") as tmp:
         for round_ in range(args.rounds):
-            order = VARIANTS if round_ % 2 == 0 else VARIANTS[::-1]
+            order = variants if round_ % 2 == 0 else variants[::-1]
             for variant in order:
                 folder = Path(tmp) / f"{round_}-{VARIANTS.index(variant)}"
                 result = await one(variant, folder, args.lines)
@@ -134,16 +161,20 @@ async def main(args: argparse.Namespace) -> int:
                 results[variant].append(result)
     plain = statistics.median(r["cell_s"] for r in results["plain"])
     print(f"\n{args.lines:,} lines printed with flush, a client attached; medians of {args.rounds}")
-    print("| server | the cell, s | ratio | kernel CPU s | server CPU s | subscriber CPU s |")
-    print("|---|---|---|---|---|---|")
-    for variant in VARIANTS:
+    print(
+        "| server | the cell, s | ratio | kernel CPU s | server CPU s | subscriber CPU s "
+        "| server's reads, websocket / watcher, thousands |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for variant in variants:
         med = {
             key: statistics.median(r[key] for r in results[variant]) for key in results[variant][0]
         }
         print(
             f"| {variant} | {med['cell_s']:.1f} | {med['cell_s'] / plain:.2f} | "
             f"{med['kernel_cpu_s']:.1f} | {med['server_cpu_s']:.1f} | "
-            f"{med['subscriber_cpu_s']:.1f} |"
+            f"{med['subscriber_cpu_s']:.1f} | "
+            f"{med['websocket_kmsgs']:.0f} / {med['watcher_kmsgs']:.0f} |"
         )
     return 0
 
@@ -155,5 +186,11 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--lines", type=int, default=200_000, help="lines the cell prints")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of the four servers")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of the servers")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=VARIANTS,
+        help="measure this server (repeatable; plain always runs); default: all six",
+    )
     sys.exit(asyncio.run(main(parser.parse_args())))

@@ -161,14 +161,15 @@ class PersistExtension(ExtensionApp):
         event loop, dates parsed: with many kernels printing, it and its socket took
         60-80% of the loop's time, with or without the extension (docs/benchmarks.md).
         The extension's reader process stands in for it, off the loop, with a second
-        subscription per kernel bounded as the watcher's socket is, so that the state
-        does not wait for the capture's backlog. The server's watcher is started again
-        whenever the subscription may miss messages (a kernel restart, a new reader, the
-        subscription's end). Off by default: with a client attached to a kernel printing
-        as fast as it can, the kernel ran slower with it on (the lane is one more
-        subscription that keeps up, where the watcher falls behind and has the rest
-        dropped at the kernel, and a kernel pays for every message it delivers; see
-        docs/configuration.md). Off: the server's watcher runs for every kernel, as
+        subscription per kernel bounded as the watcher's socket is and narrowed to the
+        kernel's statuses' topic, so that the state does not wait for the capture's
+        backlog; the other messages move last_activity from the capture. The server's
+        watcher is started again whenever the subscription may miss messages (a kernel
+        restart, a new reader, the subscription's end). Off by default: with a client
+        attached to a kernel printing as fast as it can, the kernel ran slower with it
+        on, as it does on a plain server without its watcher: a server with spare CPU
+        reads the kernel's messages sooner, and the kernel then sends them one write at
+        a time (docs/benchmarks.md). Off: the server's watcher runs for every kernel, as
         without the extension.""",
     )
     trim_memory = Bool(
