@@ -138,10 +138,11 @@ def lane_prefix(status_topic: bytes) -> bytes | None:
     subscription, everything stays subscribed).
 
     ipykernel publishes statuses under ``kernel.<ident>.status``, and under
-    ``kernel.<ident>.`` also execute_input, errors, debug events and shutdowns, where
-    outputs go under ``stream.stdout``, ``display_data``, ``comm-<id>``...: so
-    ``kernel.`` keeps every status, of this process and of the next one after a
-    restart (a new ident), and leaves the kernel's outputs out.
+    ``kernel.<ident>.`` also execute inputs and results, errors, debug events and
+    shutdowns, where prints, displays and widget messages go under ``stream.stdout``,
+    ``display_data``, ``comm-<id>``...: so ``kernel.`` keeps every status, of this
+    process and of the next one after a restart (a new ident), and leaves a flood of
+    prints out.
     """
     if not status_topic:
         return None
