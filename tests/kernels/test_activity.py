@@ -85,17 +85,23 @@ def iopub_messages(session: Session) -> list[dict[str, Any]]:
     return sequence
 
 
-def test_the_rules_are_jupyter_servers_own_message_by_message() -> None:
-    """jupyter_server's own ``record_activity`` and ours, fed the same messages one by one,
-    leave the same state and move last_activity on the same messages."""
+def watched_and_kept() -> tuple[WatchedKernel, WatchedKernel, Any, ActivityKeeper]:
+    """Two kernels of one manager: "theirs" followed by jupyter_server's own watcher
+    (and its ``record_activity`` callback), "ours" kept by an ActivityKeeper."""
     manager = AsyncMappingKernelManager()
     theirs, ours = WatchedKernel(), WatchedKernel()
     manager._kernels["theirs"] = theirs
     manager._kernels["ours"] = ours
     manager.start_watching_activity("theirs")
-    record_activity = theirs.stream.callback
     keeper = ActivityKeeper(manager, logging.getLogger("test"))
     keeper._kept["ours"] = ours  # as take_over leaves it (tested with a server below)
+    return theirs, ours, theirs.stream.callback, keeper
+
+
+def test_the_rules_are_jupyter_servers_own_message_by_message() -> None:
+    """jupyter_server's own ``record_activity`` and ours, fed the same messages one by one,
+    leave the same state and move last_activity on the same messages."""
+    theirs, ours, record_activity, keeper = watched_and_kept()
     # What our reader's activity lane makes of the same parts, and what it hands over.
     activity = IOPubDecoder(theirs.session).activity
     moved = []
@@ -161,14 +167,7 @@ def test_a_lane_narrowed_to_the_status_topic_keeps_jupyter_servers_rules(
         wait_for_subscription(publisher, b"")
         wait_for_subscription(publisher, b"")  # the capture's and the lane's
 
-        manager = AsyncMappingKernelManager()
-        theirs, ours = WatchedKernel(), WatchedKernel()
-        manager._kernels["theirs"] = theirs
-        manager._kernels["ours"] = ours
-        manager.start_watching_activity("theirs")
-        record_activity = theirs.stream.callback
-        keeper = ActivityKeeper(manager, logging.getLogger("test"))
-        keeper._kept["ours"] = ours
+        theirs, ours, record_activity, keeper = watched_and_kept()
 
         def publish_and_hand_over(msg: dict[str, Any], topic: bytes) -> int:
             """Publish one message; hand what the reader read to the keeper as the
