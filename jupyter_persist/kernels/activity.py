@@ -136,10 +136,12 @@ class ActivityKeeper:
         if kernel is None or not messages:
             return
         try:
-            tracked = self.kernel_manager.track_message_type
-            if kernel.execution_state == "busy" or any(
-                tracked(msg["header"].get("msg_type"))
-                or tracked((msg.get("parent_header") or {}).get("msg_type"))
+            if any(
+                self._moves_activity(
+                    kernel,
+                    msg["header"].get("msg_type"),
+                    (msg.get("parent_header") or {}).get("msg_type"),
+                )
                 for msg in messages
             ):
                 self.kernel_manager.last_kernel_activity = kernel.last_activity = utcnow()
@@ -148,16 +150,20 @@ class ActivityKeeper:
                 "jupyter_persist: error following the activity of kernel %s", kernel_id
             )
 
+    def _moves_activity(self, kernel: Any, msg_type: Any, parent_type: Any) -> bool:
+        """Whether a message moves ``last_activity`` by jupyter_server's rule."""
+        tracked = self.kernel_manager.track_message_type
+        return bool(tracked(parent_type) or tracked(msg_type) or kernel.execution_state == "busy")
+
     def _record(self, kernel: Any, records: Iterable[Any]) -> None:
         tracked = self.kernel_manager.track_message_type
         active = False
         for msg_type, parent_type, state in records:
-            parent_tracked = tracked(parent_type)
-            if parent_tracked or tracked(msg_type) or kernel.execution_state == "busy":
+            if self._moves_activity(kernel, msg_type, parent_type):
                 active = True
             if msg_type != "status":
                 continue
-            if parent_tracked:
+            if tracked(parent_type):
                 kernel.execution_state = state
             elif kernel.execution_state == "starting" and state != "starting":
                 kernel.execution_state = "idle"  # as the server normalizes it

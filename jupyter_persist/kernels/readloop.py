@@ -536,7 +536,8 @@ class ReadLoop:
         (to narrow once more at its next status): the kernel changed its topics.
         """
         assert held.lane_topic is not None
-        if message_topic(parts[0]).startswith(held.lane_topic):
+        topic = message_topic(parts[0])
+        if topic.startswith(held.lane_topic):
             return
         record = held.decode.activity(parts)
         held.activity.append(record)
@@ -546,7 +547,7 @@ class ReadLoop:
         held.lane.setsockopt(zmq.UNSUBSCRIBE, held.lane_topic)
         self.log(
             logging.INFO,
-            f"a status on IOPub at {held.url} came under topic {message_topic(parts[0])!r}, "
+            f"a status on IOPub at {held.url} came under topic {topic!r}, "
             f"not {held.lane_topic!r}: its activity lane reads every message again",
         )
         held.lane_topic = None
