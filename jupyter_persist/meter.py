@@ -29,20 +29,29 @@ class LoopMeter:
     interrupted: a full collection of a server's heap (some 235,000 objects, most of
     them jupyter_server's and its imports', with or without the extension) takes
     about 90 ms on the machine of docs/benchmarks.md.
+
+    Each block's CPU time (the loop thread's own clock) is kept beside its wall time:
+    where the longest block's CPU time is much shorter, the loop thread spent the rest
+    waiting for a core or for the GIL, not running our code.
     """
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
         self.longest: dict[str, float] = {}
+        #: The CPU seconds of each kind's longest block (``longest``).
+        self.longest_cpu: dict[str, float] = {}
         #: IOPub messages received (local kernels and gateway frames).
         self.messages = 0
         #: Every second counted so far, to take inner timings out of outer ones.
         self._counted = 0.0
+        #: The same in the CPU time of the threads that were timed.
+        self._counted_cpu = 0.0
         #: Garbage collections seen: how many, their seconds, the longest.
         self.gc_collections = 0
         self.gc_seconds = 0.0
         self.gc_longest = 0.0
         self._gc_started: float | None = None
+        self._gc_started_cpu = 0.0
 
     def watch_gc(self) -> None:
         """Count garbage collections from now on (until :meth:`unwatch_gc`)."""
@@ -58,6 +67,7 @@ class LoopMeter:
         # event loop waits meanwhile in any case.
         if phase == "start":
             self._gc_started = time.perf_counter()
+            self._gc_started_cpu = time.thread_time()
             return
         if self._gc_started is None:
             return
@@ -67,26 +77,38 @@ class LoopMeter:
         self.gc_seconds += pause
         self.gc_longest = max(self.gc_longest, pause)
         self._counted += pause
+        # The collecting thread's: a block of another thread loses it only by a
+        # collection in that thread, rare while it holds the GIL (its figure then errs low).
+        self._counted_cpu += time.thread_time() - self._gc_started_cpu
 
-    def add(self, kind: str, seconds: float) -> None:
+    def add(self, kind: str, seconds: float, cpu_seconds: float | None = None) -> None:
         self._counted += seconds
         self.seconds[kind] = self.seconds.get(kind, 0.0) + seconds
+        if cpu_seconds is not None:
+            self._counted_cpu += cpu_seconds
         if seconds > self.longest.get(kind, 0.0):
             self.longest[kind] = seconds
+            self.longest_cpu[kind] = seconds if cpu_seconds is None else cpu_seconds
 
-    def since(self, kind: str, started: float, counted: float) -> None:
+    def start(self) -> tuple[float, float, float, float]:
+        """A block's start: its clocks and what was counted so far (see :meth:`since`)."""
+        return time.perf_counter(), self._counted, time.thread_time(), self._counted_cpu
+
+    def since(self, kind: str, started: tuple[float, float, float, float]) -> None:
         """Count the time since ``started`` less what inner timings counted meanwhile."""
-        inner = self._counted - counted
-        self.add(kind, time.perf_counter() - started - inner)
+        wall, counted, cpu, counted_cpu = started
+        inner, inner_cpu = self._counted - counted, self._counted_cpu - counted_cpu
+        cpu_seconds = max(time.thread_time() - cpu - inner_cpu, 0.0)
+        self.add(kind, time.perf_counter() - wall - inner, cpu_seconds)
 
     @contextmanager
     def timing(self, kind: str) -> Iterator[None]:
         """Count the time of a synchronous callback."""
-        started, counted = time.perf_counter(), self._counted
+        started = self.start()
         try:
             yield
         finally:
-            self.since(kind, started, counted)
+            self.since(kind, started)
 
     def timed(self, kind: str, coro: Coroutine[Any, Any, T]) -> _TimedCoroutine[T]:
         """Wrap a coroutine so that each step it runs on the loop is counted as a block.
@@ -105,6 +127,8 @@ class LoopMeter:
             "seconds": {k: round(v, 6) for k, v in sorted(self.seconds.items())},
             "seconds_total": round(total, 6),
             "longest_ms": {k: round(v * 1000, 3) for k, v in sorted(self.longest.items())},
+            # The same blocks' CPU time: the rest was waiting for a core or the GIL.
+            "longest_cpu_ms": {k: round(v * 1000, 3) for k, v in sorted(self.longest_cpu.items())},
             "iopub_us_per_message": round(iopub / self.messages * 1e6, 2) if self.messages else 0.0,
             "gc": {
                 "collections": self.gc_collections,
@@ -163,11 +187,11 @@ class _TimedCoroutine(_SteppedCoroutine[T]):
         self._meter = meter
         self._kind = kind
 
-    def _step_started(self) -> tuple[float, float]:
-        return time.perf_counter(), self._meter._counted
+    def _step_started(self) -> tuple[float, float, float, float]:
+        return self._meter.start()
 
-    def _step_ended(self, started: tuple[float, float]) -> None:
-        self._meter.since(self._kind, *started)
+    def _step_ended(self, started: tuple[float, float, float, float]) -> None:
+        self._meter.since(self._kind, started)
 
 
 #: Threads of the extension itself: their work is not a write's (the text log, a reader).

@@ -81,10 +81,13 @@ def server_lines(server: RunningServer) -> list[str]:
 
 def event_loop_line(meter: dict[str, Any]) -> str:
     """The extension's time on the server's event loop, as a line for a terminal."""
-    longest = max(meter["longest_ms"].values(), default=0.0)
+    kind = max(meter["longest_ms"], key=meter["longest_ms"].get, default=None)
+    longest = meter["longest_ms"][kind] if kind else 0.0
+    cpu = meter.get("longest_cpu_ms", {}).get(kind)  # servers before 2026-12-07 do not say
+    of_it = f", {cpu:.0f} ms of it CPU" if cpu is not None else ""
     return (
         f"  event loop: {meter['seconds_total']:.1f} s in the extension (longest block "
-        f"{longest:.0f} ms); {meter['messages']:,} IOPub messages, "
+        f"{longest:.0f} ms{of_it}); {meter['messages']:,} IOPub messages, "
         f"{meter['iopub_us_per_message']:.0f} µs each"
     )
 

@@ -30,6 +30,52 @@ def test_a_callback_is_counted_with_its_longest_block() -> None:
     assert snapshot["longest_ms"]["iopub"] >= 20
 
 
+def spin(seconds: float) -> None:
+    """Hold the CPU (not only the wall clock) for ``seconds`` of this thread's CPU time."""
+    until = time.thread_time() + seconds
+    while time.thread_time() < until:
+        pass
+
+
+def test_a_blocks_cpu_time_tells_work_from_waiting() -> None:
+    """A block that waits (for a core, the GIL, a sleep) is long in wall time only."""
+    meter = LoopMeter()
+    with meter.timing("save_guard"):
+        time.sleep(0.05)
+    assert meter.longest["save_guard"] >= 0.05
+    assert meter.longest_cpu["save_guard"] < 0.01
+    with meter.timing("flush"):
+        spin(0.06)
+    assert meter.longest_cpu["flush"] == pytest.approx(0.06, abs=0.01)
+    assert meter.longest["flush"] >= meter.longest_cpu["flush"]
+    snapshot = meter.snapshot()
+    assert snapshot["longest_cpu_ms"]["save_guard"] < 10
+    assert snapshot["longest_cpu_ms"]["flush"] == pytest.approx(60, abs=10)
+
+
+def test_an_inner_blocks_cpu_time_is_not_the_outer_ones() -> None:
+    meter = LoopMeter()
+    with meter.timing("flush"):
+        spin(0.02)
+        with meter.timing("contents_manager"):
+            spin(0.06)
+    assert meter.longest_cpu["contents_manager"] == pytest.approx(0.06, abs=0.01)
+    assert meter.longest_cpu["flush"] == pytest.approx(0.02, abs=0.01)
+
+
+async def test_a_coroutine_steps_cpu_time_is_its_own() -> None:
+    meter = LoopMeter()
+
+    async def write() -> None:
+        spin(0.02)
+        await asyncio.sleep(0.1)  # between steps: neither wall nor CPU of a block
+        time.sleep(0.05)  # noqa: ASYNC251 (a step that waits)
+
+    await meter.timed("journal", write())
+    assert meter.longest["journal"] >= 0.05
+    assert meter.longest_cpu["journal"] < 0.01  # the longest step is the one that waited
+
+
 def test_garbage_collections_are_counted_apart_from_the_block_they_interrupt() -> None:
     meter = LoopMeter()
     heap = [[i] for i in range(400_000)]  # containers the collector has to go through
@@ -44,6 +90,7 @@ def test_garbage_collections_are_counted_apart_from_the_block_they_interrupt() -
     assert meter.gc_collections == 1
     assert meter.gc_longest == pytest.approx(collected_in, rel=0.2, abs=0.002)
     assert meter.longest["flush"] < collected_in / 2
+    assert meter.longest_cpu["flush"] < collected_in / 2  # its CPU time is the collection's
     snapshot = meter.snapshot()
     assert snapshot["gc"]["collections"] == 1
     assert "gc" not in snapshot["seconds"]  # not the extension's own time
@@ -114,6 +161,9 @@ async def test_the_save_guard_is_counted_apart_from_the_contents_manager(
     assert event_loop["seconds"]["save_guard"] > 0
     assert event_loop["seconds"]["contents_manager"] > 0
     assert "save_guard" in event_loop["longest_ms"]
+    for kind, cpu_ms in event_loop["longest_cpu_ms"].items():  # the same blocks' CPU time
+        assert 0 <= cpu_ms <= event_loop["longest_ms"][kind] + 1, kind
+    assert event_loop["longest_cpu_ms"].keys() == event_loop["longest_ms"].keys()
 
 
 async def test_the_server_counts_garbage_collections_while_it_captures(

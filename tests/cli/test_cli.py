@@ -193,7 +193,10 @@ async def test_status_of_a_running_server(
     assert "running: cell slow" in out
     assert "; 6 characters captured, 6 bytes held in memory; last write " in out  # "start\n"
     assert re.search(r"last write \d+ (s|min) ago; 0 execution\(s\) not written yet", out)
-    loop_line = r"event loop: [\d.]+ s in the extension \(longest block \d+ ms\); [\d,]+ IOPub"
+    loop_line = (
+        r"event loop: [\d.]+ s in the extension "
+        r"\(longest block \d+ ms, \d+ ms of it CPU\); [\d,]+ IOPub"
+    )
     assert re.search(loop_line, out)
     assert re.search(r"memory: [\d,]+ trim\(s\) gave \d+ MB the server freed back", out)
     assert "; glibc thresholds: mmap 32 MB, top trim 8 MB" in out
