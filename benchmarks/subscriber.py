@@ -15,8 +15,11 @@ activity watcher (``counting.py``), and on a server with the extension, with its
 defaults and with ``track_kernel_activity`` on (``--only`` picks some of the six). Every
 server counts what its own IOPub streams read (the websockets' and the watcher's), to
 tell whether the kernel delivered them everything. The cell writes the time it ended
-to a file, so the kernel's own time is measured whatever the server forwards. Rounds
-alternate the order of the servers.
+to a file, so the kernel's own time is measured whatever the server forwards. The
+kernel's CPU is split by thread (its main thread, ipykernel's IOPub thread, ZMQ's I/O
+thread), with how often its threads were preempted, and the share of the machine's
+cores busy during the cell: where the cores are full, any process's CPU time is
+time the kernel's threads wait for. Rounds alternate the order of the servers.
 """
 
 from __future__ import annotations
@@ -80,6 +83,48 @@ def cpu(process: psutil.Process) -> float:
     return times.user + times.system
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def kernel_threads(process: psutil.Process) -> dict[str, float]:
+    """CPU seconds of a kernel's threads and how often they were preempted (Linux).
+
+    "main" runs the cell (each ``print(..., flush=True)`` then waits for the IOPub
+    thread); "ZMQ I/O" writes each message to each subscriber's connection; "other" is
+    mostly ipykernel's IOPub thread, which serializes and signs every message (Python
+    does not name its threads for the system, so it is told apart by elimination).
+    """
+    totals = {"main": 0.0, "ZMQ I/O": 0.0, "other": 0.0, "preempted": 0.0}
+    for task in Path(f"/proc/{process.pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+            name = (task / "comm").read_text().strip()
+            status = (task / "status").read_text()
+        except OSError:
+            continue  # a thread that ended meanwhile
+        fields = stat[stat.rindex(")") + 2 :].split()  # from the third field, "state", on
+        seconds = (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+        kind = (
+            "main"
+            if task.name == str(process.pid)
+            else "ZMQ I/O"
+            if name.startswith("ZMQbg/IO")
+            else "other"
+        )
+        totals[kind] += seconds
+        for line in status.splitlines():
+            if line.startswith("nonvoluntary_ctxt_switches:"):
+                totals["preempted"] += int(line.split()[1])
+    return totals
+
+
+def machine_busy() -> tuple[float, float]:
+    """Seconds every core was busy and seconds in all, summed over the cores."""
+    times = psutil.cpu_times()
+    idle = times.idle + getattr(times, "iowait", 0.0)
+    return sum(times) - idle, sum(times)
+
+
 async def one(variant: str, folder: Path, lines: int) -> dict[str, float]:
     manager = "UnwatchedKernelManager" if variant == UNWATCHED else "CountingKernelManager"
     extra_args = [f"--ServerApp.kernel_manager_class=counting.{manager}"]
@@ -103,6 +148,7 @@ async def one(variant: str, folder: Path, lines: int) -> dict[str, float]:
             await asyncio.sleep(1)  # connected before the cell starts
         kernel = kernel_process(server)
         kernel_cpu, server_cpu = cpu(kernel), server.cpu_seconds()
+        threads, (busy, total) = kernel_threads(kernel), machine_busy()
         started = time.time()
         msg_id = await client.execute(code)
         while not end_file.exists():
@@ -116,6 +162,8 @@ async def one(variant: str, folder: Path, lines: int) -> dict[str, float]:
                 raise RuntimeError(f"the cell failed: {msg['content']}")
         await asyncio.sleep(0.2)  # the end time is written completely
         kernel_cpu, server_cpu = cpu(kernel) - kernel_cpu, server.cpu_seconds() - server_cpu
+        after, (busy_after, total_after) = kernel_threads(kernel), machine_busy()
+        threads = {kind: after[kind] - threads[kind] for kind in threads}
         await asyncio.sleep(1.0)  # the counts written after the streams read what they hold
         counts = json.loads(counts_file.read_text()) if counts_file.exists() else {}
         result = {
@@ -124,6 +172,13 @@ async def one(variant: str, folder: Path, lines: int) -> dict[str, float]:
             "server_cpu_s": server_cpu,
             # Its whole life: the second of Python's start and imports included.
             "subscriber_cpu_s": cpu(psutil.Process(subscriber.pid)) if subscriber else 0.0,
+            "kernel_main_s": threads["main"],
+            "kernel_iopub_s": threads["other"],
+            "kernel_zmq_io_s": threads["ZMQ I/O"],
+            # Times the kernel's threads were taken off a core for another runnable one.
+            "kernel_preempted_k": threads["preempted"] / 1000,
+            # The share of the machine's cores that were busy (every process's time).
+            "machine_busy": (busy_after - busy) / max(total_after - total, 1e-9),
             # What the server's own subscriptions read, in thousands of messages.
             "websocket_kmsgs": counts.get("websocket", 0) / 1000,
             "watcher_kmsgs": counts.get("watcher", 0) / 1000,
@@ -163,9 +218,11 @@ async def main(args: argparse.Namespace) -> int:
     print(f"\n{args.lines:,} lines printed with flush, a client attached; medians of {args.rounds}")
     print(
         "| server | the cell, s | ratio | kernel CPU s | server CPU s | subscriber CPU s "
-        "| server's reads, websocket / watcher, thousands |"
+        "| server's reads, websocket / watcher, thousands "
+        "| kernel's threads CPU s, main / IOPub / ZMQ I/O | kernel preempted, thousands "
+        "| machine busy |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for variant in variants:
         med = {
             key: statistics.median(r[key] for r in results[variant]) for key in results[variant][0]
@@ -174,7 +231,10 @@ async def main(args: argparse.Namespace) -> int:
             f"| {variant} | {med['cell_s']:.1f} | {med['cell_s'] / plain:.2f} | "
             f"{med['kernel_cpu_s']:.1f} | {med['server_cpu_s']:.1f} | "
             f"{med['subscriber_cpu_s']:.1f} | "
-            f"{med['websocket_kmsgs']:.0f} / {med['watcher_kmsgs']:.0f} |"
+            f"{med['websocket_kmsgs']:.0f} / {med['watcher_kmsgs']:.0f} | "
+            f"{med['kernel_main_s']:.1f} / {med['kernel_iopub_s']:.1f} / "
+            f"{med['kernel_zmq_io_s']:.1f} | {med['kernel_preempted_k']:.0f} | "
+            f"{med['machine_busy']:.0%} |"
         )
     return 0
 
