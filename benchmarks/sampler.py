@@ -3,10 +3,12 @@
     python benchmarks/sampler.py BASE_URL TOKEN PID
 
 Samples until its standard input closes, then prints one JSON object: every latency in
-ms and when its request started, the RSS at the start and the peak. A process of its
-own: in the benchmark's process the latency measured could include waits for the GIL
-held by the workload's own threads (parsing the notebooks and journals it polls, which
-only the extension's side writes).
+ms and when its request started, the RSS at the start and the peak, of the server and
+of the extension's IOPub reader process together (its child, started with the first
+kernel: what the reader holds is the server's memory). A process of its own: in the
+benchmark's process the latency measured could include waits for the GIL held by the
+workload's own threads (parsing the notebooks and journals it polls, which only the
+extension's side writes).
 """
 
 from __future__ import annotations
@@ -21,11 +23,46 @@ import psutil
 
 #: Seconds between the end of one request and the start of the next.
 INTERVAL = 0.05
+#: The extension's IOPub reader process runs this module (see servers.READER_MODULE).
+READER_MODULE = "jupyter_persist.kernels.readloop"
+#: Seconds between two looks for the reader among the server's children.
+READER_LOOKUP_INTERVAL = 1.0
+
+
+class ServerMemory:
+    """The RSS of a server and of its IOPub reader process, whenever that one runs."""
+
+    def __init__(self, pid: int) -> None:
+        self.server = psutil.Process(pid)
+        self.reader: psutil.Process | None = None
+        self._looked = float("-inf")
+
+    def _find_reader(self) -> None:
+        self._looked = time.monotonic()
+        for child in self.server.children():
+            try:
+                if READER_MODULE in " ".join(child.cmdline()):
+                    self.reader = child
+                    return
+            except psutil.Error:
+                continue
+
+    def rss(self) -> int:
+        """Bytes; psutil.Error once the server is gone."""
+        total = self.server.memory_info().rss
+        if self.reader is None and time.monotonic() - self._looked >= READER_LOOKUP_INTERVAL:
+            self._find_reader()
+        if self.reader is not None:
+            try:
+                total += self.reader.memory_info().rss
+            except psutil.Error:
+                self.reader = None  # ended (the server restarts it with its next kernel)
+        return total
 
 
 def sample(base_url: str, token: str, pid: int) -> dict[str, object]:
-    process = psutil.Process(pid)
-    start_rss = peak_rss = process.memory_info().rss
+    memory = ServerMemory(pid)
+    start_rss = peak_rss = memory.rss()
     request = urllib.request.Request(
         f"{base_url}api/status", headers={"Authorization": f"token {token}"}
     )
@@ -43,7 +80,7 @@ def sample(base_url: str, token: str, pid: int) -> dict[str, object]:
         except OSError:
             pass
         try:
-            peak_rss = max(peak_rss, process.memory_info().rss)
+            peak_rss = max(peak_rss, memory.rss())
         except psutil.Error:
             break
         readable, _, _ = select.select([sys.stdin], [], [], INTERVAL)

@@ -26,7 +26,8 @@ WROTE = re.compile(r"jupyter_persist: wrote (\S+) \((\d+) cell\(s\), (\d+) bytes
 
 
 class ServerSampler:
-    """While a workload runs: GET /api/status latency and the server's peak RSS.
+    """While a workload runs: GET /api/status latency and the server's peak RSS (with its
+    IOPub reader process's, as ``Server.rss`` counts it).
 
     Measured by ``sampler.py`` in a process of its own, so that the workload's threads
     in this process (the lag watcher parses notebooks) do not delay its requests.
