@@ -9,7 +9,8 @@ ZMQ has no IPC transport, e.g. some Windows builds, or by configuration).
 
 The process is connected over a ZMQ IPC socket in a directory only the server's user
 can enter (the commands carry the kernels' signing keys), and ends by itself when the
-server does (its stdin closes); it ignores SIGINT (Ctrl-C in the server's terminal).
+server does (its stdin closes); in a session of its own, Ctrl-C in the server's
+terminal does not reach it.
 Its reading thread runs at a lower CPU priority (``PersistExtension.reader_nice``):
 where no core is free, the server's event loop comes first, and the reader reads what
 waits in its sockets' queues after.
@@ -44,15 +45,11 @@ __all__ = ["BACKLOG_BYTES", "Batch", "IOPubReader"]
 #: Seconds the event loop waits for the reader to answer a command it waits for, and
 #: for a new reader to be ready.
 COMMAND_TIMEOUT = 5.0
-#: The reader process's command line, before its endpoint. SIGINT is ignored before
-#: anything is imported: Ctrl-C in the server's terminal reaches its whole process group,
-#: the reader too, and the server then only asks whether to stop; a reader started again
-#: would have missed what the kernels published meanwhile. It ends with the server anyway.
+#: The reader process's command line, before its endpoint.
 READER_COMMAND = [
     sys.executable,
     "-c",
-    "import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
-    f"from {readloop.__name__} import main; sys.exit(main())",
+    f"import sys; from {readloop.__name__} import main; sys.exit(main())",
 ]
 #: Handled bytes told to the reader at a time (it pauses at ``BACKLOG_BYTES`` unhandled).
 CREDIT_BYTES = 256 * 1024
@@ -205,8 +202,17 @@ class IOPubReader:
                 options = ["--nice", str(self.nice)] if self.nice else []
                 if not self.trim_memory:
                     options.append("--no-trim")
+                # A session of its own, as jupyter_client gives kernels: Ctrl-C in the
+                # server's terminal signals the terminal's foreground process group, and
+                # the server then only asks whether to stop. A reader in that group would
+                # die of it (even while its interpreter starts, before any handler could
+                # ignore it), and one started again misses what kernels published meanwhile.
+                # It ends with the server anyway: its stdin closes.
                 self._process = subprocess.Popen(
-                    [*READER_COMMAND, endpoint, *options], stdin=subprocess.PIPE, close_fds=True
+                    [*READER_COMMAND, endpoint, *options],
+                    stdin=subprocess.PIPE,
+                    close_fds=True,
+                    start_new_session=True,
                 )
                 return
             except OSError as err:

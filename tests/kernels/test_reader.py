@@ -489,7 +489,9 @@ def test_ctrl_c_at_the_servers_terminal_leaves_the_reader_running(tmp_path: Path
 
     The server then asks whether to shut down; answered "n", it goes on, and so must
     the reader: one that died of the SIGINT is started again, and what the kernels
-    published until then is lost (IOPub keeps nothing for a late subscriber).
+    published until then is lost (IOPub keeps nothing for a late subscriber). A reader
+    that ignored SIGINT itself still died of a Ctrl-C while its interpreter started (CI,
+    2026-12-07), so it is kept out of the server's process group from its start.
     """
     terminal, server_side = pty.openpty()
     try:
@@ -502,6 +504,8 @@ def test_ctrl_c_at_the_servers_terminal_leaves_the_reader_running(tmp_path: Path
 
             wait_until(lambda: reader_pid() is not None, 30, "the reader to run")
             pid = reader_pid()
+            assert pid is not None
+            assert os.getpgid(pid) != os.getpgid(server.process.pid)
             os.killpg(server.process.pid, signal.SIGINT)  # what the terminal does at Ctrl-C
             server.wait_for_log("Shut down this Jupyter server")
             os.write(terminal, b"n\n")
