@@ -20,11 +20,10 @@ import time
 import urllib.request
 
 import psutil
+from processes import readers_of
 
 #: Seconds between the end of one request and the start of the next.
 INTERVAL = 0.05
-#: The extension's IOPub reader process runs this module (see servers.READER_MODULE).
-READER_MODULE = "jupyter_persist.kernels.readloop"
 #: Seconds between two looks for the reader among the server's children.
 READER_LOOKUP_INTERVAL = 1.0
 
@@ -39,13 +38,7 @@ class ServerMemory:
 
     def _find_reader(self) -> None:
         self._looked = time.monotonic()
-        for child in self.server.children():
-            try:
-                if READER_MODULE in " ".join(child.cmdline()):
-                    self.reader = child
-                    return
-            except psutil.Error:
-                continue
+        self.reader = next(iter(readers_of(self.server)), None)
 
     def rss(self) -> int:
         """Bytes; psutil.Error once the server is gone."""

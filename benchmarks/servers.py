@@ -23,12 +23,11 @@ from jupyter_server.services.kernels.connection.base import (
     deserialize_msg_from_ws_v1,
     serialize_msg_to_ws_v1,
 )
+from processes import readers_of
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
 V1 = "v1.kernel.websocket.jupyter.org"
-#: The extension's IOPub reader process, counted with the server it works for.
-READER_MODULE = "jupyter_persist.kernels.readloop"
 
 
 def free_port() -> int:
@@ -65,14 +64,7 @@ class Server:
     def processes(self) -> list[psutil.Process]:
         """The server and the extension's IOPub reader process (its work is the server's)."""
         server = self.ps
-        found = [server]
-        for child in server.children():
-            try:
-                if READER_MODULE in " ".join(child.cmdline()):
-                    found.append(child)
-            except psutil.Error:
-                pass
-        return found
+        return [server, *readers_of(server)]
 
     def cpu_seconds(self) -> float:
         total = 0.0
