@@ -40,6 +40,7 @@ from workloads import (
     p99,
     progress_detached,
     reruns,
+    run_one_kernel,
 )
 
 
@@ -539,6 +540,7 @@ async def main(args: argparse.Namespace) -> int:
             for name, extension in (("plain", False), ("ours", True)):
                 extra = args.ours_arg if extension else []
                 servers[name] = start_server(name, Path(tmp) / name, extension, extra)
+                await run_one_kernel(servers[name])
             for run in range(repeat):
                 order = ["plain", "ours"] if run % 2 == 0 else ["ours", "plain"]
                 for name in order:

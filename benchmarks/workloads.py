@@ -95,6 +95,22 @@ async def start_and_leave(server: Server, path: str, code: str) -> str:
     return kernel_id
 
 
+async def run_one_kernel(server: Server) -> None:
+    """Start a kernel, connect until it answers ``kernel_info``, shut it down.
+
+    The extension starts its IOPub reader process with the first kernel and keeps it:
+    done before any workload, no workload's memory rows count that process's start
+    (an ``--only`` run's first workload did).
+    """
+    model = await asyncio.to_thread(server.request, "api/kernels", "POST", {"name": "python3"})
+    try:
+        client = await KernelClient.connect(server, model["id"])
+        await client.ready()
+        client.close()
+    finally:
+        await shutdown(server, model["id"])
+
+
 async def shutdown(server: Server, kernel_id: str) -> None:
     await asyncio.to_thread(server.request, f"api/kernels/{kernel_id}", "DELETE")
 
